@@ -1,0 +1,49 @@
+// Package cache is cachegate's persistent, chunked disk cache of origin objects. It
+// knows origins (internal/origin) and the local disk, and nothing of FUSE or HTTP: the
+// mount and the server both read through a Handle.
+//
+// # On disk
+//
+// A cache directory holds a lock file (the pid of the owning process) and, under
+// objects/, two files per object version, named by a hash of origin, path and version:
+//
+//   - KEY.data: a sparse file as long as the object; only present chunks occupy blocks.
+//   - KEY.meta: the sidecar, mapped into memory while the object is open: an
+//     immutable, checksummed header (origin, path, version, size, chunk size), then a
+//     chunk-presence bitmap and a CRC32C per chunk (see sidecar.go for the layout).
+//
+// # Invariants
+//
+//  1. A chunk's bit is set only after its bytes and CRC are written (pwrite, then CRC,
+//     then an atomic OR of the bit). Whoever sees the bit may read the bytes.
+//  2. Bytes of a version live only in that version's files. A changed origin object
+//     gets new files, and every origin read is conditional on the version, so no read
+//     combines two versions.
+//  3. Nothing is served from disk before this process has checked its CRC: an object's
+//     present chunks are re-hashed the first time the process opens it, so corruption
+//     or a torn write from before a crash (or a restart) is dropped and refetched.
+//  4. Accounted bytes (chunks rounded to 4 KiB, plus sidecars) never exceed the limit
+//     by more than the bytes reserved by fetches in flight; the fetch reserves its bytes
+//     before it asks the origin, evicting to make room. The disk keeps MinFree free.
+//  5. Files are never truncated or rewritten in place. Eviction unlinks objects that
+//     no handle holds, so open files, mappings and sends keep their bytes; pinned
+//     objects are never evicted.
+//
+// # Policy
+//
+// Disk eviction is least-recently-used over objects that are neither open nor pinned,
+// with exact byte accounting. ristretto (TinyLFU) holds the in-memory hot sets: origin
+// attributes and directory listings, with the metadata TTL. It is not the disk policy
+// because its eviction cannot be vetoed — it would pick open or pinned objects, which
+// must stay — and its cost accounting is asynchronous (Set is buffered and may be
+// dropped), so it cannot hold a hard byte cap; TestRistrettoCannotHoldCap shows it.
+//
+// # Fetching
+//
+// Concurrent readers of one chunk share one origin request (a flight per chunk).
+// A sequential reader grows a readahead window, fetched as several parallel range
+// requests of up to a span each. Transient origin errors are retried with backoff,
+// resuming at the first missing chunk; a changed object fails the read (ErrChanged)
+// instead of mixing versions. When no room can be made (everything open or pinned, or
+// the disk is full), reads go straight to the origin, uncached.
+package cache

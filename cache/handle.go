@@ -1,0 +1,175 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/origin"
+)
+
+// Handle reads one version of one object. It keeps that version's files open, so
+// eviction or a newer version never changes what it reads. A Handle without an object
+// (the cache could not make room) reads the origin directly.
+type Handle struct {
+	c     *Cache
+	o     *object
+	path  string
+	entry origin.Entry
+
+	mu     sync.Mutex
+	next   int64 // where a sequential reader's next read starts
+	window int64 // current readahead window in bytes
+	closed bool
+}
+
+// Entry returns the attributes of the version this handle reads.
+func (h *Handle) Entry() origin.Entry { return h.entry }
+
+// Size returns the object's size.
+func (h *Handle) Size() int64 { return h.entry.Size }
+
+// Cached reports whether the handle reads through the disk cache.
+func (h *Handle) Cached() bool { return h.o != nil }
+
+// Complete reports whether every byte is present on disk (and checked).
+func (h *Handle) Complete() bool {
+	if h.o == nil {
+		return false
+	}
+	h.c.mu.Lock()
+	defer h.c.mu.Unlock()
+	return h.o.completeLocked()
+}
+
+// Fd returns the data file's descriptor, valid until Close. Bytes may be read from it
+// only in ranges Fill has made present.
+func (h *Handle) Fd() uintptr {
+	if h.o == nil {
+		return ^uintptr(0)
+	}
+	return h.o.data.Fd()
+}
+
+// Fill makes [off, off+n) present on disk, fetching what is missing and growing the
+// readahead window of a sequential reader. It returns how many bytes from off exist
+// (n clamped to the end of the object). ErrNoSpace means the range could not be cached:
+// ReadAt still serves it from the origin.
+func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("negative offset %d", off)
+	}
+	if off >= h.entry.Size || n <= 0 {
+		return 0, nil
+	}
+	n = min(n, h.entry.Size-off)
+	if h.o == nil {
+		return n, ErrNoSpace
+	}
+	o := h.o
+	cs := o.ChunkSize
+	first, last := int(off/cs), int((off+n-1)/cs)
+
+	// Readahead: a read near where the last one ended is sequential; the window
+	// doubles from two chunks up to the readahead limit (a quarter of the cache at
+	// most, so readahead never evicts what it is about to read). A seek resets it.
+	h.mu.Lock()
+	if off >= h.next-2*cs && off <= h.next+2*cs && (off > 0 || h.next == 0) {
+		limit := min(h.c.opts.Readahead, h.c.opts.Limit/4)
+		h.window = max(2*cs, min(2*h.window, limit))
+	} else {
+		h.window = 0
+	}
+	h.next = off + n
+	window := h.window
+	h.mu.Unlock()
+	if window > 0 {
+		o.prefetch(last+1, int((off+n+window-1)/cs))
+	}
+
+	start := time.Now()
+	hit, err := o.ensure(ctx, first, last)
+	if err != nil {
+		return 0, err
+	}
+	h.c.count(func(s *Stats) {
+		if hit {
+			s.Hits++
+		} else {
+			s.Misses++
+			s.MissWait += time.Since(start)
+		}
+	})
+	return n, nil
+}
+
+// ReadAt reads len(p) bytes at off, from the cache when it can and from the origin
+// when the cache cannot make room. It returns io.EOF at the end of the object.
+func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := h.Fill(ctx, off, int64(len(p)))
+	switch {
+	case err == nil:
+		if n == 0 {
+			return 0, io.EOF
+		}
+		m, err := h.o.data.ReadAt(p[:n], off)
+		if err == nil && m < len(p) {
+			err = io.EOF
+		}
+		return m, err
+	case errors.Is(err, ErrNoSpace):
+		if n == 0 {
+			return 0, io.EOF
+		}
+		m, err := h.readOrigin(ctx, p[:n], off)
+		if err == nil && m < len(p) {
+			err = io.EOF
+		}
+		return m, err
+	}
+	return 0, err
+}
+
+// readOrigin reads p at off straight from the origin, retrying transient failures.
+func (h *Handle) readOrigin(ctx context.Context, p []byte, off int64) (int, error) {
+	h.c.count(func(s *Stats) { s.Uncached++ })
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if !origin.Retryable(err) {
+				break
+			}
+			time.Sleep(time.Duration(1<<(2*attempt)) * 25 * time.Millisecond)
+		}
+		var rc io.ReadCloser
+		rc, err = h.c.origin.ReadRange(ctx, h.path, h.entry.Version, off, int64(len(p)))
+		if err != nil {
+			continue
+		}
+		_, err = io.ReadFull(rc, p)
+		rc.Close()
+		if err == nil {
+			h.c.count(func(s *Stats) { s.BytesFetched += int64(len(p)) })
+			return len(p), nil
+		}
+	}
+	if errors.Is(err, origin.ErrChanged) {
+		h.c.meta.invalidate(h.path)
+	}
+	return 0, err
+}
+
+// Close releases the handle's hold on its object.
+func (h *Handle) Close() error {
+	h.mu.Lock()
+	closed := h.closed
+	h.closed = true
+	h.mu.Unlock()
+	if !closed && h.o != nil {
+		h.c.release(h.o)
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+package cache
+
+import (
+	"context"
+	"path"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/dgraph-io/ristretto/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// Listing is a directory's entries as of one origin listing.
+type Listing struct {
+	Entries []origin.Entry // sorted by name
+	byName  map[string]int
+	// Gen changes whenever a new listing of the directory differs from the previous
+	// one, so callers can keep kernel or client caches while it stays the same.
+	Gen uint64
+}
+
+// Get returns the entry called name.
+func (l *Listing) Get(name string) (origin.Entry, bool) {
+	i, ok := l.byName[name]
+	if !ok {
+		return origin.Entry{}, false
+	}
+	return l.Entries[i], true
+}
+
+func newListing(entries []origin.Entry) *Listing {
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
+	l := &Listing{Entries: entries, byName: make(map[string]int, len(entries))}
+	for i, e := range entries {
+		l.byName[e.Name] = i
+	}
+	return l
+}
+
+func sameEntries(a, b []origin.Entry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Name != y.Name || x.IsDir != y.IsDir || x.Size != y.Size || !x.ModTime.Equal(y.ModTime) || x.Version != y.Version {
+			return false
+		}
+	}
+	return true
+}
+
+// metaCache keeps origin attributes and listings for the TTL in ristretto, and makes
+// concurrent misses for one path share one origin request.
+type metaCache struct {
+	origin origin.Origin
+	ttl    time.Duration
+	stats  *ristretto.Cache[string, origin.Entry]
+	lists  *ristretto.Cache[string, *Listing]
+	group  singleflight.Group
+	gen    atomic.Uint64
+	// last remembers the previous listing per directory beyond its TTL, to tell a
+	// changed directory from a merely expired one.
+	last *ristretto.Cache[string, *Listing]
+}
+
+func newMetaCache(o origin.Origin, ttl time.Duration) (*metaCache, error) {
+	m := &metaCache{origin: o, ttl: ttl}
+	var err error
+	if m.stats, err = ristretto.NewCache(&ristretto.Config[string, origin.Entry]{
+		NumCounters: 1 << 20, MaxCost: 64 << 20, BufferItems: 64,
+	}); err != nil {
+		return nil, err
+	}
+	if m.lists, err = ristretto.NewCache(&ristretto.Config[string, *Listing]{
+		NumCounters: 1 << 17, MaxCost: 256 << 20, BufferItems: 64,
+	}); err != nil {
+		return nil, err
+	}
+	if m.last, err = ristretto.NewCache(&ristretto.Config[string, *Listing]{
+		NumCounters: 1 << 17, MaxCost: 256 << 20, BufferItems: 64,
+	}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *metaCache) close() {
+	m.stats.Close()
+	m.lists.Close()
+	m.last.Close()
+}
+
+func entryCost(e origin.Entry) int64 { return int64(96 + len(e.Name) + len(e.Version)) }
+
+func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
+	if e, ok := m.stats.Get(p); ok {
+		return e, nil
+	}
+	v, err, _ := m.group.Do("s\x00"+p, func() (any, error) {
+		e, err := m.origin.Stat(context.WithoutCancel(ctx), p)
+		if err != nil {
+			return origin.Entry{}, err
+		}
+		m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+		m.stats.Wait()
+		return e, nil
+	})
+	if err != nil {
+		return origin.Entry{}, err
+	}
+	return v.(origin.Entry), nil
+}
+
+func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
+	if l, ok := m.lists.Get(p); ok {
+		return l, nil
+	}
+	v, err, _ := m.group.Do("l\x00"+p, func() (any, error) {
+		entries, err := m.origin.List(context.WithoutCancel(ctx), p)
+		if err != nil {
+			return nil, err
+		}
+		l := newListing(entries)
+		if prev, ok := m.last.Get(p); ok && sameEntries(prev.Entries, l.Entries) {
+			l.Gen = prev.Gen
+		} else {
+			l.Gen = m.gen.Add(1)
+		}
+		var cost int64 = 64
+		for _, e := range entries {
+			cost += entryCost(e)
+		}
+		m.lists.SetWithTTL(p, l, cost, m.ttl)
+		m.last.Set(p, l, cost)
+		m.lists.Wait()
+		return l, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Listing), nil
+}
+
+func (m *metaCache) invalidate(p string) {
+	m.stats.Del(p)
+	m.lists.Del(p)
+	m.lists.Del(parentDir(p))
+}
+
+func parentDir(p string) string {
+	d := path.Dir(p)
+	if d == "." || d == "/" {
+		return ""
+	}
+	return d
+}

@@ -1,0 +1,495 @@
+package cache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/origin"
+	"golang.org/x/sys/unix"
+)
+
+// object is one version of one origin object in the cache.
+type object struct {
+	c   *Cache
+	key string
+	objectInfo
+	nchunks int
+
+	// Guarded by c.mu.
+	refs          int
+	elem          *list.Element
+	pinned        bool
+	lastAccess    time.Time
+	presentChunks int
+	diskBytes     int64
+	removed       bool // out of the index, files unlinked
+	doomed        bool // superseded by a newer version: remove at last release
+
+	// Guarded by mu; data and side are set while refs > 0.
+	mu       sync.Mutex
+	data     *os.File
+	side     *sidecar
+	verified bool // every present chunk's CRC checked by this process
+	inflight map[int]*flight
+}
+
+// flight is one chunk being fetched; done closes when it is present or failed.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+func newObject(c *Cache, key string, info *objectInfo) *object {
+	return &object{
+		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(),
+		pinned: info.Pinned, lastAccess: info.LastAccess,
+		inflight: map[int]*flight{},
+	}
+}
+
+func (o *object) chunkLen(i int) int64 {
+	return min(o.ChunkSize, o.Size-int64(i)*o.ChunkSize)
+}
+
+// complete reports whether every chunk is present. c.mu must be held.
+func (o *object) completeLocked() bool { return o.presentChunks == o.nchunks }
+
+// create writes a new object's files: the sparse data file first, then the sidecar
+// by rename, so a sidecar never names a missing data file.
+func (c *Cache) create(key string, info *objectInfo) (*object, error) {
+	img, err := encodeHeader(info)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.reserve(roundBlock(int64(len(img)))); err != nil {
+		return nil, err
+	}
+	o := newObject(c, key, info)
+	o.diskBytes = roundBlock(int64(len(img)))
+	fail := func(err error) (*object, error) {
+		c.unreserve(o.diskBytes)
+		os.Remove(c.objectPath(key, ".data"))
+		return nil, err
+	}
+	dataPath := c.objectPath(key, ".data")
+	if err := os.MkdirAll(filepath.Dir(dataPath), 0o700); err != nil {
+		return fail(err)
+	}
+	f, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fail(err)
+	}
+	err = f.Truncate(info.Size)
+	f.Close()
+	if err != nil {
+		return fail(err)
+	}
+	tmp := c.objectPath(key, ".meta.tmp")
+	if err := os.WriteFile(tmp, img, 0o600); err != nil {
+		os.Remove(tmp)
+		return fail(err)
+	}
+	if err := os.Rename(tmp, c.objectPath(key, ".meta")); err != nil {
+		os.Remove(tmp)
+		return fail(err)
+	}
+	c.mu.Lock()
+	c.reserved -= o.diskBytes
+	c.used += o.diskBytes
+	c.mu.Unlock()
+	return o, nil
+}
+
+// openFiles maps the sidecar and opens the data file, verifying the chunks the first
+// time this process opens the object (invariant 3). o.mu must be held.
+func (o *object) openFiles() error {
+	if o.data != nil {
+		return nil
+	}
+	c := o.c
+	mf, err := os.OpenFile(c.objectPath(o.key, ".meta"), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	side, info, err := mapSidecar(mf)
+	mf.Close()
+	if err != nil {
+		return err
+	}
+	if info.Path != o.Path || info.Version != o.Version || info.Size != o.Size {
+		side.unmap()
+		return fmt.Errorf("%w: sidecar of %s changed under us", errBadSidecar, o.Path)
+	}
+	data, err := os.OpenFile(c.objectPath(o.key, ".data"), os.O_RDWR, 0)
+	if err != nil {
+		side.unmap()
+		return err
+	}
+	o.data, o.side = data, side
+	if !o.verified {
+		o.verify(nil)
+		o.verified = true
+	}
+	return nil
+}
+
+// closeFiles releases the mapping and descriptor. o.mu must be held, refs zero.
+func (o *object) closeFiles() {
+	if o.data == nil {
+		return
+	}
+	o.c.mu.Lock()
+	la := o.lastAccess
+	o.c.mu.Unlock()
+	o.side.setLastAccess(la)
+	o.side.unmap()
+	o.data.Close()
+	o.data, o.side = nil, nil
+}
+
+// BadChunk is a chunk whose bytes did not match their CRC.
+type BadChunk struct {
+	Path  string
+	Chunk int
+}
+
+// verify re-hashes every present chunk and drops the ones that do not match, punching
+// their blocks out so they are refetched. o.mu must be held and the files open. It
+// reports each bad chunk to report when that is not nil.
+func (o *object) verify(report func(BadChunk)) int {
+	buf := getBuf(o.ChunkSize)
+	defer putBuf(buf)
+	bad := 0
+	for i := 0; i < o.nchunks; i++ {
+		if !o.side.has(i) {
+			continue
+		}
+		n := o.chunkLen(i)
+		b := (*buf)[:n]
+		if _, err := o.data.ReadAt(b, int64(i)*o.ChunkSize); err == nil && checksum(b) == o.side.crc(i) {
+			continue
+		}
+		bad++
+		o.dropChunk(i)
+		o.c.log.Warn("dropped corrupt cache chunk; it will be refetched", "path", o.Path, "chunk", i)
+		if report != nil {
+			report(BadChunk{Path: o.Path, Chunk: i})
+		}
+	}
+	return bad
+}
+
+func (o *object) dropChunk(i int) {
+	o.side.clear(i)
+	n := roundBlock(o.chunkLen(i))
+	unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, n)
+	o.c.mu.Lock()
+	o.presentChunks--
+	if !o.removed {
+		o.diskBytes -= n
+		o.c.used -= n
+	}
+	o.c.mu.Unlock()
+}
+
+// acquire takes a reference and opens the files.
+func (c *Cache) acquire(o *object) error {
+	c.mu.Lock()
+	o.refs++
+	o.lastAccess = time.Now()
+	if o.elem != nil {
+		c.lru.MoveToFront(o.elem)
+	}
+	c.mu.Unlock()
+	o.mu.Lock()
+	err := o.openFiles()
+	o.mu.Unlock()
+	if err != nil {
+		c.release(o)
+	}
+	return err
+}
+
+// release drops a reference; the last one closes the files, and removes a superseded
+// version.
+func (c *Cache) release(o *object) {
+	c.mu.Lock()
+	o.refs--
+	last := o.refs == 0
+	c.mu.Unlock()
+	if !last {
+		return
+	}
+	o.mu.Lock()
+	c.mu.Lock()
+	idle := o.refs == 0
+	c.mu.Unlock()
+	if idle {
+		o.closeFiles()
+	}
+	o.mu.Unlock()
+	c.mu.Lock()
+	if o.refs == 0 && o.doomed {
+		c.removeLocked(o)
+	}
+	c.mu.Unlock()
+}
+
+// ensure makes chunks first..last present, joining fetches in flight and starting
+// the missing ones. The caller holds a reference.
+func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err error) {
+	hit = true
+	for {
+		var wait []*flight
+		o.mu.Lock()
+		if o.side == nil {
+			o.mu.Unlock()
+			return false, errors.New("cache object closed")
+		}
+		for i := first; i <= last; i++ {
+			if o.side.has(i) {
+				continue
+			}
+			if f := o.inflight[i]; f != nil {
+				wait = append(wait, f)
+				continue
+			}
+			end := i
+			for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
+				end++
+			}
+			wait = append(wait, o.startFetchLocked(i, end)...)
+			i = end
+		}
+		o.mu.Unlock()
+		if len(wait) == 0 {
+			return hit, nil
+		}
+		hit = false
+		for _, f := range wait {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+			if f.err != nil {
+				return false, f.err
+			}
+		}
+	}
+}
+
+// prefetch starts fetches for the missing chunks of first..last without waiting,
+// in spans that run in parallel.
+func (o *object) prefetch(first, last int) {
+	last = min(last, o.nchunks-1)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.side == nil {
+		return
+	}
+	for i := first; i <= last; i++ {
+		if o.side.has(i) || o.inflight[i] != nil {
+			continue
+		}
+		end := i
+		for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
+			end++
+		}
+		o.startFetchLocked(i, end)
+		i = end
+	}
+}
+
+// startFetchLocked registers flights for chunks first..last and starts one origin
+// request for them. o.mu must be held.
+func (o *object) startFetchLocked(first, last int) []*flight {
+	fl := make([]*flight, last-first+1)
+	for i := range fl {
+		fl[i] = &flight{done: make(chan struct{})}
+		o.inflight[first+i] = fl[i]
+	}
+	o.c.mu.Lock()
+	o.refs++ // the fetch keeps the files open and the object unevictable
+	o.c.mu.Unlock()
+	go o.fetch(first, last, fl)
+	return fl
+}
+
+const maxAttempts = 4
+
+// fetch reads chunks first..last from the origin into the data file, completing each
+// chunk's flight as soon as it lands. Transient errors are retried from the first chunk
+// not yet written.
+func (o *object) fetch(first, last int, fl []*flight) {
+	c := o.c
+	defer c.release(o)
+	var reserved int64
+	for i := first; i <= last; i++ {
+		reserved += roundBlock(o.chunkLen(i))
+	}
+	i := first
+	finish := func(err error) {
+		for ; i <= last; i++ {
+			o.mu.Lock()
+			delete(o.inflight, i)
+			o.mu.Unlock()
+			fl[i-first].err = err
+			close(fl[i-first].done)
+		}
+	}
+	if err := c.reserve(reserved); err != nil {
+		finish(err)
+		return
+	}
+	defer func() { c.unreserve(reserved) }()
+	buf := getBuf(o.ChunkSize)
+	defer putBuf(buf)
+	ctx := context.Background()
+	var err error
+	for attempt := 0; i <= last; attempt++ {
+		if attempt > 0 {
+			if attempt >= maxAttempts || !origin.Retryable(err) {
+				break
+			}
+			c.log.Warn("origin read failed, retrying", "path", o.Path, "offset", int64(i)*o.ChunkSize, "attempt", attempt, "err", err)
+			time.Sleep(time.Duration(1<<(2*attempt)) * 25 * time.Millisecond)
+		}
+		off := int64(i) * o.ChunkSize
+		end := min(o.Size, int64(last+1)*o.ChunkSize)
+		var rc io.ReadCloser
+		rc, err = c.origin.ReadRange(ctx, o.Path, o.Version, off, end-off)
+		if err != nil {
+			continue
+		}
+		for ; i <= last; i++ {
+			n := o.chunkLen(i)
+			b := (*buf)[:n]
+			if _, err = io.ReadFull(rc, b); err != nil {
+				break
+			}
+			if err = o.writeChunk(i, b); err != nil {
+				break
+			}
+			c.count(func(s *Stats) { s.BytesFetched += n })
+			rb := roundBlock(n)
+			reserved -= rb
+			c.commit(o, rb, rb)
+			o.mu.Lock()
+			delete(o.inflight, i)
+			o.mu.Unlock()
+			close(fl[i-first].done)
+			attempt = 0 // progress renews the retry budget
+		}
+		rc.Close()
+		if errors.Is(err, syscall.ENOSPC) {
+			c.free.invalidate()
+			err = fmt.Errorf("%w (%v)", ErrNoSpace, err)
+			break
+		}
+	}
+	if i <= last {
+		if errors.Is(err, origin.ErrChanged) {
+			c.meta.invalidate(o.Path)
+		}
+		if err != nil && !errors.Is(err, ErrNoSpace) {
+			c.log.Error("origin read failed", "path", o.Path, "offset", int64(i)*o.ChunkSize, "err", err)
+		}
+		finish(err)
+	}
+}
+
+func (o *object) writeChunk(i int, b []byte) error {
+	crc := checksum(b)
+	// The files stay open while the fetch holds its reference.
+	if _, err := o.data.WriteAt(b, int64(i)*o.ChunkSize); err != nil {
+		return err
+	}
+	o.side.set(i, crc)
+	return nil
+}
+
+var bufPools sync.Map // chunk size -> *sync.Pool of *[]byte
+
+func getBuf(size int64) *[]byte {
+	p, _ := bufPools.LoadOrStore(size, &sync.Pool{New: func() any {
+		b := make([]byte, size)
+		return &b
+	}})
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func putBuf(b *[]byte) {
+	p, _ := bufPools.Load(int64(cap(*b)))
+	if p != nil {
+		p.(*sync.Pool).Put(b)
+	}
+}
+
+// Open returns a handle on the current version of file p, creating its cache object
+// when needed. When the cache cannot hold it, the handle reads the origin directly.
+func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
+	e, err := c.meta.stat(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if e.IsDir {
+		return nil, fmt.Errorf("%s: %w", p, syscall.EISDIR)
+	}
+	key := objectKey(c.oname, p, e.Version)
+	c.mu.Lock()
+	o := c.objects[key]
+	c.mu.Unlock()
+	if o == nil {
+		info := &objectInfo{Origin: c.oname, Path: p, Version: e.Version, Size: e.Size, ModTime: e.ModTime, ChunkSize: c.opts.ChunkSize, LastAccess: time.Now()}
+		created, err := c.create(key, info)
+		if err != nil {
+			if !errors.Is(err, ErrNoSpace) && !errors.Is(err, syscall.ENOSPC) {
+				c.log.Warn("cannot cache object; reading it from the origin", "path", p, "err", err)
+			}
+			c.count(func(s *Stats) { s.Uncached++ })
+			return &Handle{c: c, path: p, entry: e}, nil
+		}
+		c.mu.Lock()
+		if o = c.objects[key]; o == nil {
+			o = created
+			c.objects[key] = o
+			o.elem = c.lru.PushFront(o)
+			if old := c.byPath[p]; old != nil && old != o {
+				if old.refs == 0 {
+					c.removeLocked(old)
+				} else {
+					old.doomed = true
+				}
+			}
+			c.byPath[p] = o
+		} else {
+			// Another opener won the race; drop our copy.
+			c.used -= created.diskBytes
+			c.removeFiles(created)
+		}
+		c.mu.Unlock()
+	}
+	if err := c.acquire(o); err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errBadSidecar) {
+			// Evicted between lookup and open, or damaged: start over once.
+			c.mu.Lock()
+			if o.refs == 0 {
+				c.removeLocked(o)
+			}
+			c.mu.Unlock()
+			return c.Open(ctx, p)
+		}
+		return nil, err
+	}
+	return &Handle{c: c, o: o, path: p, entry: e}, nil
+}

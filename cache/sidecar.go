@@ -1,0 +1,241 @@
+package cache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/bits"
+	"os"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sidecar layout (little endian). The header is immutable after creation except for
+// the flags and last-access words, so its CRC covers everything else.
+//
+//	0  magic      [8]byte "CGSIDE01"
+//	8  headerLen  uint32  bytes before the bitmap, a multiple of 8
+//	12 flags      uint32  bit 0: pinned            (mutable)
+//	16 chunkSize  uint64
+//	24 size       uint64  object size in bytes
+//	32 nchunks    uint64
+//	40 lastAccess int64   unix nanoseconds          (mutable)
+//	48 originLen  uint32
+//	52 pathLen    uint32
+//	56 modTime    int64   unix nanoseconds
+//	64 versionLen uint32
+//	68 headerCRC  uint32  CRC32C of bytes 0-11, 16-39, 48-67 and the strings
+//	72 origin, path, version bytes, zero-padded to headerLen
+//	headerLen: bitmap, one bit per chunk, in uint64 words
+//	then:      CRC32C of each chunk, uint32 each
+const (
+	sidecarMagic  = "CGSIDE01"
+	fixedHeader   = 72
+	flagPinned    = 1
+	maxStringsLen = 64 << 10
+	// maxChunks bounds a sidecar to a sane size (1 TiB object at 1 MiB chunks).
+	maxChunks = 1 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func checksum(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// objectInfo is what a sidecar header says about its object.
+type objectInfo struct {
+	Origin, Path, Version string
+	Size                  int64
+	ModTime               time.Time
+	ChunkSize             int64
+	Pinned                bool
+	LastAccess            time.Time
+}
+
+func (i *objectInfo) nchunks() int {
+	if i.Size == 0 {
+		return 0
+	}
+	return int((i.Size + i.ChunkSize - 1) / i.ChunkSize)
+}
+
+func align8(n int) int { return (n + 7) &^ 7 }
+
+func bitmapWords(n int) int { return (n + 63) / 64 }
+
+// sidecarSize is the file size of a sidecar with the given header length and chunks.
+func sidecarSize(headerLen, nchunks int) int {
+	return headerLen + 8*bitmapWords(nchunks) + 4*nchunks
+}
+
+// encodeHeader returns a new sidecar's full contents: header, empty bitmap, zero CRCs.
+func encodeHeader(info *objectInfo) ([]byte, error) {
+	sl := len(info.Origin) + len(info.Path) + len(info.Version)
+	if sl > maxStringsLen {
+		return nil, fmt.Errorf("object name too long for the cache (%d bytes)", sl)
+	}
+	if info.ChunkSize <= 0 || info.Size < 0 {
+		return nil, fmt.Errorf("bad object geometry: size %d chunk %d", info.Size, info.ChunkSize)
+	}
+	n := info.nchunks()
+	if n > maxChunks {
+		return nil, fmt.Errorf("object of %d bytes needs %d chunks, more than %d: use a larger --chunk-size", info.Size, n, maxChunks)
+	}
+	hl := align8(fixedHeader + sl)
+	b := make([]byte, sidecarSize(hl, n))
+	le := binary.LittleEndian
+	copy(b, sidecarMagic)
+	le.PutUint32(b[8:], uint32(hl))
+	var flags uint32
+	if info.Pinned {
+		flags |= flagPinned
+	}
+	le.PutUint32(b[12:], flags)
+	le.PutUint64(b[16:], uint64(info.ChunkSize))
+	le.PutUint64(b[24:], uint64(info.Size))
+	le.PutUint64(b[32:], uint64(n))
+	le.PutUint64(b[40:], uint64(info.LastAccess.UnixNano()))
+	le.PutUint32(b[48:], uint32(len(info.Origin)))
+	le.PutUint32(b[52:], uint32(len(info.Path)))
+	le.PutUint64(b[56:], uint64(info.ModTime.UnixNano()))
+	le.PutUint32(b[64:], uint32(len(info.Version)))
+	s := b[fixedHeader:]
+	s = s[copy(s, info.Origin):]
+	s = s[copy(s, info.Path):]
+	copy(s, info.Version)
+	le.PutUint32(b[68:], headerCRC(b, sl))
+	return b, nil
+}
+
+func headerCRC(b []byte, stringsLen int) uint32 {
+	crc := crc32.Update(0, castagnoli, b[0:12])
+	crc = crc32.Update(crc, castagnoli, b[16:40])
+	crc = crc32.Update(crc, castagnoli, b[48:68])
+	return crc32.Update(crc, castagnoli, b[fixedHeader:fixedHeader+stringsLen])
+}
+
+var errBadSidecar = errors.New("bad sidecar")
+
+// decodeHeader validates a whole sidecar image and returns its header and length.
+// Every length is checked against the image before use: a torn or hostile file gives
+// an error, never a panic.
+func decodeHeader(b []byte) (*objectInfo, int, error) {
+	if len(b) < fixedHeader || string(b[:8]) != sidecarMagic {
+		return nil, 0, fmt.Errorf("%w: no magic", errBadSidecar)
+	}
+	le := binary.LittleEndian
+	hl := int(le.Uint32(b[8:]))
+	ol, pl, vl := int(le.Uint32(b[48:])), int(le.Uint32(b[52:])), int(le.Uint32(b[64:]))
+	if ol > maxStringsLen || pl > maxStringsLen || vl > maxStringsLen {
+		return nil, 0, fmt.Errorf("%w: string lengths", errBadSidecar)
+	}
+	sl := ol + pl + vl
+	if hl != align8(fixedHeader+sl) || hl > len(b) {
+		return nil, 0, fmt.Errorf("%w: header length %d", errBadSidecar, hl)
+	}
+	if headerCRC(b, sl) != le.Uint32(b[68:]) {
+		return nil, 0, fmt.Errorf("%w: header checksum", errBadSidecar)
+	}
+	info := &objectInfo{
+		ChunkSize:  int64(le.Uint64(b[16:])),
+		Size:       int64(le.Uint64(b[24:])),
+		LastAccess: time.Unix(0, int64(le.Uint64(b[40:]))),
+		ModTime:    time.Unix(0, int64(le.Uint64(b[56:]))),
+		Pinned:     le.Uint32(b[12:])&flagPinned != 0,
+	}
+	if info.ChunkSize <= 0 || info.ChunkSize > 1<<30 || info.Size < 0 || info.Size > info.ChunkSize*maxChunks {
+		return nil, 0, fmt.Errorf("%w: geometry", errBadSidecar)
+	}
+	n := info.nchunks()
+	if uint64(n) != le.Uint64(b[32:]) || sidecarSize(hl, n) != len(b) {
+		return nil, 0, fmt.Errorf("%w: size %d for %d chunks", errBadSidecar, len(b), n)
+	}
+	s := b[fixedHeader:]
+	info.Origin, s = string(s[:ol]), s[ol:]
+	info.Path, s = string(s[:pl]), s[pl:]
+	info.Version = string(s[:vl])
+	return info, hl, nil
+}
+
+// sidecar is a mapped sidecar file. Bits and CRCs are written through the shared
+// mapping, so they reach the page cache at once and survive a kill -9 of the process.
+// Invariant: a chunk's bit is set only after its data and CRC are written; readers that
+// see the bit may read the data.
+type sidecar struct {
+	mem    []byte
+	bitmap []uint64
+	crcs   []uint32
+}
+
+func mapSidecar(f *os.File) (*sidecar, *objectInfo, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if fi.Size() < fixedHeader || fi.Size() > 64<<20 {
+		return nil, nil, fmt.Errorf("%w: file size %d", errBadSidecar, fi.Size())
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map sidecar: %w", err)
+	}
+	info, hl, err := decodeHeader(mem)
+	if err != nil {
+		unix.Munmap(mem)
+		return nil, nil, err
+	}
+	n := info.nchunks()
+	s := &sidecar{mem: mem}
+	words := bitmapWords(n)
+	if words > 0 {
+		s.bitmap = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[hl])), words)
+		s.crcs = unsafe.Slice((*uint32)(unsafe.Pointer(&mem[hl+8*words])), n)
+	}
+	return s, info, nil
+}
+
+func (s *sidecar) unmap() {
+	if s.mem != nil {
+		unix.Munmap(s.mem)
+		s.mem, s.bitmap, s.crcs = nil, nil, nil
+	}
+}
+
+func (s *sidecar) has(i int) bool {
+	return atomic.LoadUint64(&s.bitmap[i/64])&(1<<(i%64)) != 0
+}
+
+func (s *sidecar) set(i int, crc uint32) {
+	atomic.StoreUint32(&s.crcs[i], crc)
+	atomic.OrUint64(&s.bitmap[i/64], 1<<(i%64))
+}
+
+func (s *sidecar) clear(i int) {
+	atomic.AndUint64(&s.bitmap[i/64], ^uint64(1<<(i%64)))
+}
+
+func (s *sidecar) crc(i int) uint32 { return atomic.LoadUint32(&s.crcs[i]) }
+
+func (s *sidecar) count() int {
+	n := 0
+	for i := range s.bitmap {
+		n += bits.OnesCount64(atomic.LoadUint64(&s.bitmap[i]))
+	}
+	return n
+}
+
+func (s *sidecar) setPinned(p bool) {
+	flags := (*uint32)(unsafe.Pointer(&s.mem[12]))
+	if p {
+		atomic.OrUint32(flags, flagPinned)
+	} else {
+		atomic.AndUint32(flags, ^uint32(flagPinned))
+	}
+}
+
+func (s *sidecar) setLastAccess(t time.Time) {
+	atomic.StoreInt64((*int64)(unsafe.Pointer(&s.mem[40])), t.UnixNano())
+}

@@ -1,0 +1,145 @@
+// Command cachegate mounts a remote origin (a local directory or a web server) as a
+// read-only FUSE filesystem through a persistent, chunked local disk cache.
+//
+// Run `cachegate demo` for a first look and `cachegate --help` for the commands.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/alecthomas/kong"
+	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/units"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+type globals struct {
+	LogLevel string `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+}
+
+type cli struct {
+	globals
+	Mount   mountCmd   `cmd:"" help:"Mount ORIGIN read-only at MOUNTPOINT through the disk cache (runs in the foreground)."`
+	Unmount unmountCmd `cmd:"" help:"Unmount a cachegate mount, also one whose process died."`
+	Demo    demoCmd    `cmd:"" help:"Start a sample origin, mount it under a temporary directory and show what to try."`
+	Version versionCmd `cmd:"" help:"Print the version."`
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// Size is a byte count flag: "512KiB", "64MiB", "10GiB", "10G".
+type Size int64
+
+func (s *Size) UnmarshalText(b []byte) error {
+	n, err := units.ParseSize(string(b))
+	*s = Size(n)
+	return err
+}
+
+// FreeSpace is a --min-free value: a size or a percentage of the filesystem.
+type FreeSpace struct {
+	Bytes int64
+	Pct   float64
+}
+
+func (f *FreeSpace) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		var v float64
+		if _, err := fmt.Sscanf(p, "%g", &v); err != nil || v < 0 || v >= 100 {
+			return fmt.Errorf("invalid percentage %q: use e.g. 5%%", s)
+		}
+		*f = FreeSpace{Pct: v}
+		return nil
+	}
+	n, err := units.ParseSize(s)
+	*f = FreeSpace{Bytes: n}
+	return err
+}
+
+func defaultCacheDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/cache/cachegate"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "cachegate")
+	}
+	return filepath.Join(os.TempDir(), "cachegate")
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("cachegate"),
+		kong.Description("A caching file gateway: mount web servers and directories read-only through a persistent, chunked local disk cache."),
+		kong.DefaultEnvars("CACHEGATE"),
+		kong.Vars{"default_cache_dir": defaultCacheDir()},
+		kong.Exit(func(code int) { panic(exitCode(code)) }),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cachegate:", err)
+		return 1
+	}
+	code := 0
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				if ec, ok := r.(exitCode); ok {
+					code = int(ec)
+					return
+				}
+				panic(r)
+			}
+		}()
+		ctx, err := parser.Parse(args)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cachegate: %v (see cachegate --help)\n", err)
+			code = 2
+			return
+		}
+		slog.SetDefault(newLogger(c.LogLevel))
+		if err := ctx.Run(&c.globals); err != nil {
+			fmt.Fprintln(os.Stderr, "cachegate:", oneLine(err))
+			code = 1
+			var ue *usageError
+			var oe *origin.UsageError
+			if errors.As(err, &ue) || errors.As(err, &oe) {
+				code = 2
+			}
+		}
+	}()
+	return code
+}
+
+type exitCode int
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+type versionCmd struct{}
+
+func (versionCmd) Run() error {
+	fmt.Println("cachegate", version)
+	return nil
+}

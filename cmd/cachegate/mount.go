@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/fusefs"
+	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// cacheFlags are shared by every command that owns a cache.
+type cacheFlags struct {
+	CacheDir      string        `help:"Cache directory (one process owns it at a time)." default:"${default_cache_dir}" placeholder:"DIR"`
+	CacheSize     Size          `help:"Most bytes the cache keeps on disk." default:"10GiB" placeholder:"SIZE"`
+	MinFree       FreeSpace     `help:"Free space to leave on the cache's filesystem: a size or a percentage." default:"5%" placeholder:"SIZE|PCT"`
+	ChunkSize     Size          `help:"Unit of fetching and checksumming (a multiple of 4KiB)." default:"1MiB" placeholder:"SIZE"`
+	Readahead     Size          `help:"Largest readahead window of a sequential reader." default:"64MiB" placeholder:"SIZE"`
+	MetadataTTL   time.Duration `name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again." default:"1m" placeholder:"DUR"`
+	OriginTimeout time.Duration `help:"Timeout of each origin request (connect, headers, stalled body)." default:"30s" placeholder:"DUR"`
+}
+
+// open opens the origin, checks that it answers, and opens the cache directory.
+func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
+	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(f.OriginTimeout, 30*time.Second))
+	defer cancel()
+	e, err := o.Stat(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", o, err)
+	}
+	if !e.IsDir {
+		return nil, usagef("origin %s is not a directory", o)
+	}
+	if f.ChunkSize <= 0 || f.ChunkSize%4096 != 0 {
+		return nil, usagef("--chunk-size %d is not a positive multiple of 4KiB", f.ChunkSize)
+	}
+	if f.CacheSize < f.ChunkSize*4 {
+		return nil, usagef("--cache-size must hold at least 4 chunks (%d bytes)", f.ChunkSize*4)
+	}
+	return cache.Open(o, cache.Options{
+		Dir:        f.CacheDir,
+		Limit:      int64(f.CacheSize),
+		MinFree:    f.MinFree.Bytes,
+		MinFreePct: f.MinFree.Pct,
+		ChunkSize:  int64(f.ChunkSize),
+		Readahead:  int64(f.Readahead),
+		TTL:        f.MetadataTTL,
+		Logger:     log,
+	})
+}
+
+type mountCmd struct {
+	Origin     string `arg:"" help:"What to mount: /abs/dir, file:///abs/dir, http://host[:port]/prefix/ or https://…"`
+	Mountpoint string `arg:"" help:"An existing, empty directory." type:"path"`
+	cacheFlags
+	AllowOther bool `help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
+	DebugFuse  bool `help:"Log every FUSE request."`
+}
+
+func (m *mountCmd) Run(g *globals) error {
+	log := slog.Default()
+	if err := checkMountpoint(m.Mountpoint); err != nil {
+		return err
+	}
+	c, err := m.open(m.Origin, log)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse})
+	if err != nil {
+		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
+	}
+	log.Info("mounted", "origin", c.Origin().String(), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	return serveUntilSignal(server, m.Mountpoint, log)
+}
+
+// serveUntilSignal waits until the mount goes away (someone unmounted it) or a signal
+// asks to stop, in which case it unmounts.
+func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	select {
+	case <-done:
+		log.Info("unmounted", "mountpoint", mountpoint)
+		return nil
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+	}
+	if err := server.Unmount(); err != nil {
+		// Busy (a shell sits in it): detach, so the mount disappears now and the kernel
+		// finishes the open files' requests with errors rather than hanging them.
+		log.Warn("mount busy; detaching it", "mountpoint", mountpoint, "err", err)
+		if err := unix.Unmount(mountpoint, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %v", mountpoint, err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	log.Info("unmounted", "mountpoint", mountpoint)
+	return nil
+}
+
+// checkMountpoint refuses a missing, non-directory, dead or already-mounted mountpoint.
+func checkMountpoint(mp string) error {
+	fi, err := os.Stat(mp)
+	switch {
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("%s is a dead mount whose process is gone: run cachegate unmount %s", mp, mp)
+	case errors.Is(err, fs.ErrNotExist):
+		return usagef("mountpoint %s does not exist: create it with mkdir -p %s", mp, mp)
+	case err != nil:
+		return fmt.Errorf("mountpoint %s: %v", mp, err)
+	case !fi.IsDir():
+		return usagef("mountpoint %s is not a directory", mp)
+	}
+	if mounted, fstype := isMountpoint(mp); mounted {
+		return fmt.Errorf("%s is already a mount point (%s): unmount it first", mp, fstype)
+	}
+	return nil
+}
+
+// isMountpoint reports whether path is the mount point of an entry of
+// /proc/self/mountinfo, and that mount's filesystem type.
+func isMountpoint(path string) (bool, string) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false, ""
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, ""
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 64<<10), 1<<20)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) < 10 {
+			continue
+		}
+		if unescapeMountinfo(fields[4]) == abs {
+			for i, fl := range fields {
+				if fl == "-" && i+1 < len(fields) {
+					return true, fields[i+1]
+				}
+			}
+			return true, ""
+		}
+	}
+	return false, ""
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo paths.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+type unmountCmd struct {
+	Mountpoint string `arg:"" help:"The mount point." type:"path"`
+}
+
+func (u *unmountCmd) Run(g *globals) error {
+	mp := u.Mountpoint
+	if mounted, _ := isMountpoint(mp); !mounted {
+		return fmt.Errorf("%s is not mounted", mp)
+	}
+	err := unix.Unmount(mp, 0)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("%s is busy: close the files and shells using it (see fuser -vm %s) and retry", mp, mp)
+	case errors.Is(err, unix.EPERM):
+		// Not root: fusermount3 is setuid and may unmount the user's own mounts.
+		out, ferr := exec.Command("fusermount3", "-u", mp).CombinedOutput()
+		if ferr != nil {
+			return fmt.Errorf("unmount %s: %s", mp, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	return fmt.Errorf("unmount %s: %v", mp, err)
+}

@@ -1,0 +1,347 @@
+// Package fusefs presents a cache as a read-only FUSE filesystem (go-fuse v2).
+//
+// Every inode is a path of the origin. Attributes and listings come from the cache's
+// metadata layer and are also cached by the kernel for the metadata TTL. A file's inode
+// number is derived from its path, size and modification time, so a replaced object
+// becomes a new inode: the kernel's page cache never mixes two versions.
+//
+// Reads of a complete, verified object use FUSE passthrough (the kernel reads the cache
+// file itself, at local-disk speed); partial objects are served by splicing from the
+// cache file (fuse.ReadResultFd) once the cache has made the range present.
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/origin"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Options configures a mount.
+type Options struct {
+	TTL        time.Duration // kernel entry and attribute timeout
+	AllowOther bool
+	Logger     *slog.Logger
+	Debug      bool // log every FUSE request
+}
+
+type filesystem struct {
+	c        *cache.Cache
+	log      *slog.Logger
+	uid, gid uint32
+}
+
+// Mount mounts c read-only at mountpoint and returns the running server. The caller
+// waits on it (server.Wait) and unmounts it (server.Unmount).
+func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = cache.DefaultTTL
+	}
+	fsys := &filesystem{c: c, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
+	root := &dirNode{fsys: fsys, path: ""}
+	ttl := opts.TTL
+	return gofs.Mount(mountpoint, root, &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:       opts.AllowOther,
+			FsName:           c.Origin().String(),
+			Name:             "cachegate",
+			DirectMount:      true,
+			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			Options:          []string{"ro"},
+			MaxWrite:         1 << 20,
+			MaxReadAhead:     1 << 20,
+			MaxBackground:    64,
+			Debug:            opts.Debug,
+		},
+		EntryTimeout:    &ttl,
+		AttrTimeout:     &ttl,
+		NegativeTimeout: &ttl,
+		UID:             fsys.uid,
+		GID:             fsys.gid,
+	})
+}
+
+// inoFor derives a stable inode number. Files include size and mtime so that a new
+// version is a new inode.
+func inoFor(p string, e origin.Entry) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(p))
+	if !e.IsDir {
+		var b [16]byte
+		for i := 0; i < 8; i++ {
+			b[i] = byte(e.Size >> (8 * i))
+			b[8+i] = byte(e.ModTime.UnixNano() >> (8 * i))
+		}
+		h.Write(b[:])
+	}
+	ino := h.Sum64()
+	if ino <= 1 { // 1 is the root
+		ino += 2
+	}
+	return ino
+}
+
+func (f *filesystem) fillAttr(e origin.Entry, ino uint64, out *fuse.Attr) {
+	out.Ino = ino
+	out.Owner = fuse.Owner{Uid: f.uid, Gid: f.gid}
+	t := e.ModTime
+	if t.IsZero() {
+		t = time.Unix(0, 0)
+	}
+	out.SetTimes(&t, &t, &t)
+	out.Blksize = 4096
+	if e.IsDir {
+		out.Mode = syscall.S_IFDIR | 0o555
+		out.Nlink = 2
+		out.Size = 4096
+		return
+	}
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Nlink = 1
+	out.Size = uint64(e.Size)
+	out.Blocks = (uint64(e.Size) + 511) / 512
+}
+
+// errno maps cache and origin errors to what a reader should see.
+func (f *filesystem) errno(op, p string, err error) syscall.Errno {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.Is(err, syscall.EISDIR):
+		return syscall.EISDIR
+	}
+	f.log.Error(op+" failed", "path", "/"+p, "err", err)
+	return syscall.EIO
+}
+
+type dirNode struct {
+	gofs.Inode
+	fsys *filesystem
+	path string
+
+	mu      sync.Mutex
+	lastGen uint64 // listing generation the kernel's readdir cache holds
+}
+
+var (
+	_ gofs.NodeLookuper        = (*dirNode)(nil)
+	_ gofs.NodeGetattrer       = (*dirNode)(nil)
+	_ gofs.NodeOpendirHandler  = (*dirNode)(nil)
+	_ gofs.NodeStatfser        = (*dirNode)(nil)
+	_ gofs.NodeOpener          = (*fileNode)(nil)
+	_ gofs.NodeGetattrer       = (*fileNode)(nil)
+	_ gofs.FileReader          = (*fileHandle)(nil)
+	_ gofs.FileReleaser        = (*fileHandle)(nil)
+	_ gofs.FilePassthroughFder = (*fileHandle)(nil)
+	_ gofs.FileReaddirenter    = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer       = (*dirHandle)(nil)
+)
+
+func (n *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	e := origin.Entry{IsDir: true}
+	if n.path != "" {
+		var err error
+		if e, err = n.fsys.c.Lookup(ctx, parentOf(n.path), path.Base(n.path)); err != nil {
+			return n.fsys.errno("getattr", n.path, err)
+		}
+	}
+	n.fsys.fillAttr(e, n.StableAttr().Ino, &out.Attr)
+	return 0
+}
+
+func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	// Report the cache's size and room, so df shows something true about the mount.
+	used, limit := n.fsys.c.Used()
+	const bs = 4096
+	out.Bsize = bs
+	out.Frsize = bs
+	out.Blocks = uint64(limit / bs)
+	out.Bfree = uint64(max(0, limit-used) / bs)
+	out.Bavail = out.Bfree
+	out.NameLen = 255
+	return 0
+}
+
+func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p := origin.Join(n.path, name)
+	e, err := n.fsys.c.Lookup(ctx, n.path, name)
+	if err != nil {
+		return nil, n.fsys.errno("lookup", p, err)
+	}
+	ino := inoFor(p, e)
+	n.fsys.fillAttr(e, ino, &out.Attr)
+	var ops gofs.InodeEmbedder
+	mode := uint32(syscall.S_IFREG)
+	if e.IsDir {
+		ops = &dirNode{fsys: n.fsys, path: p}
+		mode = syscall.S_IFDIR
+	} else {
+		ops = &fileNode{fsys: n.fsys, path: p, entry: e}
+	}
+	return n.NewInode(ctx, ops, gofs.StableAttr{Mode: mode, Ino: ino}), 0
+}
+
+func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	l, err := n.fsys.c.List(ctx, n.path)
+	if err != nil {
+		return nil, 0, n.fsys.errno("readdir", n.path, err)
+	}
+	ents := make([]fuse.DirEntry, len(l.Entries))
+	for i, e := range l.Entries {
+		mode := uint32(syscall.S_IFREG)
+		if e.IsDir {
+			mode = syscall.S_IFDIR
+		}
+		ents[i] = fuse.DirEntry{Name: e.Name, Mode: mode, Ino: inoFor(origin.Join(n.path, e.Name), e), Off: uint64(i + 1)}
+	}
+	// Let the kernel keep this directory's entries in its cache while the listing
+	// is unchanged; a changed listing opens without the flags, which resets it.
+	n.mu.Lock()
+	var fl uint32
+	if n.lastGen == l.Gen {
+		fl = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	n.lastGen = l.Gen
+	n.mu.Unlock()
+	return &dirHandle{ents: ents}, fl, 0
+}
+
+// dirHandle streams a directory listing taken at opendir.
+type dirHandle struct {
+	ents []fuse.DirEntry
+	i    int
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.i >= len(d.ents) {
+		return nil, 0
+	}
+	e := &d.ents[d.i]
+	d.i++
+	return e, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(len(d.ents)) {
+		return syscall.EINVAL
+	}
+	d.i = int(off)
+	return 0
+}
+
+type fileNode struct {
+	gofs.Inode
+	fsys  *filesystem
+	path  string
+	entry origin.Entry // the version this inode stands for
+
+	mu          sync.Mutex
+	cachedOpens int // handles read through the FUSE daemon
+	ptOpens     int // handles in passthrough mode
+	lastVersion string
+}
+
+func (n *fileNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	e := n.entry
+	if cur, err := n.fsys.c.Lookup(ctx, parentOf(n.path), path.Base(n.path)); err == nil && inoFor(n.path, cur) == n.StableAttr().Ino {
+		e = cur
+	}
+	n.fsys.fillAttr(e, n.StableAttr().Ino, &out.Attr)
+	return 0
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	h, err := n.fsys.c.Open(ctx, n.path)
+	if err != nil {
+		return nil, 0, n.fsys.errno("open", n.path, err)
+	}
+	fh := &fileHandle{h: h, node: n}
+	var fl uint32
+	n.mu.Lock()
+	// The kernel lets an inode be either in passthrough mode or in cached mode, never
+	// both at once: passthrough only when no cached handle is open, and once one
+	// passthrough handle is open every further open shares its backing file.
+	if n.ptOpens > 0 || (n.cachedOpens == 0 && h.Complete()) {
+		fh.passthrough = true
+		n.ptOpens++
+	} else {
+		n.cachedOpens++
+		if n.lastVersion == h.Entry().Version {
+			fl |= fuse.FOPEN_KEEP_CACHE
+		}
+	}
+	n.lastVersion = h.Entry().Version
+	n.mu.Unlock()
+	return fh, fl, 0
+}
+
+type fileHandle struct {
+	h           *cache.Handle
+	node        *fileNode
+	passthrough bool
+}
+
+func (f *fileHandle) PassthroughFd() (int, bool) {
+	if !f.passthrough || !f.h.Complete() {
+		return 0, false
+	}
+	return int(f.h.Fd()), true
+}
+
+func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := f.h.Fill(ctx, off, int64(len(dest)))
+	if err == nil {
+		if n == 0 {
+			return fuse.ReadResultData(nil), 0
+		}
+		return fuse.ReadResultFd(f.h.Fd(), off, int(n)), 0
+	}
+	if errors.Is(err, cache.ErrNoSpace) {
+		m, err := f.h.ReadAt(ctx, dest, off)
+		if err == nil || err == io.EOF {
+			return fuse.ReadResultData(dest[:m]), 0
+		}
+	}
+	return nil, f.node.fsys.errno("read", f.node.path, err)
+}
+
+func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
+	n := f.node
+	n.mu.Lock()
+	if f.passthrough {
+		n.ptOpens--
+	} else {
+		n.cachedOpens--
+	}
+	n.mu.Unlock()
+	f.h.Close()
+	return 0
+}
+
+func parentOf(p string) string {
+	d := path.Dir(p)
+	if d == "." {
+		return ""
+	}
+	return d
+}
