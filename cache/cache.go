@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,6 +70,8 @@ type Cache struct {
 	lock   *os.File
 	objDir string
 	meta   *metaCache
+	// creating makes concurrent openers of a new object version share one creation.
+	creating singleflight.Group
 
 	mu       sync.Mutex
 	objects  map[string]*object // by key

@@ -36,7 +36,8 @@
 // attributes and directory listings, with the metadata TTL. It is not the disk policy
 // because its eviction cannot be vetoed — it would pick open or pinned objects, which
 // must stay — and its cost accounting is asynchronous (Set is buffered and may be
-// dropped), so it cannot hold a hard byte cap; TestRistrettoCannotHoldCap shows it.
+// dropped, and its admission may refuse a chunk that is already on disk), so its view
+// of the bytes can differ from the disk's and it cannot hold a hard byte cap.
 //
 // # Fetching
 //

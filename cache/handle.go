@@ -92,6 +92,9 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 
 	start := time.Now()
 	hit, err := o.ensure(ctx, first, last)
+	if errors.Is(err, ErrNoSpace) {
+		return n, err
+	}
 	if err != nil {
 		return 0, err
 	}

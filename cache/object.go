@@ -450,21 +450,23 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 	o := c.objects[key]
 	c.mu.Unlock()
 	if o == nil {
-		info := &objectInfo{Origin: c.oname, Path: p, Version: e.Version, Size: e.Size, ModTime: e.ModTime, ChunkSize: c.opts.ChunkSize, LastAccess: time.Now()}
-		created, err := c.create(key, info)
-		if err != nil {
-			if !errors.Is(err, ErrNoSpace) && !errors.Is(err, syscall.ENOSPC) {
-				c.log.Warn("cannot cache object; reading it from the origin", "path", p, "err", err)
+		// One creator per key: concurrent openers of a new version wait for it.
+		v, err, _ := c.creating.Do(key, func() (any, error) {
+			c.mu.Lock()
+			if o := c.objects[key]; o != nil {
+				c.mu.Unlock()
+				return o, nil
 			}
-			c.count(func(s *Stats) { s.Uncached++ })
-			return &Handle{c: c, path: p, entry: e}, nil
-		}
-		c.mu.Lock()
-		if o = c.objects[key]; o == nil {
-			o = created
+			c.mu.Unlock()
+			info := &objectInfo{Origin: c.oname, Path: p, Version: e.Version, Size: e.Size, ModTime: e.ModTime, ChunkSize: c.opts.ChunkSize, LastAccess: time.Now()}
+			o, err := c.create(key, info)
+			if err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
 			c.objects[key] = o
 			o.elem = c.lru.PushFront(o)
-			if old := c.byPath[p]; old != nil && old != o {
+			if old := c.byPath[p]; old != nil {
 				if old.refs == 0 {
 					c.removeLocked(old)
 				} else {
@@ -472,12 +474,16 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 				}
 			}
 			c.byPath[p] = o
-		} else {
-			// Another opener won the race; drop our copy.
-			c.used -= created.diskBytes
-			c.removeFiles(created)
+			c.mu.Unlock()
+			return o, nil
+		})
+		if err != nil {
+			if !errors.Is(err, ErrNoSpace) && !errors.Is(err, syscall.ENOSPC) {
+				c.log.Warn("cannot cache object; reading it from the origin", "path", p, "err", err)
+			}
+			return &Handle{c: c, path: p, entry: e}, nil
 		}
-		c.mu.Unlock()
+		o = v.(*object)
 	}
 	if err := c.acquire(o); err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errBadSidecar) {

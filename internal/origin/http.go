@@ -164,7 +164,7 @@ func (h *HTTP) Stat(ctx context.Context, p string) (Entry, error) {
 		return entryFromHeaders(name, resp.Header, resp.ContentLength)
 	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		loc, err := resp.Location()
-		if err == nil && strings.TrimSuffix(loc.Path, "/")+"/" == loc.Path && strings.HasSuffix(loc.Path, "/"+name+"/") {
+		if err == nil && strings.HasSuffix(loc.Path, "/"+name+"/") {
 			return Entry{Name: name, IsDir: true, Exact: true}, nil
 		}
 		return Entry{}, fmt.Errorf("%s: origin redirects to %s, which cachegate does not follow", u, resp.Header.Get("Location"))

@@ -1,0 +1,356 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/origin"
+)
+
+// countingOrigin counts the object bytes an origin delivers.
+type countingOrigin struct {
+	origin.Origin
+	bytes atomic.Int64
+	reads atomic.Int64
+}
+
+func (c *countingOrigin) ReadRange(ctx context.Context, p, v string, off, n int64) (io.ReadCloser, error) {
+	rc, err := c.Origin.ReadRange(ctx, p, v, off, n)
+	if err != nil {
+		return nil, err
+	}
+	c.reads.Add(1)
+	return &countingReader{rc, &c.bytes}, nil
+}
+
+type countingReader struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.n.Add(int64(n))
+	return n, err
+}
+
+func randomFile(t testing.TB, dir, name string, size int, seed uint64) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}).Read(b)
+	p := filepath.Join(dir, name)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type fixture struct {
+	t         *testing.T
+	originDir string
+	cacheDir  string
+	origin    *countingOrigin
+	opts      Options
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, originDir: t.TempDir(), cacheDir: t.TempDir()}
+	lo, err := origin.NewLocal(f.originDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.origin = &countingOrigin{Origin: lo}
+	f.opts = Options{Dir: f.cacheDir, Limit: 1 << 30, ChunkSize: 64 << 10, Readahead: 1 << 20, TTL: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return f
+}
+
+func (f *fixture) open() *Cache {
+	c, err := Open(f.origin, f.opts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+func readWhole(t testing.TB, c *Cache, p string) []byte {
+	t.Helper()
+	h, err := c.Open(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	out := make([]byte, 0, h.Size())
+	buf := make([]byte, 100_000) // not chunk-aligned on purpose
+	for off := int64(0); ; {
+		n, err := h.ReadAt(context.Background(), buf, off)
+		out = append(out, buf[:n]...)
+		off += int64(n)
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read %s at %d: %v", p, off, err)
+		}
+	}
+}
+
+func TestReadThroughAndPersist(t *testing.T) {
+	f := newFixture(t)
+	want := randomFile(t, f.originDir, "dir/a.bin", 3<<20+123, 1)
+	empty := randomFile(t, f.originDir, "empty", 0, 2)
+	c := f.open()
+	if got := readWhole(t, c, "dir/a.bin"); !bytes.Equal(got, want) {
+		t.Fatal("cold read differs from the origin")
+	}
+	if got := readWhole(t, c, "empty"); len(got) != len(empty) {
+		t.Fatal("empty file not empty")
+	}
+	if n := f.origin.bytes.Load(); n != int64(len(want)) {
+		t.Errorf("origin delivered %d bytes for a %d-byte file", n, len(want))
+	}
+	h, _ := c.Open(context.Background(), "dir/a.bin")
+	if !h.Complete() {
+		t.Error("object not complete after a whole read")
+	}
+	h.Close()
+	c.Close()
+
+	f.origin.bytes.Store(0)
+	c = f.open()
+	defer c.Close()
+	if got := readWhole(t, c, "dir/a.bin"); !bytes.Equal(got, want) {
+		t.Fatal("warm read after restart differs")
+	}
+	if n := f.origin.bytes.Load(); n != 0 {
+		t.Errorf("restart cost %d origin bytes, want 0", n)
+	}
+}
+
+func TestConcurrentColdReadersShareFetches(t *testing.T) {
+	f := newFixture(t)
+	want := randomFile(t, f.originDir, "big", 8<<20, 3)
+	c := f.open()
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got := readWhole(t, c, "big"); !bytes.Equal(got, want) {
+				t.Error("concurrent reader got wrong bytes")
+			}
+		}()
+	}
+	wg.Wait()
+	if n := f.origin.bytes.Load(); n != int64(len(want)) {
+		t.Errorf("16 readers cost %d origin bytes, want exactly %d", n, len(want))
+	}
+}
+
+func TestRandomReads(t *testing.T) {
+	f := newFixture(t)
+	want := randomFile(t, f.originDir, "r", 5<<20+7, 4)
+	c := f.open()
+	defer c.Close()
+	h, err := c.Open(context.Background(), "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 500; i++ {
+		off := rng.Int64N(int64(len(want)))
+		n := 1 + rng.IntN(200_000)
+		buf := make([]byte, n)
+		m, err := h.ReadAt(context.Background(), buf, off)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		end := min(off+int64(n), int64(len(want)))
+		if !bytes.Equal(buf[:m], want[off:end]) {
+			t.Fatalf("pread %d+%d differs", off, n)
+		}
+	}
+}
+
+// duBytes is what du reports: allocated blocks under dir.
+func duBytes(t testing.TB, dir string) int64 {
+	var total int64
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			total += fileBlocks(fi)
+		}
+		return nil
+	})
+	return total
+}
+
+func TestCapHolds(t *testing.T) {
+	f := newFixture(t)
+	f.opts.Limit = 4 << 20
+	var files [][]byte
+	for i := 0; i < 20; i++ {
+		files = append(files, randomFile(t, f.originDir, filepath.Join("d", string(rune('a'+i))), 1<<20+i*4096, uint64(10+i)))
+	}
+	c := f.open()
+	defer c.Close()
+	slack := int64(spanChunks) * f.opts.ChunkSize * 2 // fetches in flight
+	for round := 0; round < 2; round++ {
+		for i, want := range files {
+			if got := readWhole(t, c, filepath.Join("d", string(rune('a'+i)))); !bytes.Equal(got, want) {
+				t.Fatalf("file %d differs", i)
+			}
+			used, limit := c.Used()
+			if used > limit {
+				t.Fatalf("accounted %d bytes over limit %d", used, limit)
+			}
+			if du := duBytes(t, f.cacheDir); du > limit+slack {
+				t.Fatalf("du %d bytes over limit %d + in-flight %d", du, limit, slack)
+			}
+		}
+	}
+}
+
+func TestOpenObjectIsNotEvicted(t *testing.T) {
+	f := newFixture(t)
+	f.opts.Limit = 2 << 20
+	want := randomFile(t, f.originDir, "held", 1<<20, 20)
+	other := randomFile(t, f.originDir, "other", 1<<20+8192, 21)
+	c := f.open()
+	defer c.Close()
+	h, err := c.Open(context.Background(), "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	buf := make([]byte, len(want))
+	if _, err := h.ReadAt(context.Background(), buf, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	// Reading "other" cannot evict "held", so it is served uncached but right.
+	if got := readWhole(t, c, "other"); !bytes.Equal(got, other) {
+		t.Fatal("uncached read differs")
+	}
+	if _, err := h.ReadAt(context.Background(), buf, 0); (err != nil && err != io.EOF) || !bytes.Equal(buf, want) {
+		t.Fatal("held object changed under its reader")
+	}
+}
+
+func TestCorruptChunkIsRefetched(t *testing.T) {
+	f := newFixture(t)
+	want := randomFile(t, f.originDir, "c", 1<<20, 30)
+	c := f.open()
+	readWhole(t, c, "c")
+	c.Close()
+	// Flip one byte of the data file, as a bad disk or a stray write would.
+	var data string
+	filepath.Walk(f.cacheDir, func(p string, fi os.FileInfo, err error) error {
+		if filepath.Ext(p) == ".data" {
+			data = p
+		}
+		return nil
+	})
+	fd, err := os.OpenFile(data, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	fd.ReadAt(b, 200_000)
+	b[0] ^= 0xff
+	fd.WriteAt(b, 200_000)
+	fd.Close()
+
+	f.origin.bytes.Store(0)
+	c = f.open()
+	defer c.Close()
+	if got := readWhole(t, c, "c"); !bytes.Equal(got, want) {
+		t.Fatal("corrupt byte served")
+	}
+	if n := f.origin.bytes.Load(); n != f.opts.ChunkSize {
+		t.Errorf("refetched %d bytes, want one chunk (%d)", n, f.opts.ChunkSize)
+	}
+}
+
+func TestChangedObjectIsNeverMixed(t *testing.T) {
+	f := newFixture(t)
+	randomFile(t, f.originDir, "v", 1<<20, 40)
+	c := f.open()
+	defer c.Close()
+	h, err := c.Open(context.Background(), "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	buf := make([]byte, 1000)
+	if _, err := h.ReadAt(context.Background(), buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	v2 := randomFile(t, f.originDir, "v", 1<<20, 41)
+	// The old handle may read what it has, but never the new version's bytes.
+	if _, err := h.ReadAt(context.Background(), buf, 900_000); !errors.Is(err, origin.ErrChanged) {
+		t.Fatalf("read of an uncached range of a replaced object: %v, want ErrChanged", err)
+	}
+	c.Invalidate("v")
+	if got := readWhole(t, c, "v"); !bytes.Equal(got, v2) {
+		t.Fatal("new version not read whole")
+	}
+}
+
+func TestSecondOwnerIsRefused(t *testing.T) {
+	f := newFixture(t)
+	c := f.open()
+	defer c.Close()
+	_, err := Open(f.origin, f.opts)
+	var le *LockedError
+	if !errors.As(err, &le) || le.Pid != os.Getpid() {
+		t.Fatalf("second Open: %v, want LockedError naming pid %d", err, os.Getpid())
+	}
+}
+
+func TestSidecarRoundTrip(t *testing.T) {
+	info := &objectInfo{Origin: "http://h/", Path: "a/b c", Version: `"v"`, Size: 5<<20 + 1, ChunkSize: 1 << 20, ModTime: time.Unix(100, 5), LastAccess: time.Unix(200, 0), Pinned: true}
+	img, err := encodeHeader(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := decodeHeader(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Origin != info.Origin || got.Path != info.Path || got.Version != info.Version || got.Size != info.Size || got.ChunkSize != info.ChunkSize || !got.ModTime.Equal(info.ModTime) || !got.Pinned {
+		t.Fatalf("round trip: %+v != %+v", got, info)
+	}
+	img[fixedHeader] ^= 1
+	if _, _, err := decodeHeader(img); err == nil {
+		t.Fatal("corrupt header accepted")
+	}
+}
+
+func FuzzDecodeSidecar(f *testing.F) {
+	for _, size := range []int64{0, 1, 1 << 20, 3<<20 + 5} {
+		img, _ := encodeHeader(&objectInfo{Origin: "o", Path: "p", Version: "v", Size: size, ChunkSize: 1 << 20})
+		f.Add(img)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		info, hl, err := decodeHeader(b)
+		if err != nil {
+			return
+		}
+		if hl > len(b) || sidecarSize(hl, info.nchunks()) != len(b) {
+			t.Fatalf("accepted inconsistent sidecar: hl %d len %d", hl, len(b))
+		}
+	})
+}

@@ -1,0 +1,133 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newFileServer serves dir the way many origins do: Go's FileServer (HTML index,
+// Last-Modified, ranges), with a strong ETag added when etags is set.
+func newFileServer(t *testing.T, dir string, etags bool) *httptest.Server {
+	fsrv := http.FileServer(http.Dir(dir))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if etags {
+			if fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(r.URL.Path))); err == nil && !fi.IsDir() {
+				w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.ModTime().UnixNano(), fi.Size()))
+			}
+		}
+		fsrv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func readAll(t *testing.T, o Origin, p, version string, off, n int64) ([]byte, error) {
+	t.Helper()
+	rc, err := o.ReadRange(context.Background(), p, version, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+func TestHTTPOrigin(t *testing.T) {
+	for _, etags := range []bool{true, false} {
+		t.Run(fmt.Sprintf("etags=%v", etags), func(t *testing.T) {
+			dir := t.TempDir()
+			os.MkdirAll(filepath.Join(dir, "sub dir"), 0o755)
+			name := "sub dir/a+b%c#d [x].txt"
+			os.WriteFile(filepath.Join(dir, name), []byte("hello, world"), 0o644)
+			srv := newFileServer(t, dir, etags)
+			o, err := NewHTTP(srv.URL+"/", Options{Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			root, err := o.Stat(ctx, "")
+			if err != nil || !root.IsDir {
+				t.Fatalf("Stat root = %+v, %v", root, err)
+			}
+			d, err := o.Stat(ctx, "sub dir")
+			if err != nil || !d.IsDir {
+				t.Fatalf("Stat dir = %+v, %v", d, err)
+			}
+			ls, err := o.List(ctx, "sub dir")
+			if err != nil || len(ls) != 1 || ls[0].Name != "a+b%c#d [x].txt" {
+				t.Fatalf("List = %+v, %v", ls, err)
+			}
+			e, err := o.Stat(ctx, name)
+			if err != nil || e.IsDir || e.Size != 12 || e.Version == "" {
+				t.Fatalf("Stat file = %+v, %v", e, err)
+			}
+			if etags != strings.HasPrefix(e.Version, `"`) {
+				t.Errorf("version %q: want an ETag version exactly when the server sends ETags", e.Version)
+			}
+			b, err := readAll(t, o, name, e.Version, 7, 5)
+			if err != nil || string(b) != "world" {
+				t.Fatalf("ReadRange = %q, %v", b, err)
+			}
+			if _, err := o.Stat(ctx, "missing"); !errors.Is(err, ErrNotExist) {
+				t.Errorf("Stat missing: %v, want ErrNotExist", err)
+			}
+			// Replace the object: reads of the old version must fail, not mix.
+			time.Sleep(1100 * time.Millisecond) // Last-Modified has 1 s resolution
+			os.WriteFile(filepath.Join(dir, name), []byte("HELLO, WORLD"), 0o644)
+			if b, err := readAll(t, o, name, e.Version, 0, 5); !errors.Is(err, ErrChanged) {
+				t.Errorf("read of a replaced object = %q, %v; want ErrChanged", b, err)
+			}
+		})
+	}
+}
+
+func TestHTTPShortBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Range", "bytes 0-9/10")
+		w.Header().Set("Content-Length", "10")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte("01234")) // then the connection closes early
+	}))
+	defer srv.Close()
+	o, _ := NewHTTP(srv.URL, Options{Timeout: 5 * time.Second})
+	b, err := readAll(t, o, "f", `"v1"`, 0, 10)
+	if err == nil {
+		t.Fatalf("short body read as %q without error", b)
+	}
+	if !Retryable(err) {
+		t.Errorf("short body error %v should be retryable", err)
+	}
+}
+
+func TestHTTPRejectsWrongRange(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Range", "bytes 1-5/10")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte("12345"))
+	}))
+	defer srv.Close()
+	o, _ := NewHTTP(srv.URL, Options{Timeout: 5 * time.Second})
+	if b, err := readAll(t, o, "f", `"v1"`, 0, 5); err == nil {
+		t.Fatalf("misplaced range accepted: %q", b)
+	}
+}
+
+func TestNewOriginErrors(t *testing.T) {
+	for _, spec := range []string{"ftp://x/", "relative/dir", "s3x://b", "http://"} {
+		if _, err := New(spec, Options{}); err == nil {
+			t.Errorf("New(%q) succeeded", spec)
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Errorf("New(%q) error is not one line: %q", spec, err)
+		}
+	}
+}
