@@ -1,0 +1,354 @@
+// Package e2e tests the real cachegate binary against real servers (nginx from Debian)
+// through real FUSE mounts, as root. Every test stops what it starts, also when it
+// fails: mounts are unmounted and processes killed in t.Cleanup.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binary  string // the cachegate binary built for this run
+	workDir string // shared scratch space, removed at the end
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	var err error
+	workDir, err = os.MkdirTemp("", "cachegate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(workDir)
+	os.Chmod(workDir, 0o755) // nginx workers read the trees below it
+	binary = filepath.Join(workDir, "cachegate")
+	out, err := exec.Command("go", "build", "-race", "-o", binary, "../cmd/cachegate").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build cachegate: %v\n%s", err, out)
+		return 1
+	}
+	code := m.Run()
+	sharedOnce.cleanup()
+	return code
+}
+
+// requireRoot skips tests that need FUSE DirectMount and nginx when not root; CI runs
+// as root, so there they always run.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("e2e tests need root (FUSE DirectMount)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Fatalf("no /dev/fuse: %v", err)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// nginx is a real nginx serving a directory with autoindex.
+type nginx struct {
+	URL       string
+	accessLog string
+	root      string
+}
+
+const nginxConf = `daemon off;
+user root;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 1024; }
+http {
+  default_type application/octet-stream;
+  log_format bytes '$request_method $status $body_bytes_sent $uri';
+  access_log %[1]s/access.log bytes;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:%[2]d;
+    root %[3]s;
+    location / { autoindex on; autoindex_format %[4]s; autoindex_exact_size on; }
+  }
+}
+`
+
+// startNginx serves root with an autoindex in format ("json" or "html") until t ends.
+func startNginx(t testing.TB, root, format string) *nginx {
+	t.Helper()
+	return launchNginx(t, root, format, t.Cleanup)
+}
+
+// launchNginx starts nginx and hands its stop function to onStop.
+func launchNginx(t testing.TB, root, format string, onStop func(func())) *nginx {
+	t.Helper()
+	requireRoot(t)
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		bin = "/usr/sbin/nginx"
+	}
+	dir, err := os.MkdirTemp(workDir, "nginx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	conf := filepath.Join(dir, "nginx.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, port, root, format)), 0o644)
+	cmd := exec.Command(bin, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nginx (apt-get install nginx): %v", err)
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	n := &nginx{URL: fmt.Sprintf("http://127.0.0.1:%d/", port), accessLog: filepath.Join(dir, "access.log"), root: root}
+	if err := waitPort(port, 10*time.Second); err != nil {
+		stop()
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		t.Fatalf("nginx did not start: %v\n%s", err, log)
+	}
+	onStop(stop)
+	return n
+}
+
+func waitPort(port int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// originBytes sums the body bytes nginx sent for GETs of the file uri (e.g.
+// "/big.bin"), or of every file when uri is empty. Directory listings do not count.
+func (n *nginx) originBytes(t testing.TB, uri string) int64 {
+	t.Helper()
+	f, err := os.Open(n.accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var total int64
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.SplitN(s.Text(), " ", 4)
+		if len(fields) == 4 && fields[0] == "GET" && !strings.HasSuffix(fields[3], "/") && (uri == "" || fields[3] == uri) {
+			b, _ := strconv.ParseInt(fields[2], 10, 64)
+			total += b
+		}
+	}
+	return total
+}
+
+// mount is a running `cachegate mount`.
+type mount struct {
+	Dir      string
+	CacheDir string
+	cmd      *exec.Cmd
+	logs     *bytes.Buffer
+	done     chan struct{}
+}
+
+// startMount runs cachegate mount ORIGIN on a new mount point with extra flags. When
+// cacheDir is empty a new one is made.
+func startMount(t testing.TB, originURL, cacheDir string, flags ...string) *mount {
+	t.Helper()
+	requireRoot(t)
+	dir, err := os.MkdirTemp(workDir, "mnt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cacheDir == "" {
+		cacheDir = filepath.Join(dir+"-cache")
+	}
+	m := &mount{Dir: dir, CacheDir: cacheDir, logs: &bytes.Buffer{}, done: make(chan struct{})}
+	args := append([]string{"mount", originURL, dir, "--cache-dir", cacheDir}, flags...)
+	m.cmd = exec.Command(binary, args...)
+	m.cmd.Stdout = m.logs
+	m.cmd.Stderr = &lockedWriter{w: m.logs}
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.cmd.Wait(); close(m.done) }()
+	t.Cleanup(func() {
+		m.stop(t)
+		if t.Failed() {
+			t.Logf("cachegate mount log:\n%s", m.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !isMounted(dir) {
+		select {
+		case <-m.done:
+			t.Fatalf("cachegate mount exited: %v\n%s", m.cmd.ProcessState, m.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mount did not appear in /proc/self/mountinfo\n%s", m.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return m
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// stop asks cachegate to exit (SIGTERM) and makes sure nothing stays mounted.
+func (m *mount) stop(t testing.TB) {
+	if m.cmd.ProcessState == nil {
+		m.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-m.done:
+		case <-time.After(15 * time.Second):
+			m.cmd.Process.Kill()
+			<-m.done
+		}
+	}
+	if isMounted(m.Dir) {
+		syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+	}
+}
+
+// kill9 kills the mount's process without letting it clean up.
+func (m *mount) kill9() {
+	m.cmd.Process.Signal(syscall.SIGKILL)
+	<-m.done
+}
+
+func isMounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// runCLI runs cachegate with args and returns its combined output and exit code.
+func runCLI(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			return string(out), ee.ExitCode()
+		}
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+// writeRandom writes size pseudo-random bytes (seeded) to path and returns their
+// sha256.
+func writeRandom(t testing.TB, path string, size int64, seed uint64) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), 7})
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; {
+		n := min(left, int64(len(buf)))
+		rng.Read(buf[:n])
+		f.Write(buf[:n])
+		h.Write(buf[:n])
+		left -= n
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func sha256File(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// shared holds fixtures built once per run and torn down after every test.
+type shared struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+var sharedOnce shared
+
+func (s *shared) add(f func()) {
+	s.mu.Lock()
+	s.fns = append(s.fns, f)
+	s.mu.Unlock()
+}
+
+func (s *shared) cleanup() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.fns) - 1; i >= 0; i-- {
+		s.fns[i]()
+	}
+}
