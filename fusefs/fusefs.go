@@ -35,12 +35,16 @@ type Options struct {
 	AllowOther bool
 	Logger     *slog.Logger
 	Debug      bool // log every FUSE request
+	// NoPassthrough serves complete files through the daemon too (splice), for
+	// measuring that path or for kernels that refuse passthrough.
+	NoPassthrough bool
 }
 
 type filesystem struct {
-	c        *cache.Cache
-	log      *slog.Logger
-	uid, gid uint32
+	c             *cache.Cache
+	noPassthrough bool
+	log           *slog.Logger
+	uid, gid      uint32
 }
 
 // Mount mounts c read-only at mountpoint and returns the running server. The caller
@@ -52,7 +56,7 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 	if opts.TTL <= 0 {
 		opts.TTL = cache.DefaultTTL
 	}
-	fsys := &filesystem{c: c, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
+	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
 	root := &dirNode{fsys: fsys, path: ""}
 	ttl := opts.TTL
 	return gofs.Mount(mountpoint, root, &gofs.Options{
@@ -281,7 +285,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	// The kernel lets an inode be either in passthrough mode or in cached mode, never
 	// both at once: passthrough only when no cached handle is open, and once one
 	// passthrough handle is open every further open shares its backing file.
-	if n.ptOpens > 0 || (n.cachedOpens == 0 && h.Complete()) {
+	if !n.fsys.noPassthrough && (n.ptOpens > 0 || (n.cachedOpens == 0 && h.Complete())) {
 		fh.passthrough = true
 		n.ptOpens++
 	} else {

@@ -70,12 +70,15 @@ type mountCmd struct {
 	Origin     string `arg:"" help:"What to mount: /abs/dir, file:///abs/dir, http://host[:port]/prefix/ or https://…"`
 	Mountpoint string `arg:"" help:"An existing, empty directory." type:"path"`
 	cacheFlags
-	AllowOther bool `help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
-	DebugFuse  bool `help:"Log every FUSE request."`
+	AllowOther    bool   `help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
+	DebugFuse     bool   `help:"Log every FUSE request."`
+	NoPassthrough bool   `help:"Serve complete files through cachegate (splice) instead of FUSE passthrough."`
+	Pprof         string `help:"Serve Go's pprof profiles on this address (for profiling cachegate itself)." hidden:"" placeholder:"ADDR"`
 }
 
 func (m *mountCmd) Run(g *globals) error {
 	log := slog.Default()
+	startPprof(m.Pprof, log)
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
@@ -84,7 +87,7 @@ func (m *mountCmd) Run(g *globals) error {
 		return err
 	}
 	defer c.Close()
-	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse})
+	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
