@@ -40,6 +40,13 @@ type object struct {
 	side     *sidecar
 	verified bool // every present chunk's CRC checked by this process
 	inflight map[int]*flight
+
+	// writeMu serialises writes to the data file. ext4 takes the inode's rwsem for
+	// every buffered write and fallocate, so parallel fetches of one object never
+	// wrote in parallel anyway; they spun on that lock in the kernel instead
+	// (rwsem_spin_on_owner was 15% of CPU in a cold read). A Go mutex makes the
+	// waiters sleep while their network reads carry on.
+	writeMu sync.Mutex
 }
 
 // flight is one chunk being fetched; done closes when it is present or failed.
@@ -358,7 +365,10 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	// The bytes are already reserved, so du never shows more than accounted.
 	spanOff := int64(first) * o.ChunkSize
 	spanLen := min(o.Size, int64(last+1)*o.ChunkSize) - spanOff
-	if err := unix.Fallocate(int(o.data.Fd()), 0, spanOff, spanLen); errors.Is(err, syscall.ENOSPC) {
+	o.writeMu.Lock()
+	err := unix.Fallocate(int(o.data.Fd()), 0, spanOff, spanLen)
+	o.writeMu.Unlock()
+	if errors.Is(err, syscall.ENOSPC) {
 		c.free.invalidate()
 		finish(fmt.Errorf("%w (%v)", ErrNoSpace, err))
 		return
@@ -366,7 +376,6 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	buf := getBuf(o.ChunkSize)
 	defer putBuf(buf)
 	ctx := context.Background()
-	var err error
 	for attempt := 0; i <= last; attempt++ {
 		if attempt > 0 {
 			if attempt >= maxAttempts || !origin.Retryable(err) {
@@ -382,13 +391,18 @@ func (o *object) fetch(first, last int, fl []*flight) {
 		if err != nil {
 			continue
 		}
+		fw, _ := rc.(origin.FileWriter)
 		for ; i <= last; i++ {
 			n := o.chunkLen(i)
-			b := (*buf)[:n]
-			if _, err = io.ReadFull(rc, b); err != nil {
-				break
+			if fw != nil {
+				err = o.spliceChunk(fw, i, n)
+			} else {
+				b := (*buf)[:n]
+				if _, err = io.ReadFull(rc, b); err == nil {
+					err = o.writeChunk(i, b)
+				}
 			}
-			if err = o.writeChunk(i, b); err != nil {
+			if err != nil {
 				break
 			}
 			c.count(func(s *Stats) { s.BytesFetched += n })
@@ -425,9 +439,29 @@ func (o *object) fetch(first, last int, fl []*flight) {
 func (o *object) writeChunk(i int, b []byte) error {
 	crc := checksum(b)
 	// The files stay open while the fetch holds its reference.
-	if _, err := o.data.WriteAt(b, int64(i)*o.ChunkSize); err != nil {
+	o.writeMu.Lock()
+	_, err := o.data.WriteAt(b, int64(i)*o.ChunkSize)
+	o.writeMu.Unlock()
+	if err != nil {
 		return err
 	}
+	o.side.set(i, crc)
+	return nil
+}
+
+// spliceChunk moves chunk i from the origin into the data file inside the kernel, then
+// computes its CRC from the page cache through a read-only mapping of just that chunk.
+func (o *object) spliceChunk(fw origin.FileWriter, i int, n int64) error {
+	off := int64(i) * o.ChunkSize
+	if err := fw.WriteToFile(o.data, off, n); err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(o.data.Fd()), off, int(n), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("map chunk for its checksum: %w", err)
+	}
+	crc := checksum(mem)
+	unix.Munmap(mem)
 	o.side.set(i, crc)
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 type HTTP struct {
 	base    *url.URL // always ends in "/"
 	client  *http.Client
+	raw     *rawClient // ranged reads over plain http://, spliced into the cache
 	timeout time.Duration
 }
 
@@ -56,7 +57,15 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 		// "dir" to "dir/", which is how a directory is told from a file.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &HTTP{base: u, client: client, timeout: timeout}, nil
+	h := &HTTP{base: u, client: client, timeout: timeout}
+	// Plain HTTP without a proxy: ranged reads go over connections cachegate owns, so
+	// their bodies can be spliced. TLS bodies must be decrypted in user space anyway.
+	if u.Scheme == "http" {
+		if pu, _ := http.ProxyFromEnvironment(&http.Request{URL: u}); pu == nil {
+			h.raw = newRawClient(u, timeout)
+		}
+	}
+	return h, nil
 }
 
 func (h *HTTP) String() string { return h.base.String() }
@@ -241,41 +250,90 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		lm, _, _ := strings.Cut(version[3:], ";")
 		hdr.Set("If-Unmodified-Since", lm)
 	}
+	if h.raw != nil {
+		return h.readRangeRaw(ctx, u, hdr, version, off, n)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	resp, err := h.do(ctx, http.MethodGet, u, hdr)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	fail := func(err error) (io.ReadCloser, error) {
+	if err := checkRange(resp, u, version, off, n); err != nil {
 		resp.Body.Close()
 		cancel()
 		return nil, err
 	}
+	return newBodyReader(resp.Body, n, h.timeout, cancel, u), nil
+}
+
+// readRangeRaw is ReadRange over the splice-capable client, with the same retries of
+// transient failures as do.
+func (h *HTTP) readRangeRaw(ctx context.Context, u string, hdr http.Header, version string, off, n int64) (io.ReadCloser, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header = hdr.Clone()
+		req.Header.Set("User-Agent", "cachegate")
+		resp, c, err := h.raw.roundTrip(ctx, req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := checkRange(resp, u, version, off, n); err != nil {
+			c.c.Close()
+			var se *StatusError
+			if errors.As(err, &se) && se.Temporary() {
+				lastErr = err
+				continue
+			}
+			return nil, err
+		}
+		return &rawBody{rc: h.raw, c: c, left: n, keepAlive: !resp.Close, idle: h.timeout, url: u}, nil
+	}
+	return nil, lastErr
+}
+
+// checkRange accepts a response only if it carries exactly bytes off..off+n-1 of the
+// wanted version.
+func checkRange(resp *http.Response, u, version string, off, n int64) error {
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		start, end, _, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != off || end != off+n-1 {
-			return fail(fmt.Errorf("%s: origin sent Content-Range %q for bytes %d-%d", u, resp.Header.Get("Content-Range"), off, off+n-1))
+			return fmt.Errorf("%s: origin sent Content-Range %q for bytes %d-%d", u, resp.Header.Get("Content-Range"), off, off+n-1)
 		}
 	case http.StatusOK:
 		// A server without range support sends everything; only usable for a read of
 		// the whole object.
 		if off != 0 || resp.ContentLength != n {
-			return fail(fmt.Errorf("%s: origin ignored the Range header (status 200): %w", u, ErrChanged))
+			return fmt.Errorf("%s: origin ignored the Range header (status 200): %w", u, ErrChanged)
 		}
 	case http.StatusPreconditionFailed, http.StatusNotFound, http.StatusGone, http.StatusRequestedRangeNotSatisfiable:
-		return fail(fmt.Errorf("%s: origin answered %d: %w", u, resp.StatusCode, ErrChanged))
+		return fmt.Errorf("%s: origin answered %d: %w", u, resp.StatusCode, ErrChanged)
 	default:
-		return fail(&StatusError{URL: u, Status: resp.StatusCode})
+		return &StatusError{URL: u, Status: resp.StatusCode}
 	}
 	if got := versionOf(resp.Header, version); got != "" && got != version {
-		return fail(fmt.Errorf("%s: version is now %s, not %s: %w", u, got, version, ErrChanged))
+		return fmt.Errorf("%s: version is now %s, not %s: %w", u, got, version, ErrChanged)
 	}
-	if resp.ContentLength >= 0 && resp.ContentLength != n {
-		return fail(fmt.Errorf("%s: origin sent Content-Length %d for a %d-byte range", u, resp.ContentLength, n))
+	if resp.ContentLength != n {
+		return fmt.Errorf("%s: origin sent Content-Length %d for a %d-byte range", u, resp.ContentLength, n)
 	}
-	return newBodyReader(resp.Body, n, h.timeout, cancel, u), nil
+	return nil
 }
 
 // versionOf returns the version a response claims, in the form of want, or "" when the

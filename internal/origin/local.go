@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Local is a directory on this machine (or an NFS mount). Access goes through os.Root,
@@ -117,30 +119,72 @@ func (l *Local) ReadRange(ctx context.Context, p, version string, off, n int64) 
 		f.Close()
 		return nil, fmt.Errorf("%s: range %d+%d beyond size %d: %w", p, off, n, fi.Size(), ErrChanged)
 	}
-	return &localReader{f: f, r: io.NewSectionReader(f, off, n), version: version, p: p}, nil
+	return &localReader{f: f, pos: off, end: off + n, version: version, p: p}, nil
 }
 
 // localReader re-checks the version when it reaches the end of its range: a file
 // rewritten in place while it was read must not pass as the old version.
 type localReader struct {
-	f       *os.File
-	r       *io.SectionReader
-	version string
-	p       string
+	f        *os.File
+	pos, end int64
+	version  string
+	p        string
 }
 
 func (r *localReader) Read(b []byte) (int, error) {
-	n, err := r.r.Read(b)
+	if r.pos >= r.end {
+		return 0, r.recheck()
+	}
+	if int64(len(b)) > r.end-r.pos {
+		b = b[:r.end-r.pos]
+	}
+	n, err := r.f.ReadAt(b, r.pos)
+	r.pos += int64(n)
 	if err == io.EOF {
-		fi, serr := r.f.Stat()
-		if serr != nil {
-			return n, serr
-		}
-		if localVersion(fi) != r.version {
-			return n, fmt.Errorf("%s: changed while read: %w", r.p, ErrChanged)
-		}
+		return n, fmt.Errorf("%s: shrank while read: %w", r.p, ErrChanged)
+	}
+	if err == nil && r.pos == r.end {
+		err = r.recheck()
 	}
 	return n, err
+}
+
+func (r *localReader) recheck() error {
+	fi, err := r.f.Stat()
+	if err != nil {
+		return err
+	}
+	if localVersion(fi) != r.version {
+		return fmt.Errorf("%s: changed while read: %w", r.p, ErrChanged)
+	}
+	return io.EOF
+}
+
+// WriteToFile copies the next n bytes into f inside the kernel (copy_file_range; a
+// reflink where the filesystem shares extents).
+func (r *localReader) WriteToFile(f *os.File, off, n int64) error {
+	if n > r.end-r.pos {
+		return fmt.Errorf("%s: asked for %d bytes, %d left", r.p, n, r.end-r.pos)
+	}
+	for n > 0 {
+		src, dst := r.pos, off
+		m, err := unix.CopyFileRange(int(r.f.Fd()), &src, int(f.Fd()), &dst, int(n), 0)
+		if err != nil {
+			return err
+		}
+		if m == 0 {
+			return fmt.Errorf("%s: shrank while read: %w", r.p, ErrChanged)
+		}
+		r.pos += int64(m)
+		off += int64(m)
+		n -= int64(m)
+	}
+	if r.pos == r.end {
+		if err := r.recheck(); err != io.EOF {
+			return err
+		}
+	}
+	return nil
 }
 
 func (r *localReader) Close() error { return r.f.Close() }

@@ -1,0 +1,274 @@
+package origin
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FileWriter is implemented by range readers that can move their bytes into a file
+// without passing them through user memory (splice(2), copy_file_range(2)). The cache
+// uses it for the fill path: a cold read then costs one kernel copy per byte instead of
+// a socket-to-user copy and a user-to-page-cache copy.
+type FileWriter interface {
+	// WriteToFile writes the next n bytes of the range to f at off.
+	WriteToFile(f *os.File, off, n int64) error
+}
+
+// rawClient sends ranged GETs over plain HTTP/1.1 connections it owns, so that a body
+// can be spliced from the socket into a file. net/http's response bodies hide the
+// socket, and so force a copy through user memory (measured here: splicing 1 GiB from
+// nginx into a cache file took 0.46-0.60 CPU-s, reading and pwriting it 0.52-2.4).
+type rawClient struct {
+	host    string // host:port to dial
+	hostHdr string
+	timeout time.Duration
+	dialer  net.Dialer
+
+	mu   sync.Mutex
+	idle []*rawConn
+}
+
+const maxIdleRaw = 32
+
+type rawConn struct {
+	c  *net.TCPConn
+	br *bufio.Reader
+}
+
+func newRawClient(u *url.URL, timeout time.Duration) *rawClient {
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "80")
+	}
+	return &rawClient{host: host, hostHdr: u.Host, timeout: timeout, dialer: net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}}
+}
+
+func (rc *rawClient) get(ctx context.Context) (*rawConn, bool, error) {
+	rc.mu.Lock()
+	if n := len(rc.idle); n > 0 {
+		c := rc.idle[n-1]
+		rc.idle = rc.idle[:n-1]
+		rc.mu.Unlock()
+		return c, true, nil
+	}
+	rc.mu.Unlock()
+	c, err := rc.dialer.DialContext(ctx, "tcp", rc.host)
+	if err != nil {
+		return nil, false, err
+	}
+	return &rawConn{c: c.(*net.TCPConn), br: bufio.NewReaderSize(c, 16<<10)}, false, nil
+}
+
+func (rc *rawClient) put(c *rawConn) {
+	c.c.SetDeadline(time.Time{})
+	rc.mu.Lock()
+	if len(rc.idle) < maxIdleRaw {
+		rc.idle = append(rc.idle, c)
+		c = nil
+	}
+	rc.mu.Unlock()
+	if c != nil {
+		c.c.Close()
+	}
+}
+
+// roundTrip sends req on a pooled or new connection and reads the response header.
+// A pooled connection that the server has closed meanwhile is retried once on a new
+// one, as net/http does.
+func (rc *rawClient) roundTrip(ctx context.Context, req *http.Request) (*http.Response, *rawConn, error) {
+	for attempt := 0; ; attempt++ {
+		c, reused, err := rc.get(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		deadline := time.Now().Add(rc.timeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		c.c.SetDeadline(deadline)
+		stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(time.Unix(1, 0)) })
+		err = req.Write(c.c)
+		var resp *http.Response
+		if err == nil {
+			resp, err = http.ReadResponse(c.br, req)
+		}
+		stop()
+		if err != nil {
+			c.c.Close()
+			if reused && attempt == 0 && ctx.Err() == nil {
+				continue
+			}
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return nil, nil, err
+		}
+		return resp, c, nil
+	}
+}
+
+// rawBody reads exactly n body bytes from a connection, returning it to the pool when
+// the body is complete and the server keeps the connection open.
+type rawBody struct {
+	rc        *rawClient
+	c         *rawConn
+	left      int64
+	keepAlive bool
+	idle      time.Duration
+	url       string
+	err       error
+}
+
+func (b *rawBody) fail(err error) error {
+	if b.err == nil {
+		b.err = fmt.Errorf("%s: %w", b.url, err)
+	}
+	return b.err
+}
+
+func (b *rawBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	b.c.c.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.c.br.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && b.left > 0 {
+		return n, b.fail(fmt.Errorf("body ended %d bytes early: %w", b.left, io.ErrUnexpectedEOF))
+	}
+	if err != nil && err != io.EOF {
+		return n, b.fail(err)
+	}
+	if b.left == 0 {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// pipes recycles the pipes that carry spliced bytes from sockets to files.
+var pipes = make(chan [2]int, 64)
+
+func getPipe() ([2]int, error) {
+	select {
+	case p := <-pipes:
+		return p, nil
+	default:
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return p, err
+	}
+	// A larger pipe moves more per splice; the default limit allows 1 MiB.
+	unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, 1<<20)
+	return p, nil
+}
+
+func putPipe(p [2]int) {
+	select {
+	case pipes <- p:
+	default:
+		unix.Close(p[0])
+		unix.Close(p[1])
+	}
+}
+
+// WriteToFile splices the next n body bytes into f at off: socket to pipe, pipe to
+// file, never through user memory.
+func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
+	if b.err != nil {
+		return b.err
+	}
+	if n > b.left {
+		return b.fail(fmt.Errorf("asked for %d bytes, %d left", n, b.left))
+	}
+	// Bytes already read into the header buffer go first.
+	if k := min(int64(b.c.br.Buffered()), n); k > 0 {
+		buf, _ := b.c.br.Peek(int(k))
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return err
+		}
+		b.c.br.Discard(int(k))
+		off, n, b.left = off+k, n-k, b.left-k
+	}
+	if n == 0 {
+		return nil
+	}
+	p, err := getPipe()
+	if err != nil {
+		return b.fail(err)
+	}
+	inPipe := int64(0)
+	defer func() {
+		if inPipe == 0 {
+			putPipe(p)
+		} else { // bytes stuck in a failed transfer: the pipe cannot be reused
+			unix.Close(p[0])
+			unix.Close(p[1])
+		}
+	}()
+	raw, err := b.c.c.SyscallConn()
+	if err != nil {
+		return b.fail(err)
+	}
+	fd := int(f.Fd())
+	for n > 0 {
+		b.c.c.SetReadDeadline(time.Now().Add(b.idle))
+		var got int64
+		var serr error
+		rerr := raw.Read(func(s uintptr) bool {
+			got, serr = unix.Splice(int(s), nil, p[1], nil, int(min(n, 1<<20)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			return serr != unix.EAGAIN
+		})
+		if rerr != nil {
+			return b.fail(rerr)
+		}
+		if serr != nil {
+			return b.fail(serr)
+		}
+		if got == 0 {
+			return b.fail(fmt.Errorf("body ended %d bytes early: %w", b.left, io.ErrUnexpectedEOF))
+		}
+		inPipe += got
+		b.left -= got
+		for inPipe > 0 {
+			o := off
+			m, err := unix.Splice(p[0], nil, fd, &o, int(inPipe), unix.SPLICE_F_MOVE)
+			if err != nil {
+				return err // a file error (ENOSPC): the caller decides
+			}
+			off += m
+			inPipe -= m
+			n -= m
+		}
+	}
+	return nil
+}
+
+func (b *rawBody) Close() error {
+	if b.c == nil {
+		return nil
+	}
+	if b.left == 0 && b.err == nil && b.keepAlive {
+		b.rc.put(b.c)
+	} else {
+		b.c.c.Close()
+	}
+	b.c = nil
+	return nil
+}
