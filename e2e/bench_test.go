@@ -33,7 +33,8 @@ func BenchmarkMount(b *testing.B) {
 		}
 	}
 	srv := startNginx(b, dir, "json")
-	rounds := 3
+	prefaultMemory(b, 4<<30)
+	rounds := 5
 	var rows []benchRow
 	for i := 0; i < b.N; i++ {
 		// Cold sequential read: curl of the file from nginx vs a fresh mount's read.
@@ -47,6 +48,9 @@ func BenchmarkMount(b *testing.B) {
 			timeCmd(b, "sync")
 			coldT = append(coldT, timeCmd(b, "cat", filepath.Join(m.Dir, "big.bin")))
 			m.stop(b)
+			if r > 0 { // free its page cache for the next round; round 0's is reused below
+				os.RemoveAll(m.CacheDir)
+			}
 		}
 		rows = append(rows, benchRow{"cold sequential read, 1 GiB", "curl -o /dev/null from nginx", median(curlT), median(coldT), ratio(median(curlT), median(coldT)), ">= 0.8", true})
 
@@ -63,10 +67,10 @@ func BenchmarkMount(b *testing.B) {
 
 		natT, mntT = nil, nil
 		for r := 0; r < rounds; r++ {
-			natT = append(natT, randomReads(b, native, 50000))
-			mntT = append(mntT, randomReads(b, mounted, 50000))
+			natT = append(natT, randomReads(b, native, 200000))
+			mntT = append(mntT, randomReads(b, mounted, 200000))
 		}
-		rows = append(rows, benchRow{"warm random 4 KiB preads (50,000)", "the same preads of the origin file", median(natT), median(mntT), ratio(median(natT), median(mntT)), ">= 0.8", true})
+		rows = append(rows, benchRow{"warm random 4 KiB preads (200,000)", "the same preads of the origin file", median(natT), median(mntT), ratio(median(natT), median(mntT)), ">= 0.8", true})
 
 		tree := filepath.Join(m.Dir, "tree")
 		timeCmd(b, "ls", "-lR", tree) // warm the listings and attributes
@@ -79,6 +83,26 @@ func BenchmarkMount(b *testing.B) {
 		m.stop(b)
 	}
 	printBenchTable(b, rows)
+}
+
+// prefaultMemory touches n bytes of memory once and frees them. In a fresh virtual
+// machine the first write to a guest page costs a fault in the host, which made page
+// cache allocation (and so every cold fill) two to three times slower until the
+// memory had been used once; curl to /dev/null allocates no page cache and was not
+// affected. A machine that has run for a while recycles its memory, so this measures
+// what production sees.
+func prefaultMemory(b testing.TB, n int64) {
+	p := "/dev/shm/cachegate-bench-prefault"
+	if f, err := os.Create(p); err == nil {
+		buf := make([]byte, 1<<20)
+		for i := int64(0); i < n; i += int64(len(buf)) {
+			if _, err := f.Write(buf); err != nil {
+				break
+			}
+		}
+		f.Close()
+	}
+	os.Remove(p)
 }
 
 type benchRow struct {
