@@ -193,7 +193,7 @@ type mount struct {
 	Dir      string
 	CacheDir string
 	cmd      *exec.Cmd
-	logs     *bytes.Buffer
+	logs     *lockedBuffer
 	done     chan struct{}
 }
 
@@ -209,11 +209,11 @@ func startMount(t testing.TB, originURL, cacheDir string, flags ...string) *moun
 	if cacheDir == "" {
 		cacheDir = filepath.Join(dir+"-cache")
 	}
-	m := &mount{Dir: dir, CacheDir: cacheDir, logs: &bytes.Buffer{}, done: make(chan struct{})}
+	m := &mount{Dir: dir, CacheDir: cacheDir, logs: &lockedBuffer{}, done: make(chan struct{})}
 	args := append([]string{"mount", originURL, dir, "--cache-dir", cacheDir}, flags...)
 	m.cmd = exec.Command(binary, args...)
 	m.cmd.Stdout = m.logs
-	m.cmd.Stderr = &lockedWriter{w: m.logs}
+	m.cmd.Stderr = m.logs
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -239,15 +239,22 @@ func startMount(t testing.TB, originURL, cacheDir string, flags ...string) *moun
 	return m
 }
 
-type lockedWriter struct {
+// lockedBuffer collects a process's stdout and stderr, written from two goroutines.
+type lockedBuffer struct {
 	mu sync.Mutex
-	w  io.Writer
+	b  bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // stop asks cachegate to exit (SIGTERM) and makes sure nothing stays mounted.
