@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 )
@@ -70,6 +71,9 @@ type Cache struct {
 	lock   *os.File
 	objDir string
 	meta   *metaCache
+	// idle keeps the files of recently released objects open (like nginx's
+	// open_file_cache), bounded in count; its evictions close them.
+	idle *ristretto.Cache[string, *object]
 	// creating makes concurrent openers of a new object version share one creation.
 	creating singleflight.Group
 
@@ -137,6 +141,14 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lock.Close()
 		return nil, err
 	}
+	closeItem := func(it *ristretto.Item[*object]) { it.Value.closeIfIdle() }
+	if c.idle, err = ristretto.NewCache(&ristretto.Config[string, *object]{
+		NumCounters: 16 * maxIdleOpen, MaxCost: maxIdleOpen, BufferItems: 64,
+		OnEvict: closeItem, OnReject: closeItem, IgnoreInternalCost: true,
+	}); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	if err := os.MkdirAll(c.objDir, 0o700); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("create cache dir: %w", err)
@@ -169,9 +181,23 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// Close releases the lock. Handles must be closed first.
+// maxIdleOpen bounds the objects whose files stay open with no handle (3 descriptors
+// or mappings each: data file, sidecar map, data map).
+const maxIdleOpen = 1024
+
+// Close closes idle files and releases the lock. Handles must be closed first.
 func (c *Cache) Close() error {
 	c.meta.close()
+	c.idle.Close()
+	c.mu.Lock()
+	all := make([]*object, 0, len(c.objects))
+	for _, o := range c.objects {
+		all = append(all, o)
+	}
+	c.mu.Unlock()
+	for _, o := range all {
+		o.closeIfIdle()
+	}
 	return c.lock.Close()
 }
 
@@ -304,6 +330,12 @@ func (c *Cache) removeLocked(o *object) {
 // reserve makes room for n more bytes, evicting the least recently used objects
 // that are neither open nor pinned.
 func (c *Cache) reserve(n int64) error {
+	var victims []*object
+	defer func() {
+		for _, o := range victims { // their files may still be open in the idle set
+			o.closeIfIdle()
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	need := c.used + c.reserved + n - c.opts.Limit
@@ -320,6 +352,7 @@ func (c *Cache) reserve(n int64) error {
 		need -= o.diskBytes
 		c.log.Debug("evict", "path", o.Path, "bytes", o.diskBytes)
 		c.removeLocked(o)
+		victims = append(victims, o)
 		c.free.invalidate()
 	}
 	if need > 0 {

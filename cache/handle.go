@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cachegate/cachegate/internal/origin"
 )
@@ -52,6 +55,67 @@ func (h *Handle) Fd() uintptr {
 		return ^uintptr(0)
 	}
 	return h.o.data.Fd()
+}
+
+// File returns the data file, valid until Close. Bytes may be read from it only in
+// ranges Fill has made present.
+func (h *Handle) File() *os.File {
+	if h.o == nil {
+		return nil
+	}
+	return h.o.data
+}
+
+// Mapping returns a read-only mapping of the whole data file, made once per object and
+// valid until Close. The file is as long as the object (holes read as zeros, never
+// SIGBUS), but only ranges Fill has made present hold the object's bytes; hand slices
+// of it to the kernel (write, writev), which reports faults as errors instead of
+// signals.
+func (h *Handle) Mapping() ([]byte, error) {
+	if h.o == nil || h.entry.Size == 0 {
+		return nil, nil
+	}
+	o := h.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.mapping == nil {
+		m, err := unix.Mmap(int(o.data.Fd()), 0, int(o.Size), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return nil, fmt.Errorf("map %s: %w", o.Path, err)
+		}
+		o.mapping = m
+	}
+	return o.mapping, nil
+}
+
+// Presence reports whether all, and whether any, of the chunks under [off, off+n) are
+// on disk.
+func (h *Handle) Presence(off, n int64) (all, any bool) {
+	if h.o == nil || n <= 0 || off >= h.entry.Size {
+		return false, false
+	}
+	o := h.o
+	n = min(n, h.entry.Size-off)
+	first, last := int(off/o.ChunkSize), int((off+n-1)/o.ChunkSize)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	all = true
+	for i := first; i <= last; i++ {
+		if o.side.has(i) {
+			any = true
+		} else {
+			all = false
+		}
+	}
+	return all, any
+}
+
+// ChunkSize returns the unit in which the object fills.
+func (h *Handle) ChunkSize() int64 {
+	if h.o == nil {
+		return h.c.opts.ChunkSize
+	}
+	return h.o.ChunkSize
 }
 
 // Fill makes [off, off+n) present on disk, fetching what is missing and growing the

@@ -34,11 +34,13 @@ type object struct {
 	removed       bool // out of the index, files unlinked
 	doomed        bool // superseded by a newer version: remove at last release
 
-	// Guarded by mu; data and side are set while refs > 0.
+	// Guarded by mu; data and side are set while refs > 0 and, after that, while the
+	// object sits in the cache's idle set (so a hot object costs no open or mmap).
 	mu       sync.Mutex
 	data     *os.File
 	side     *sidecar
-	verified bool // every present chunk's CRC checked by this process
+	mapping  []byte // read-only map of the whole data file, made on first use
+	verified bool   // every present chunk's CRC checked by this process
 	inflight map[int]*flight
 
 	// writeMu serialises writes to the data file. ext4 takes the inode's rwsem for
@@ -159,9 +161,28 @@ func (o *object) closeFiles() {
 	o.c.mu.Unlock()
 	o.side.setLastAccess(la)
 	o.side.unmap()
+	if o.mapping != nil {
+		unix.Munmap(o.mapping)
+		o.mapping = nil
+	}
 	o.data.Close()
 	o.data, o.side = nil, nil
 }
+
+// closeIfIdle closes the files of an object nobody holds.
+func (o *object) closeIfIdle() {
+	o.mu.Lock()
+	o.c.mu.Lock()
+	idle := o.refs == 0
+	o.c.mu.Unlock()
+	if idle {
+		o.closeFiles()
+	}
+	o.mu.Unlock()
+}
+
+// errRemoved reports an object evicted between its lookup and its acquisition.
+var errRemoved = errors.New("cache object was evicted")
 
 // BadChunk is a chunk whose bytes did not match their CRC.
 type BadChunk struct {
@@ -211,6 +232,10 @@ func (o *object) dropChunk(i int) {
 // acquire takes a reference and opens the files.
 func (c *Cache) acquire(o *object) error {
 	c.mu.Lock()
+	if o.removed {
+		c.mu.Unlock()
+		return errRemoved
+	}
 	o.refs++
 	o.lastAccess = time.Now()
 	if o.elem != nil {
@@ -226,29 +251,23 @@ func (c *Cache) acquire(o *object) error {
 	return err
 }
 
-// release drops a reference; the last one closes the files, and removes a superseded
-// version.
+// release drops a reference. The last one parks the object in the idle set with its
+// files open, or removes it when a newer version superseded it.
 func (c *Cache) release(o *object) {
 	c.mu.Lock()
 	o.refs--
 	last := o.refs == 0
+	remove := last && o.doomed
+	if remove {
+		c.removeLocked(o)
+	}
 	c.mu.Unlock()
 	if !last {
 		return
 	}
-	o.mu.Lock()
-	c.mu.Lock()
-	idle := o.refs == 0
-	c.mu.Unlock()
-	if idle {
-		o.closeFiles()
+	if remove || !c.idle.Set(o.key, o, 1) {
+		o.closeIfIdle()
 	}
-	o.mu.Unlock()
-	c.mu.Lock()
-	if o.refs == 0 && o.doomed {
-		c.removeLocked(o)
-	}
-	c.mu.Unlock()
 }
 
 // ensure makes chunks first..last present, joining fetches in flight and starting
@@ -534,6 +553,9 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 		o = v.(*object)
 	}
 	if err := c.acquire(o); err != nil {
+		if errors.Is(err, errRemoved) {
+			return c.Open(ctx, p)
+		}
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errBadSidecar) {
 			// Evicted between lookup and open, or damaged: start over once.
 			c.mu.Lock()
