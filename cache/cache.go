@@ -435,6 +435,26 @@ func (c *Cache) count(f func(*Stats)) {
 	c.stats.mu.Unlock()
 }
 
+// Status is a summary of the cache for status pages and metrics.
+type Status struct {
+	UsedBytes    int64 `json:"used_bytes"`
+	LimitBytes   int64 `json:"limit_bytes"`
+	Objects      int   `json:"objects"`
+	Hits         int64 `json:"hits"`
+	Misses       int64 `json:"misses"`
+	BytesFetched int64 `json:"-"`
+	Uncached     int64 `json:"uncached_reads"`
+}
+
+// Status returns the cache's current figures.
+func (c *Cache) Status() Status {
+	c.mu.Lock()
+	st := Status{UsedBytes: c.used, LimitBytes: c.opts.Limit, Objects: len(c.objects)}
+	c.mu.Unlock()
+	st.Hits, st.Misses, st.BytesFetched, st.Uncached = c.Snapshot()
+	return st
+}
+
 // Snapshot returns a copy of the counters.
 func (c *Cache) Snapshot() (hits, misses, fetched, uncached int64) {
 	c.stats.mu.Lock()

@@ -70,6 +70,8 @@ type mountCmd struct {
 	Origin     string `arg:"" help:"What to mount: /abs/dir, file:///abs/dir, http://host[:port]/prefix/ or https://…"`
 	Mountpoint string `arg:"" help:"An existing, empty directory." type:"path"`
 	cacheFlags
+	Serve string `help:"Also serve the cache over HTTP on this address, from this process." placeholder:"ADDR"`
+	serverFlags
 	AllowOther    bool   `help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
 	DebugFuse     bool   `help:"Log every FUSE request."`
 	NoPassthrough bool   `help:"Serve complete files through cachegate (splice) instead of FUSE passthrough."`
@@ -92,6 +94,14 @@ func (m *mountCmd) Run(g *globals) error {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
 	log.Info("mounted", "origin", c.Origin().String(), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	if m.Serve != "" {
+		srv, err := m.start(m.Serve, c, log)
+		if err != nil {
+			server.Unmount()
+			return err
+		}
+		defer srv.Close()
+	}
 	return serveUntilSignal(server, m.Mountpoint, log)
 }
 

@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,10 +56,10 @@ func ParseMethod(s string) (Method, error) {
 
 // Counts are system calls made to move bytes, by kind.
 type Counts struct {
-	Write    int64 // write and writev
-	Send     int64 // send (headers ahead of sendfile)
-	Sendfile int64
-	Pread    int64
+	Write    int64 `json:"write"` // write and writev
+	Send     int64 `json:"send"` // send (headers ahead of sendfile)
+	Sendfile int64 `json:"sendfile"`
+	Pread    int64 `json:"pread"`
 }
 
 // Total is the number of system calls counted.
@@ -76,16 +77,28 @@ func (c *Counts) Add(o Counts) {
 // writability through Go's netpoller, so deadlines set on the connection still apply.
 type Socket struct {
 	raw    syscall.RawConn
+	conn   *net.TCPConn
+	idle   time.Duration
 	Counts Counts
 }
 
-// NewSocket wraps c.
-func NewSocket(c *net.TCPConn) (*Socket, error) {
+// NewSocket wraps c. A write that makes no progress for idle fails with a timeout
+// (nginx's send_timeout): a slow or vanished client costs no more than its connection.
+func NewSocket(c *net.TCPConn, idle time.Duration) (*Socket, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	return &Socket{raw: raw}, nil
+	return &Socket{raw: raw, conn: c, idle: idle}, nil
+}
+
+// wait is called when the socket buffer is full: it renews the write deadline, since
+// the last call made progress, and tells the netpoller to wait for writability.
+func (s *Socket) wait() bool {
+	if s.idle > 0 {
+		s.conn.SetWriteDeadline(time.Now().Add(s.idle))
+	}
+	return false
 }
 
 // ErrShortFile reports a file that ended before the bytes a response promised: the
@@ -106,7 +119,7 @@ func (s *Socket) Writev(bufs ...[]byte) error {
 			n, err := writev(int(fd), iov)
 			s.Counts.Write++
 			if err == unix.EAGAIN {
-				return false
+				return s.wait()
 			}
 			if err == unix.EINTR {
 				continue
@@ -200,7 +213,7 @@ func (s *Socket) SendFile(hdr []byte, f *os.File, off, n int64) error {
 				m, err := unix.SendmsgN(int(fd), hdr, nil, nil, flags)
 				s.Counts.Send++
 				if err == unix.EAGAIN {
-					return false
+					return s.wait()
 				}
 				if err == unix.EINTR {
 					continue
@@ -230,7 +243,7 @@ func (s *Socket) SendFile(hdr []byte, f *os.File, off, n int64) error {
 				n -= int64(m)
 			}
 			if err == unix.EAGAIN {
-				return false
+				return s.wait()
 			}
 			if err == unix.EINTR {
 				continue

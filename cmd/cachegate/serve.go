@@ -1,0 +1,163 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/nic"
+	"github.com/cachegate/cachegate/serve"
+)
+
+// serverFlags configure the built-in HTTP server, for `serve` and `mount --serve`.
+type serverFlags struct {
+	Transfer      string        `help:"How file bytes reach sockets: auto, sendfile, mmap or copy." default:"auto" enum:"auto,sendfile,mmap,copy"`
+	TLSCert       string        `name:"tls-cert" help:"Serve HTTPS with this certificate (PEM); needs --tls-key." type:"existingfile" placeholder:"FILE"`
+	TLSKey        string        `name:"tls-key" help:"Private key for --tls-cert (PEM)." type:"existingfile" placeholder:"FILE"`
+	AuthTokenFile string        `help:"Require 'Authorization: Bearer TOKEN' with the token in this file." type:"existingfile" placeholder:"FILE"`
+	MaxConns      int           `help:"Most concurrent client connections." default:"10000"`
+	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long." default:"60s" placeholder:"DUR"`
+}
+
+// start listens on addr and serves c in the background.
+func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger) (*serve.Server, error) {
+	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return nil, usagef("--tls-cert and --tls-key go together")
+	}
+	if f.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
+		if err != nil {
+			return nil, usagef("load TLS certificate: %v", err)
+		}
+		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if f.AuthTokenFile != "" {
+		b, err := os.ReadFile(f.AuthTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		if opts.AuthToken = strings.TrimSpace(string(b)); opts.AuthToken == "" {
+			return nil, usagef("--auth-token-file %s is empty", f.AuthTokenFile)
+		}
+	}
+	srv, err := serve.New(c, opts)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %v", addr, err)
+	}
+	logZeroCopy(ln.Addr().(*net.TCPAddr), opts.TLSConfig != nil, log)
+	scheme := "http"
+	if opts.TLSConfig != nil {
+		scheme = "https"
+	}
+	log.Info("serving", "url", scheme+"://"+ln.Addr().String()+"/", "transfer", f.Transfer)
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			log.Error("server stopped", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// logZeroCopy says whether sendfile is truly zero-copy on the listen address's
+// interface.
+func logZeroCopy(addr *net.TCPAddr, tlsOn bool, log *slog.Logger) {
+	if tlsOn {
+		log.Info("TLS on: bodies are encrypted in user space, sendfile is never used")
+		return
+	}
+	ifcs, err := nic.ForAddr(addr.IP)
+	if err != nil {
+		log.Warn("cannot tell the listen interface's scatter-gather state", "err", err)
+		return
+	}
+	for _, ifc := range ifcs {
+		info := nic.Describe(ifc)
+		log.Info("sendfile", "interface", info.Name, "scatter_gather", info.ScatterGather, "zero_copy", info.ZeroCopySend, "note", info.Explanation)
+	}
+}
+
+type serveCmd struct {
+	Origin string `arg:"" help:"What to serve: /abs/dir, file:///abs/dir, http://host[:port]/prefix/ or https://…"`
+	Listen string `help:"Address to listen on." default:"127.0.0.1:8080" placeholder:"ADDR"`
+	serverFlags
+	cacheFlags
+	Pprof string `help:"Serve Go's pprof profiles on this address." hidden:"" placeholder:"ADDR"`
+}
+
+func (s *serveCmd) Run(g *globals) error {
+	log := slog.Default()
+	startPprof(s.Pprof, log)
+	c, err := s.open(s.Origin, log)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	srv, err := s.start(s.Listen, c, log)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	got := <-sig
+	log.Info("stopping", "signal", got.String())
+	srv.Close()
+	return nil
+}
+
+type nicCmd struct {
+	Interfaces []string `arg:"" optional:"" name:"iface" help:"Interfaces to report (default: all)."`
+	JSON       bool     `help:"Print JSON."`
+}
+
+func (n *nicCmd) Run(g *globals) error {
+	var ifcs []net.Interface
+	if len(n.Interfaces) == 0 {
+		all, err := net.Interfaces()
+		if err != nil {
+			return err
+		}
+		ifcs = all
+	}
+	for _, name := range n.Interfaces {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return usagef("no interface %q: see ip link", name)
+		}
+		ifcs = append(ifcs, *ifc)
+	}
+	var infos []nic.Info
+	for _, ifc := range ifcs {
+		infos = append(infos, nic.Describe(ifc))
+	}
+	if n.JSON {
+		return printJSON(infos)
+	}
+	fmt.Printf("%-16s %-15s %s\n", "INTERFACE", "SCATTER-GATHER", "SENDFILE")
+	failed := 0
+	for _, i := range infos {
+		sg := "off"
+		if i.Error != "" {
+			sg, failed = "unknown", failed+1
+		} else if i.ScatterGather {
+			sg = "on"
+		}
+		fmt.Printf("%-16s %-15s %s\n", i.Name, sg, i.Explanation)
+	}
+	if failed == len(infos) && failed > 0 {
+		return errors.New("no interface answered ETHTOOL_GSG")
+	}
+	return nil
+}

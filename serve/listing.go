@@ -1,0 +1,95 @@
+package serve
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"io/fs"
+	"net/http"
+	"strings"
+
+	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/units"
+)
+
+// directory answers for a directory URL: JSON (the format internal/origin reads, so
+// one cachegate can be another's origin) for ?format=json or Accept: application/json,
+// else an HTML index.
+func (c *conn) directory(req *request, p, query string) bool {
+	l, err := c.s.c.List(c.context(), p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return c.simple(404, "not found", req.keepAlive)
+		}
+		// A file asked for with a trailing slash is not a directory.
+		if e, serr := c.s.c.Stat(c.context(), p); serr == nil && !e.IsDir {
+			return c.simple(404, "not found", req.keepAlive)
+		}
+		c.s.log.Error("list failed", "path", "/"+p, "err", err)
+		return c.simple(502, "origin error: "+oneLine(err), req.keepAlive)
+	}
+	var body []byte
+	var ct string
+	if wantsJSON(req.accept, query) {
+		items := make([]origin.ListingEntry, 0, len(l.Entries))
+		for _, e := range l.Entries {
+			if !e.IsDir && !e.Exact {
+				// The listing we read guessed sizes or times; ours must be exact.
+				if x, err := c.s.c.Stat(c.context(), origin.Join(p, e.Name)); err == nil {
+					e = x
+				}
+			}
+			it := origin.ListingEntry{Name: e.Name, Type: "file", MTime: e.ModTime.UTC().Format(http.TimeFormat), Size: e.Size}
+			if e.IsDir {
+				it.Type, it.Size = "directory", 0
+			} else if e.Version != "" {
+				it.ETag = etagFor(e.Version)
+			}
+			items = append(items, it)
+		}
+		body, _ = json.Marshal(items)
+		body = append(body, '\n')
+		ct = "application/json"
+	} else {
+		body = htmlIndex(p, l.Entries)
+		ct = "text/html; charset=utf-8"
+	}
+	c.startHeader(200, req.keepAlive)
+	c.header("Content-Type", ct)
+	c.headerInt("Content-Length", int64(len(body)))
+	c.header("Vary", "Accept")
+	c.endHeader()
+	c.s.m.request(200)
+	if req.method == "HEAD" {
+		body = nil
+	}
+	return c.write(c.hdr, body) == nil && req.keepAlive
+}
+
+func wantsJSON(accept, query string) bool {
+	for _, kv := range strings.Split(query, "&") {
+		if kv == "format=json" {
+			return true
+		}
+	}
+	return strings.Contains(accept, "application/json") && !strings.HasPrefix(accept, "text/html")
+}
+
+func htmlIndex(p string, entries []origin.Entry) []byte {
+	var b strings.Builder
+	title := html.EscapeString("/" + p)
+	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of %s</title></head>\n<body><h1>Index of %s</h1><hr><pre>\n", title, title)
+	if p != "" {
+		b.WriteString("<a href=\"../\">../</a>\n")
+	}
+	for _, e := range entries {
+		href, name, size := escapePath(e.Name), e.Name, units.FormatSize(e.Size)
+		if e.IsDir {
+			href, name, size = href+"/", name+"/", "-"
+		}
+		fmt.Fprintf(&b, "<a href=\"%s\">%s</a>  %s  %s\n", html.EscapeString(href), html.EscapeString(name), e.ModTime.UTC().Format("2006-01-02 15:04"), size)
+	}
+	b.WriteString("</pre><hr></body></html>\n")
+	return []byte(b.String())
+}

@@ -1,0 +1,176 @@
+package serve
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"runtime"
+	"strconv"
+
+	"github.com/cachegate/cachegate/internal/zerocopy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/common/expfmt"
+)
+
+// metrics holds the server's Prometheus collectors, in a registry of its own.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cachegate_http_requests_total", Help: "HTTP responses by status code.",
+	}, []string{"code"})
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "cachegate_http_request_duration_seconds", Help: "Time to answer a request, body included.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+	})
+	m.reg.MustRegister(m.requests, m.latency,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for i := zerocopy.Method(0); i < zerocopy.NumMethods; i++ {
+		i := i
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cachegate_http_response_body_bytes_total", Help: "Body bytes sent, by transfer method.",
+			ConstLabels: prometheus.Labels{"transfer": i.String()},
+		}, func() float64 { return float64(s.bytesByMethod[i].Load()) }))
+	}
+	cacheFunc := func(name, help string, typ prometheus.ValueType, f func() float64) {
+		if typ == prometheus.CounterValue {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+		} else {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+		}
+	}
+	st := func() cacheStatus { return cacheStatusOf(s) }
+	cacheFunc("cachegate_cache_hits_total", "Reads served from chunks already on disk.", prometheus.CounterValue, func() float64 { return float64(st().Hits) })
+	cacheFunc("cachegate_cache_misses_total", "Reads that waited for the origin.", prometheus.CounterValue, func() float64 { return float64(st().Misses) })
+	cacheFunc("cachegate_cache_used_bytes", "Bytes the cache holds on disk.", prometheus.GaugeValue, func() float64 { return float64(st().UsedBytes) })
+	cacheFunc("cachegate_cache_limit_bytes", "The cache's size limit (--cache-size).", prometheus.GaugeValue, func() float64 { return float64(st().LimitBytes) })
+	cacheFunc("cachegate_cache_objects", "Object versions in the cache.", prometheus.GaugeValue, func() float64 { return float64(st().Objects) })
+	cacheFunc("cachegate_origin_bytes_fetched_total", "Object bytes read from the origin.", prometheus.CounterValue, func() float64 { return float64(st().BytesFetched) })
+	cacheFunc("cachegate_http_connections", "Open client connections.", prometheus.GaugeValue, func() float64 { return float64(s.active.Load()) })
+	for _, kind := range []string{"write", "send", "sendfile", "pread"} {
+		kind := kind
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cachegate_transfer_syscalls_total", Help: "System calls made to move response bytes, by kind.",
+			ConstLabels: prometheus.Labels{"syscall": kind},
+		}, func() float64 {
+			c := s.Syscalls()
+			switch kind {
+			case "write":
+				return float64(c.Write)
+			case "send":
+				return float64(c.Send)
+			case "sendfile":
+				return float64(c.Sendfile)
+			}
+			return float64(c.Pread)
+		}))
+	}
+	return m
+}
+
+func (m *metrics) request(code int) {
+	m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+func (m *metrics) render() []byte {
+	var buf bytes.Buffer
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		return []byte("# " + err.Error() + "\n")
+	}
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		enc.Encode(mf)
+	}
+	return buf.Bytes()
+}
+
+type cacheStatus struct {
+	UsedBytes, LimitBytes int64
+	Objects               int
+	Hits, Misses          int64
+	BytesFetched          int64
+}
+
+func cacheStatusOf(s *Server) cacheStatus {
+	st := s.c.Status()
+	return cacheStatus{st.UsedBytes, st.LimitBytes, st.Objects, st.Hits, st.Misses, st.BytesFetched}
+}
+
+// StatusJSON is the document of /-/status and `cachegate status --json`.
+type StatusJSON struct {
+	Cache  any `json:"cache"`
+	Origin struct {
+		URL          string `json:"url"`
+		BytesFetched int64  `json:"bytes_fetched"`
+	} `json:"origin"`
+	Serve struct {
+		Requests        int64            `json:"requests"`
+		Connections     int64            `json:"connections"`
+		BytesByTransfer map[string]int64 `json:"bytes_by_transfer"`
+		Syscalls        zerocopy.Counts  `json:"syscalls"`
+		Goroutines      int              `json:"goroutines"`
+		OpenFDs         int              `json:"open_fds"`
+	} `json:"serve"`
+}
+
+func (s *Server) statusJSON() []byte {
+	var st StatusJSON
+	cs := s.c.Status()
+	st.Cache = cs
+	st.Origin.URL = s.c.Origin().String()
+	st.Origin.BytesFetched = cs.BytesFetched
+	st.Serve.Requests = s.requests.Load()
+	st.Serve.Connections = s.active.Load()
+	st.Serve.BytesByTransfer = s.BytesByMethod()
+	st.Serve.Syscalls = s.Syscalls()
+	st.Serve.Goroutines = runtime.NumGoroutine()
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		st.Serve.OpenFDs = len(ents)
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	return append(b, '\n')
+}
+
+// admin answers /-/healthz, /-/metrics and /-/status. They reveal nothing of the
+// namespace beyond counters, and need the bearer token when one is set (healthz
+// excepted, for load balancers).
+func (c *conn) admin(req *request, p string) bool {
+	if req.method != "GET" && req.method != "HEAD" {
+		return c.simple(405, "method not allowed", req.keepAlive)
+	}
+	var body []byte
+	ct := "text/plain; charset=utf-8"
+	switch p {
+	case "/-/healthz":
+		body = []byte("ok\n")
+	case "/-/metrics", "/-/status":
+		if c.s.opts.AuthToken != "" && !c.authorized(req) {
+			return c.simple(401, "unauthorized", req.keepAlive)
+		}
+		if p == "/-/metrics" {
+			body, ct = c.s.m.render(), "text/plain; version=0.0.4; charset=utf-8"
+		} else {
+			body, ct = c.s.statusJSON(), "application/json"
+		}
+	default:
+		return c.simple(404, "not found", req.keepAlive)
+	}
+	c.startHeader(200, req.keepAlive)
+	c.header("Content-Type", ct)
+	c.headerInt("Content-Length", int64(len(body)))
+	c.header("Cache-Control", "no-store")
+	c.endHeader()
+	c.s.m.request(200)
+	if req.method == "HEAD" {
+		body = nil
+	}
+	return c.write(c.hdr, body) == nil && req.keepAlive
+}

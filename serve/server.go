@@ -1,0 +1,363 @@
+// Package serve is cachegate's HTTP/1.1 server: it serves the cache's namespace,
+// filling the cache on a miss, and moves file bytes with sendfile, mmap+write or
+// read+write, chosen per file and per connection (see choose). It parses requests and
+// writes responses on the raw socket itself, because net/http adds a write per header,
+// hides the socket behind wrappers that silently fall back to copying, and cost 2.9x
+// nginx's CPU per GiB here (NOTES.md).
+package serve
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/zerocopy"
+)
+
+// Options configures a Server. Zero values take the defaults in parentheses.
+type Options struct {
+	// Transfer is "auto" (default), "sendfile", "mmap" or "copy".
+	Transfer string
+	// TLSConfig, when set, makes the server speak HTTPS (never by sendfile).
+	TLSConfig *tls.Config
+	// AuthToken, when set, is required as "Authorization: Bearer TOKEN".
+	AuthToken         string
+	MaxConns          int           // concurrent connections (10000)
+	ReadHeaderTimeout time.Duration // to read a request header (10s)
+	IdleTimeout       time.Duration // between keep-alive requests (60s)
+	SendTimeout       time.Duration // a write that makes no progress (60s)
+	MaxHeaderBytes    int           // a request header, all lines (16 KiB; 8 KiB a line)
+	Logger            *slog.Logger
+}
+
+// Server serves one cache over HTTP.
+type Server struct {
+	c      *cache.Cache
+	opts   Options
+	log    *slog.Logger
+	auto   bool
+	fixed  zerocopy.Method
+	m      *metrics
+	sem    chan struct{}
+	closed atomic.Bool
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+
+	// Counters for /-/status and metrics.
+	bytesByMethod [zerocopy.NumMethods]atomic.Int64
+	syscalls      struct {
+		sync.Mutex
+		zerocopy.Counts
+	}
+	requests atomic.Int64
+	active   atomic.Int64
+}
+
+// New returns a server for c.
+func New(c *cache.Cache, opts Options) (*Server, error) {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 10000
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 60 * time.Second
+	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = 60 * time.Second
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 16 << 10
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{c: c, opts: opts, log: opts.Logger, sem: make(chan struct{}, opts.MaxConns), conns: map[net.Conn]struct{}{}}
+	switch opts.Transfer {
+	case "", "auto":
+		s.auto = true
+	default:
+		m, err := zerocopy.ParseMethod(opts.Transfer)
+		if err != nil {
+			return nil, fmt.Errorf("--transfer: %v (or auto)", err)
+		}
+		s.fixed = m
+	}
+	s.m = newMetrics(s)
+	return s, nil
+}
+
+// Serve accepts connections on ln until Close. It returns nil after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.opts.TLSConfig != nil {
+		ln = tls.NewListener(ln, s.opts.TLSConfig)
+	}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		// Take a connection slot before accepting: past MaxConns, new clients wait in
+		// the kernel's backlog instead of costing a goroutine each.
+		s.sem <- struct{}{}
+		nc, err := ln.Accept()
+		if err != nil {
+			<-s.sem
+			if s.closed.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.mu.Lock()
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, nc)
+				s.mu.Unlock()
+				nc.Close()
+				<-s.sem
+				s.wg.Done()
+			}()
+			s.handle(nc)
+		}()
+	}
+}
+
+func isTemporary(err error) bool {
+	// EMFILE, ENFILE, ECONNABORTED: the process or the peer, not the listener.
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// Close stops accepting, closes every connection and waits for their goroutines.
+func (s *Server) Close() error {
+	s.closed.Store(true)
+	s.mu.Lock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for nc := range s.conns {
+		nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// conn is one client connection.
+type conn struct {
+	s     *Server
+	nc    net.Conn
+	sock  *zerocopy.Socket // nil for TLS
+	br    *bufio.Reader
+	buf   []byte // copy-path buffer, allocated on first use
+	hdr   []byte // response header being built
+	isTLS bool
+}
+
+func (s *Server) handle(nc net.Conn) {
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	c := &conn{s: s, nc: nc}
+	switch t := nc.(type) {
+	case *net.TCPConn:
+		sock, err := zerocopy.NewSocket(t, s.opts.SendTimeout)
+		if err != nil {
+			return
+		}
+		c.sock = sock
+	case *tls.Conn:
+		c.isTLS = true
+		t.SetDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+		if err := t.Handshake(); err != nil {
+			return
+		}
+	}
+	c.br = bufio.NewReaderSize(nc, 8<<10)
+	defer c.flushCounts()
+	for first := true; ; first = false {
+		// Wait for the next request for the idle timeout, then give its header the
+		// header timeout: a slowloris client trickling bytes runs out of time.
+		if !first {
+			nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+			if _, err := c.br.Peek(1); err != nil {
+				return
+			}
+		}
+		nc.SetReadDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+		req, err := readRequest(c.br, s.opts.MaxHeaderBytes)
+		if err != nil {
+			switch {
+			case errors.Is(err, errHeaderTooLarge):
+				c.simple(431, "request header too large", false)
+			case errors.Is(err, errBadRequest):
+				c.simple(400, err.Error(), false)
+			}
+			return
+		}
+		nc.SetReadDeadline(time.Time{})
+		if req.chunked {
+			c.simple(501, "request bodies are not accepted", false)
+			return
+		}
+		if req.contentLength > 0 {
+			// GET and HEAD carry no body; drain a small one, refuse a large one.
+			if req.contentLength > 64<<10 {
+				c.simple(413, "request body too large", false)
+				return
+			}
+			if _, err := io.CopyN(io.Discard, c.br, req.contentLength); err != nil {
+				return
+			}
+		}
+		nc.SetWriteDeadline(time.Now().Add(s.opts.SendTimeout))
+		keep := c.serve(req)
+		s.requests.Add(1)
+		if !keep || !req.keepAlive || s.closed.Load() {
+			return
+		}
+	}
+}
+
+// flushCounts adds the connection's syscall counts to the server's.
+func (c *conn) flushCounts() {
+	if c.sock == nil {
+		return
+	}
+	c.s.syscalls.Lock()
+	c.s.syscalls.Add(c.sock.Counts)
+	c.s.syscalls.Unlock()
+	c.sock.Counts = zerocopy.Counts{}
+}
+
+// Syscalls returns the transfer system calls counted so far by closed connections
+// and by the requests of open ones that have finished.
+func (s *Server) Syscalls() zerocopy.Counts {
+	s.syscalls.Lock()
+	defer s.syscalls.Unlock()
+	return s.syscalls.Counts
+}
+
+// BytesByMethod returns the body bytes sent by each transfer method.
+func (s *Server) BytesByMethod() map[string]int64 {
+	out := map[string]int64{}
+	for i := range s.bytesByMethod {
+		out[zerocopy.Method(i).String()] = s.bytesByMethod[i].Load()
+	}
+	return out
+}
+
+// write sends bytes that are not file bodies (headers of empty answers, listings).
+func (c *conn) write(bufs ...[]byte) error {
+	if c.sock != nil {
+		return c.sock.Writev(bufs...)
+	}
+	for _, b := range bufs {
+		if _, err := c.nc.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// simple answers with a short text body.
+func (c *conn) simple(code int, msg string, keep bool) bool {
+	body := []byte(msg + "\n")
+	c.startHeader(code, keep)
+	c.header("Content-Type", "text/plain; charset=utf-8")
+	c.headerInt("Content-Length", int64(len(body)))
+	c.endHeader()
+	err := c.write(c.hdr, body)
+	c.s.m.request(code)
+	return err == nil && keep
+}
+
+var dateCache atomic.Pointer[[2]string] // unix second, formatted
+
+// httpDate returns the Date header value, formatted at most once a second.
+func httpDate() string {
+	now := time.Now()
+	sec := strconv.FormatInt(now.Unix(), 10)
+	if d := dateCache.Load(); d != nil && d[0] == sec {
+		return d[1]
+	}
+	v := now.UTC().Format(timeFormat)
+	dateCache.Store(&[2]string{sec, v})
+	return v
+}
+
+const timeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+var statusText = map[int]string{
+	200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
+	400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+	405: "Method Not Allowed", 413: "Content Too Large", 416: "Range Not Satisfiable",
+	431: "Request Header Fields Too Large", 500: "Internal Server Error",
+	501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+func (c *conn) startHeader(code int, keep bool) {
+	c.hdr = append(c.hdr[:0], "HTTP/1.1 "...)
+	c.hdr = strconv.AppendInt(c.hdr, int64(code), 10)
+	c.hdr = append(c.hdr, ' ')
+	c.hdr = append(c.hdr, statusText[code]...)
+	c.hdr = append(c.hdr, "\r\nServer: cachegate\r\nDate: "...)
+	c.hdr = append(c.hdr, httpDate()...)
+	c.hdr = append(c.hdr, "\r\n"...)
+	if !keep {
+		c.hdr = append(c.hdr, "Connection: close\r\n"...)
+	}
+}
+
+func (c *conn) header(k, v string) {
+	c.hdr = append(c.hdr, k...)
+	c.hdr = append(c.hdr, ": "...)
+	c.hdr = append(c.hdr, v...)
+	c.hdr = append(c.hdr, "\r\n"...)
+}
+
+func (c *conn) headerInt(k string, v int64) {
+	c.hdr = append(c.hdr, k...)
+	c.hdr = append(c.hdr, ": "...)
+	c.hdr = strconv.AppendInt(c.hdr, v, 10)
+	c.hdr = append(c.hdr, "\r\n"...)
+}
+
+func (c *conn) endHeader() { c.hdr = append(c.hdr, "\r\n"...) }
+
+// copyBuf returns the connection's buffer for the copy path.
+func (c *conn) copyBuf() []byte {
+	if c.buf == nil {
+		c.buf = make([]byte, 256<<10)
+	}
+	return c.buf
+}
+
+// context returns a context for cache work on behalf of this connection.
+func (c *conn) context() context.Context { return context.Background() }
