@@ -188,13 +188,70 @@ func (n *nginx) originBytes(t testing.TB, uri string) int64 {
 	return total
 }
 
+// proc is a cachegate process running in the background.
+type proc struct {
+	cmd  *exec.Cmd
+	logs *lockedBuffer
+	done chan struct{}
+}
+
+// startProc runs cachegate with args until ready reports true, and stops it when t
+// ends (its log is printed if t failed).
+func startProc(t testing.TB, args []string, ready func() bool) *proc {
+	t.Helper()
+	p := &proc{logs: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout = p.logs
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("cachegate %s log:\n%s", args[0], p.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !ready() {
+		select {
+		case <-p.done:
+			t.Fatalf("cachegate %s exited: %v\n%s", args[0], p.cmd.ProcessState, p.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cachegate %s not ready after 20s\n%s", args[0], p.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
+}
+
+// stop asks cachegate to exit (SIGTERM) and kills it if it does not.
+func (p *proc) stop() {
+	if p.cmd.ProcessState == nil {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+// kill9 kills the process without letting it clean up.
+func (p *proc) kill9() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
 // mount is a running `cachegate mount`.
 type mount struct {
+	*proc
 	Dir      string
 	CacheDir string
-	cmd      *exec.Cmd
-	logs     *lockedBuffer
-	done     chan struct{}
 }
 
 // startMount runs cachegate mount ORIGIN on a new mount point with extra flags. When
@@ -207,36 +264,45 @@ func startMount(t testing.TB, originURL, cacheDir string, flags ...string) *moun
 		t.Fatal(err)
 	}
 	if cacheDir == "" {
-		cacheDir = filepath.Join(dir+"-cache")
+		cacheDir = dir + "-cache"
 	}
-	m := &mount{Dir: dir, CacheDir: cacheDir, logs: &lockedBuffer{}, done: make(chan struct{})}
+	m := &mount{Dir: dir, CacheDir: cacheDir}
 	args := append([]string{"mount", originURL, dir, "--cache-dir", cacheDir}, flags...)
-	m.cmd = exec.Command(binary, args...)
-	m.cmd.Stdout = m.logs
-	m.cmd.Stderr = m.logs
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { m.cmd.Wait(); close(m.done) }()
-	t.Cleanup(func() {
-		m.stop(t)
-		if t.Failed() {
-			t.Logf("cachegate mount log:\n%s", m.logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !isMounted(dir) {
-		select {
-		case <-m.done:
-			t.Fatalf("cachegate mount exited: %v\n%s", m.cmd.ProcessState, m.logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mount did not appear in /proc/self/mountinfo\n%s", m.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	m.proc = startProc(t, args, func() bool { return isMounted(dir) })
+	t.Cleanup(func() { m.stop(t) }) // runs before the proc's cleanup
 	return m
+}
+
+// stop stops the mount's process and makes sure nothing stays mounted.
+func (m *mount) stop(t testing.TB) {
+	m.proc.stop()
+	if isMounted(m.Dir) {
+		syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+	}
+}
+
+// server is a running `cachegate serve`.
+type server struct {
+	*proc
+	URL      string
+	CacheDir string
+}
+
+// startServe runs cachegate serve ORIGIN on a free loopback port.
+func startServe(t testing.TB, originURL, cacheDir string, flags ...string) *server {
+	t.Helper()
+	if cacheDir == "" {
+		d, err := os.MkdirTemp(workDir, "serve-cache-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cacheDir = d
+	}
+	port := freePort(t)
+	s := &server{URL: fmt.Sprintf("http://127.0.0.1:%d/", port), CacheDir: cacheDir}
+	args := append([]string{"serve", originURL, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--cache-dir", cacheDir}, flags...)
+	s.proc = startProc(t, args, func() bool { return waitPort(port, 0) == nil })
+	return s
 }
 
 // lockedBuffer collects a process's stdout and stderr, written from two goroutines.
@@ -255,28 +321,6 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
-}
-
-// stop asks cachegate to exit (SIGTERM) and makes sure nothing stays mounted.
-func (m *mount) stop(t testing.TB) {
-	if m.cmd.ProcessState == nil {
-		m.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-m.done:
-		case <-time.After(15 * time.Second):
-			m.cmd.Process.Kill()
-			<-m.done
-		}
-	}
-	if isMounted(m.Dir) {
-		syscall.Unmount(m.Dir, syscall.MNT_DETACH)
-	}
-}
-
-// kill9 kills the mount's process without letting it clean up.
-func (m *mount) kill9() {
-	m.cmd.Process.Signal(syscall.SIGKILL)
-	<-m.done
 }
 
 func isMounted(dir string) bool {

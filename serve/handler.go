@@ -71,7 +71,7 @@ func (c *conn) serve(req *request) bool {
 	}
 	p, err := cleanURLPath(rawPath)
 	if err != nil {
-		return c.simple(400, err.Error(), req.keepAlive)
+		return c.simple(400, "bad path: "+err.Error(), req.keepAlive)
 	}
 	if p == "" || strings.HasSuffix(rawPath, "/") {
 		return c.directory(req, p, query)
@@ -104,13 +104,18 @@ func (c *conn) authorized(req *request) bool {
 func cleanURLPath(raw string) (string, error) {
 	lower := strings.ToLower(raw)
 	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%00") || strings.Contains(lower, "%5c") {
-		return "", errors.New("encoded slashes, backslashes and NUL are not allowed in paths")
+		return "", errors.New("encoded slashes, backslashes and NUL are not allowed")
 	}
 	p, err := url.PathUnescape(raw)
 	if err != nil {
-		return "", fmt.Errorf("bad path encoding: %v", err)
+		return "", errors.New("bad percent-encoding")
 	}
-	return origin.Clean(p)
+	// The error does not echo the path: what the client sent is not reflected back.
+	c, err := origin.Clean(p)
+	if err != nil {
+		return "", errors.New("the path leaves the namespace or holds a NUL")
+	}
+	return c, nil
 }
 
 // escapePath escapes each segment of an origin path for a URL.

@@ -131,3 +131,26 @@ func TestNewOriginErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalOriginRefusesEscapes(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(root, 0o755)
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("s"), 0o644)
+	os.Symlink(filepath.Join(dir, "secret"), filepath.Join(root, "abs-link"))
+	os.Symlink("../secret", filepath.Join(root, "rel-link"))
+	os.WriteFile(filepath.Join(root, "ok"), []byte("ok"), 0o644)
+	l, err := NewLocal(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"abs-link", "rel-link"} {
+		if _, err := l.Stat(context.Background(), p); !errors.Is(err, ErrNotExist) {
+			t.Errorf("Stat(%s) = %v, want ErrNotExist", p, err)
+		}
+	}
+	ls, err := l.List(context.Background(), "")
+	if err != nil || len(ls) != 1 || ls[0].Name != "ok" {
+		t.Errorf("List = %+v, %v; want only ok", ls, err)
+	}
+}

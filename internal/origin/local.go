@@ -60,8 +60,18 @@ func localEntry(name string, fi fs.FileInfo) Entry {
 	return e
 }
 
+// escapes reports os.Root's refusal of a path that leaves the root (through ".." or a
+// symlink). Its error value is not exported; for a client such a path does not exist.
+func escapes(err error) bool {
+	var pe *os.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
+}
+
 func (l *Local) Stat(ctx context.Context, p string) (Entry, error) {
 	fi, err := l.root.Stat(l.name(p))
+	if escapes(err) {
+		return Entry{}, fmt.Errorf("%s: leaves the origin directory: %w", p, fs.ErrNotExist)
+	}
 	if err != nil {
 		return Entry{}, err
 	}
