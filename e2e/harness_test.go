@@ -84,6 +84,7 @@ func freePort(t testing.TB) int {
 
 // nginx is a real nginx serving a directory with autoindex.
 type nginx struct {
+	pid       int // the master process
 	URL       string
 	accessLog string
 	root      string
@@ -98,7 +99,7 @@ events { worker_connections 1024; }
 http {
   default_type application/octet-stream;
   log_format bytes '$request_method $status $body_bytes_sent $uri';
-  access_log %[1]s/access.log bytes;
+  access_log %[5]s;
   client_body_temp_path %[1]s/body;
   proxy_temp_path %[1]s/proxy;
   sendfile on;
@@ -115,11 +116,11 @@ http {
 // startNginx serves root with an autoindex in format ("json" or "html") until t ends.
 func startNginx(t testing.TB, root, format string) *nginx {
 	t.Helper()
-	return launchNginx(t, root, format, t.Cleanup)
+	return launchNginx(t, root, format, true, t.Cleanup)
 }
 
 // launchNginx starts nginx and hands its stop function to onStop.
-func launchNginx(t testing.TB, root, format string, onStop func(func())) *nginx {
+func launchNginx(t testing.TB, root, format string, accessLog bool, onStop func(func())) *nginx {
 	t.Helper()
 	requireRoot(t)
 	bin, err := exec.LookPath("nginx")
@@ -132,7 +133,11 @@ func launchNginx(t testing.TB, root, format string, onStop func(func())) *nginx 
 	}
 	port := freePort(t)
 	conf := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, port, root, format)), 0o644)
+	logSpec := "off"
+	if accessLog {
+		logSpec = filepath.Join(dir, "access.log") + " bytes"
+	}
+	os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, port, root, format, logSpec)), 0o644)
 	cmd := exec.Command(bin, "-c", conf, "-e", filepath.Join(dir, "error.log"))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -142,7 +147,7 @@ func launchNginx(t testing.TB, root, format string, onStop func(func())) *nginx 
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}
-	n := &nginx{URL: fmt.Sprintf("http://127.0.0.1:%d/", port), accessLog: filepath.Join(dir, "access.log"), root: root}
+	n := &nginx{pid: cmd.Process.Pid, URL: fmt.Sprintf("http://127.0.0.1:%d/", port), accessLog: filepath.Join(dir, "access.log"), root: root}
 	if err := waitPort(port, 10*time.Second); err != nil {
 		stop()
 		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))

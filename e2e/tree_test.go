@@ -78,8 +78,8 @@ func sharedTree(t *testing.T) *testTree {
 		tr.Huge = "big/1g.bin"
 		add(tr.Huge, 1<<30, seed+1)
 		os.MkdirAll(filepath.Join(tr.Root, "empty-dir"), 0o755)
-		tr.JSON = launchNginx(t, tr.Root, "json", sharedOnce.add)
-		tr.HTML = launchNginx(t, tr.Root, "html", sharedOnce.add)
+		tr.JSON = launchNginx(t, tr.Root, "json", true, sharedOnce.add)
+		tr.HTML = launchNginx(t, tr.Root, "html", true, sharedOnce.add)
 		tree = tr
 	})
 	if tree == nil {

@@ -1,0 +1,155 @@
+package e2e
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkServe measures the server beside nginx (sendfile on, tcp_nopush on, one
+// worker) serving the same files on loopback, every ratio from the same run:
+//
+//	go test ./e2e -run '^$' -bench Serve -benchtime 1x
+//
+// Loopback has no DMA, so sendfile's win here is fewer system calls and no user-space
+// copy on the server side; the receiver still copies.
+func BenchmarkServe(b *testing.B) {
+	requireRoot(b)
+	for _, tool := range []string{"wrk", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("%s not installed (apt-get install %s)", tool, tool)
+		}
+	}
+	dir := filepath.Join(workDir, "serve-bench-origin")
+	writeRandom(b, filepath.Join(dir, "1g.bin"), 1<<30, 1)
+	writeRandom(b, filepath.Join(dir, "4k.bin"), 4<<10, 2)
+	writeRandom(b, filepath.Join(dir, "1m.bin"), 1<<20, 3)
+	// The mixed set: 48 files from 1 KiB to 8 MiB, log-uniform.
+	var mixed []string
+	for i := 0; i < 48; i++ {
+		size := int64(1024 * math.Pow(8192, float64(i)/47))
+		name := fmt.Sprintf("mixed/m%02d.bin", i)
+		writeRandom(b, filepath.Join(dir, name), size, uint64(100+i))
+		mixed = append(mixed, "/"+name)
+	}
+	lua := filepath.Join(workDir, "mixed.lua")
+	os.WriteFile(lua, []byte(fmt.Sprintf(`paths = {"%s"}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, paths[(counter %% #paths) + 1])
+end
+`, strings.Join(mixed, `", "`))), 0o644)
+	prefaultMemory(b, 4<<30)
+
+	ng := launchNginx(b, dir, "json", false, b.Cleanup)
+	ngWorker := childPid(b, ng.pid)
+	cacheDir := filepath.Join(workDir, "serve-bench-cache")
+	var rows []benchRow
+	results := map[string]map[string]float64{}
+	for _, method := range []string{"auto", "sendfile", "mmap", "copy"} {
+		srv := startServe(b, ng.URL, cacheDir, "--transfer", method)
+		for _, f := range append([]string{"/1g.bin", "/4k.bin", "/1m.bin"}, mixed...) {
+			timeCmd(b, "curl", "-sf", "-o", "/dev/null", srv.URL+strings.TrimPrefix(f, "/"))
+		}
+		r := map[string]float64{}
+		r["4k"] = wrkRate(b, srv.URL+"4k.bin", "")
+		r["1m"] = wrkRate(b, srv.URL+"1m.bin", "")
+		r["mixed"] = wrkRate(b, srv.URL, lua)
+		r["cpu"] = cpuPerGiB(b, srv.cmd.Process.Pid, srv.URL+"1g.bin")
+		results[method] = r
+		srv.stop()
+	}
+	n := map[string]float64{
+		"4k": wrkRate(b, ng.URL+"4k.bin", ""), "1m": wrkRate(b, ng.URL+"1m.bin", ""),
+		"mixed": wrkRate(b, ng.URL, lua), "cpu": cpuPerGiB(b, ngWorker, ng.URL+"1g.bin"),
+	}
+	auto := results["auto"]
+	rows = append(rows,
+		benchRow{"server CPU per GiB, cached 1 GiB file", "nginx worker", secs(n["cpu"]), secs(auto["cpu"]), auto["cpu"] / n["cpu"], "<= 1.1", false},
+		benchRow{"req/s, 4 KiB file, wrk -t1 -c32", "nginx", rate(n["4k"]), rate(auto["4k"]), auto["4k"] / n["4k"], ">= 0.8", true},
+		benchRow{"req/s, 1 MiB file, wrk -t1 -c32", "nginx", rate(n["1m"]), rate(auto["1m"]), auto["1m"] / n["1m"], ">= 1.0", true},
+	)
+	best, bestName := 0.0, ""
+	for _, m := range []string{"sendfile", "mmap", "copy"} {
+		if results[m]["mixed"] > best {
+			best, bestName = results[m]["mixed"], m
+		}
+	}
+	rows = append(rows, benchRow{"req/s, mixed 1 KiB-8 MiB, auto vs best fixed", "--transfer " + bestName, rate(best), rate(auto["mixed"]), auto["mixed"] / best, "> 1.0", true})
+	printBenchTable(b, rows)
+	fmt.Println("\nper method (req/s 4k, 1m, mixed; CPU-s/GiB):")
+	for _, m := range []string{"auto", "sendfile", "mmap", "copy"} {
+		r := results[m]
+		fmt.Printf("  %-8s %8.0f %8.0f %8.0f %6.3f\n", m, r["4k"], r["1m"], r["mixed"], r["cpu"])
+	}
+	fmt.Printf("  %-8s %8.0f %8.0f %8.0f %6.3f\n", "nginx", n["4k"], n["1m"], n["mixed"], n["cpu"])
+}
+
+func secs(f float64) string { return fmt.Sprintf("%.3f CPU-s", f) }
+func rate(f float64) string { return fmt.Sprintf("%.0f/s", f) }
+
+// wrkRate runs wrk -t1 -c32 for 5 s and returns requests per second.
+func wrkRate(b testing.TB, url, script string) float64 {
+	args := []string{"-t1", "-c32", "-d5s"}
+	if script != "" {
+		args = append(args, "-s", script)
+	}
+	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "Requests/sec:" {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			if strings.Contains(string(out), "Non-2xx") {
+				b.Fatalf("wrk saw errors:\n%s", out)
+			}
+			return v
+		}
+	}
+	b.Fatalf("no rate in wrk output:\n%s", out)
+	return 0
+}
+
+// cpuPerGiB downloads url (a 1 GiB file) three times with curl and returns the CPU
+// seconds pid spent per GiB.
+func cpuPerGiB(b testing.TB, pid int, url string) float64 {
+	before := procCPU(b, pid)
+	for i := 0; i < 3; i++ {
+		timeCmd(b, "curl", "-sf", "-o", "/dev/null", url)
+	}
+	return (procCPU(b, pid) - before) / 3
+}
+
+// procCPU returns the user+system CPU seconds of pid and its threads.
+func procCPU(b testing.TB, pid int) float64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := string(st)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + stime) / 100 // USER_HZ
+}
+
+func childPid(b testing.TB, pid int) int {
+	for i := 0; i < 50; i++ {
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if f := strings.Fields(string(c)); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatalf("nginx master %d has no worker", pid)
+	return 0
+}
