@@ -57,7 +57,7 @@ func ParseMethod(s string) (Method, error) {
 // Counts are system calls made to move bytes, by kind.
 type Counts struct {
 	Write    int64 `json:"write"` // write and writev
-	Send     int64 `json:"send"` // send (headers ahead of sendfile)
+	Send     int64 `json:"send"`  // send (headers ahead of sendfile)
 	Sendfile int64 `json:"sendfile"`
 	Pread    int64 `json:"pread"`
 }
