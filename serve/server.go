@@ -179,12 +179,17 @@ type conn struct {
 	buf   []byte // copy-path buffer, allocated on first use
 	hdr   []byte // response header being built
 	isTLS bool
+	// loopback: the client is on this machine, so no NIC (and no DMA) is involved.
+	loopback bool
 }
 
 func (s *Server) handle(nc net.Conn) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	c := &conn{s: s, nc: nc}
+	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
+		c.loopback = a.IP.IsLoopback()
+	}
 	switch t := nc.(type) {
 	case *net.TCPConn:
 		sock, err := zerocopy.NewSocket(t, s.opts.SendTimeout)
