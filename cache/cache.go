@@ -292,6 +292,7 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	for i := 0; i < n; i++ {
 		if b[hl+i/8]&(1<<(i%8)) != 0 { // little-endian words: bit i is in byte i/8
 			o.presentChunks++
+			o.presentBytes += o.chunkLen(i)
 		}
 	}
 	// Count what the disk really holds: after a crash, blocks may be allocated for a
@@ -343,6 +344,19 @@ func (c *Cache) reserve(n int64) error {
 	if short > need {
 		need = short
 	}
+	victims, need = c.evictLocked(need)
+	if need > 0 {
+		return ErrNoSpace
+	}
+	c.reserved += n
+	return nil
+}
+
+// evictLocked removes least recently used objects that are neither open nor pinned
+// until need bytes are freed; it returns them (their files may still be open in the
+// idle set: call closeIfIdle after unlocking) and what is still needed. c.mu is held.
+func (c *Cache) evictLocked(need int64) ([]*object, int64) {
+	var victims []*object
 	for e := c.lru.Back(); need > 0 && e != nil; {
 		o := e.Value.(*object)
 		e = e.Prev()
@@ -355,11 +369,7 @@ func (c *Cache) reserve(n int64) error {
 		victims = append(victims, o)
 		c.free.invalidate()
 	}
-	if need > 0 {
-		return ErrNoSpace
-	}
-	c.reserved += n
-	return nil
+	return victims, need
 }
 
 func (c *Cache) unreserve(n int64) {
@@ -368,8 +378,8 @@ func (c *Cache) unreserve(n int64) {
 	c.mu.Unlock()
 }
 
-// commit turns reserved bytes into used bytes of o.
-func (c *Cache) commit(o *object, reserved, used int64) {
+// commit turns reserved bytes into used bytes of o, whose chunk of n bytes landed.
+func (c *Cache) commit(o *object, reserved, used, n int64) {
 	c.mu.Lock()
 	c.reserved -= reserved
 	if !o.removed {
@@ -377,6 +387,7 @@ func (c *Cache) commit(o *object, reserved, used int64) {
 		o.diskBytes += used
 	}
 	o.presentChunks++
+	o.presentBytes += n
 	c.mu.Unlock()
 }
 

@@ -30,6 +30,7 @@ type object struct {
 	pinned        bool
 	lastAccess    time.Time
 	presentChunks int
+	presentBytes  int64
 	diskBytes     int64
 	removed       bool // out of the index, files unlinked
 	doomed        bool // superseded by a newer version: remove at last release
@@ -120,7 +121,12 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 
 // openFiles maps the sidecar and opens the data file, verifying the chunks the first
 // time this process opens the object (invariant 3). o.mu must be held.
-func (o *object) openFiles() error {
+func (o *object) openFiles() error { return o.openFilesVerify(true) }
+
+// openFilesVerify opens the files; with check, the first open in this process
+// re-hashes the present chunks and drops bad ones. `cache verify` opens without it, to
+// report before it repairs.
+func (o *object) openFilesVerify(check bool) error {
 	if o.data != nil {
 		return nil
 	}
@@ -144,8 +150,8 @@ func (o *object) openFiles() error {
 		return err
 	}
 	o.data, o.side = data, side
-	if !o.verified {
-		o.verify(nil)
+	if check && !o.verified {
+		o.verify(true, nil)
 		o.verified = true
 	}
 	return nil
@@ -186,14 +192,14 @@ var errRemoved = errors.New("cache object was evicted")
 
 // BadChunk is a chunk whose bytes did not match their CRC.
 type BadChunk struct {
-	Path  string
-	Chunk int
+	Path  string `json:"path"`
+	Chunk int    `json:"chunk"`
 }
 
-// verify re-hashes every present chunk and drops the ones that do not match, punching
-// their blocks out so they are refetched. o.mu must be held and the files open. It
-// reports each bad chunk to report when that is not nil.
-func (o *object) verify(report func(BadChunk)) int {
+// verify re-hashes every present chunk and, when repair is set, drops the ones that do
+// not match, punching their blocks out so they are refetched. o.mu must be held and
+// the files open. It reports each bad chunk to report when that is not nil.
+func (o *object) verify(repair bool, report func(BadChunk)) int {
 	buf := getBuf(o.ChunkSize)
 	defer putBuf(buf)
 	bad := 0
@@ -207,8 +213,10 @@ func (o *object) verify(report func(BadChunk)) int {
 			continue
 		}
 		bad++
-		o.dropChunk(i)
-		o.c.log.Warn("dropped corrupt cache chunk; it will be refetched", "path", o.Path, "chunk", i)
+		if repair {
+			o.dropChunk(i)
+			o.c.log.Warn("dropped corrupt cache chunk; it will be refetched", "path", o.Path, "chunk", i)
+		}
 		if report != nil {
 			report(BadChunk{Path: o.Path, Chunk: i})
 		}
@@ -222,6 +230,7 @@ func (o *object) dropChunk(i int) {
 	unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, n)
 	o.c.mu.Lock()
 	o.presentChunks--
+	o.presentBytes -= o.chunkLen(i)
 	if !o.removed {
 		o.diskBytes -= n
 		o.c.used -= n
@@ -257,15 +266,15 @@ func (c *Cache) release(o *object) {
 	c.mu.Lock()
 	o.refs--
 	last := o.refs == 0
-	remove := last && o.doomed
-	if remove {
+	if last && o.doomed {
 		c.removeLocked(o)
 	}
+	gone := o.removed
 	c.mu.Unlock()
 	if !last {
 		return
 	}
-	if remove || !c.idle.Set(o.key, o, 1) {
+	if gone || !c.idle.Set(o.key, o, 1) {
 		o.closeIfIdle()
 	}
 }
@@ -427,7 +436,7 @@ func (o *object) fetch(first, last int, fl []*flight) {
 			c.count(func(s *Stats) { s.BytesFetched += n })
 			rb := roundBlock(n)
 			reserved -= rb
-			c.commit(o, rb, rb)
+			c.commit(o, rb, rb, n)
 			o.mu.Lock()
 			delete(o.inflight, i)
 			o.mu.Unlock()

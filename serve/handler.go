@@ -258,7 +258,8 @@ func (c *conn) file(req *request, p string, h *cache.Handle) bool {
 			noSpace = true
 		}
 	}
-	method := c.choose(h, n, len(ranges) > 1, xc == "HIT")
+	// Complete now, after the first fill: a small cold file is whole already.
+	method := c.choose(h, n, false, h.Complete())
 	if noSpace {
 		method = zerocopy.Copy
 	}
@@ -448,7 +449,7 @@ func (c *conn) multipart(req *request, h *cache.Handle, ranges []byteRange, ct s
 			}
 		}
 	}
-	method := c.choose(h, total, true, all)
+	method := c.choose(h, total, true, h.Complete())
 	if noSpace {
 		method = zerocopy.Copy
 	}

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 
+	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -104,38 +105,27 @@ func cacheStatusOf(s *Server) cacheStatus {
 	return cacheStatus{st.UsedBytes, st.LimitBytes, st.Objects, st.Hits, st.Misses, st.BytesFetched}
 }
 
-// StatusJSON is the document of /-/status and `cachegate status --json`.
-type StatusJSON struct {
-	Cache  any `json:"cache"`
-	Origin struct {
-		URL          string `json:"url"`
-		BytesFetched int64  `json:"bytes_fetched"`
-	} `json:"origin"`
-	Serve struct {
-		Requests        int64            `json:"requests"`
-		Connections     int64            `json:"connections"`
-		BytesByTransfer map[string]int64 `json:"bytes_by_transfer"`
-		Syscalls        zerocopy.Counts  `json:"syscalls"`
-		Goroutines      int              `json:"goroutines"`
-		OpenFDs         int              `json:"open_fds"`
-	} `json:"serve"`
+// ServeStatus reports the server's figures for status documents.
+func (s *Server) ServeStatus() control.ServeStatus {
+	st := control.ServeStatus{
+		Requests:        s.requests.Load(),
+		Connections:     s.active.Load(),
+		BytesByTransfer: s.BytesByMethod(),
+		Goroutines:      runtime.NumGoroutine(),
+	}
+	s.mu.Lock()
+	if len(s.listeners) > 0 {
+		st.Listen = s.listeners[0].Addr().String()
+	}
+	s.mu.Unlock()
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		st.OpenFDs = len(ents)
+	}
+	return st
 }
 
 func (s *Server) statusJSON() []byte {
-	var st StatusJSON
-	cs := s.c.Status()
-	st.Cache = cs
-	st.Origin.URL = s.c.Origin().String()
-	st.Origin.BytesFetched = cs.BytesFetched
-	st.Serve.Requests = s.requests.Load()
-	st.Serve.Connections = s.active.Load()
-	st.Serve.BytesByTransfer = s.BytesByMethod()
-	st.Serve.Syscalls = s.Syscalls()
-	st.Serve.Goroutines = runtime.NumGoroutine()
-	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
-		st.Serve.OpenFDs = len(ents)
-	}
-	b, _ := json.MarshalIndent(st, "", "  ")
+	b, _ := json.MarshalIndent(control.StatusOf(s.c, s.ServeStatus), "", "  ")
 	return append(b, '\n')
 }
 

@@ -29,6 +29,8 @@ type cli struct {
 	Mount   mountCmd   `cmd:"" help:"Mount ORIGIN read-only at MOUNTPOINT through the disk cache (runs in the foreground)."`
 	Unmount unmountCmd `cmd:"" help:"Unmount a cachegate mount, also one whose process died."`
 	Serve   serveCmd   `cmd:"" help:"Serve ORIGIN over HTTP through the disk cache (sendfile, mmap or copy per file)."`
+	Cache   cacheCmd   `cmd:"" help:"Manage the cache: ls, stat, warm, pin, unpin, evict, verify, gc, clear (also while a mount or server runs)."`
+	Status  statusCmd  `cmd:"" help:"Show the cache's use, hits and misses, and the server's traffic by transfer method."`
 	Nic     nicCmd     `cmd:"" help:"Report whether interfaces do scatter-gather DMA, i.e. whether sendfile is zero-copy."`
 	Demo    demoCmd    `cmd:"" help:"Start a sample origin, mount it under a temporary directory and show what to try."`
 	Version versionCmd `cmd:"" help:"Print the version."`

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/fusefs"
+	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -54,7 +55,7 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	if f.CacheSize < f.ChunkSize*4 {
 		return nil, usagef("--cache-size must hold at least 4 chunks (%d bytes)", f.ChunkSize*4)
 	}
-	return cache.Open(o, cache.Options{
+	c, err := cache.Open(o, cache.Options{
 		Dir:        f.CacheDir,
 		Limit:      int64(f.CacheSize),
 		MinFree:    f.MinFree.Bytes,
@@ -64,6 +65,11 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		TTL:        f.MetadataTTL,
 		Logger:     log,
 	})
+	if err != nil {
+		return nil, err
+	}
+	writeOwnerInfo(f.CacheDir, ownerInfo{Origin: spec, CacheSize: int64(f.CacheSize), ChunkSize: int64(f.ChunkSize)})
+	return c, nil
 }
 
 type mountCmd struct {
@@ -94,6 +100,7 @@ func (m *mountCmd) Run(g *globals) error {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
 	log.Info("mounted", "origin", c.Origin().String(), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	var serveStatus func() control.ServeStatus
 	if m.Serve != "" {
 		srv, err := m.start(m.Serve, c, log)
 		if err != nil {
@@ -101,7 +108,14 @@ func (m *mountCmd) Run(g *globals) error {
 			return err
 		}
 		defer srv.Close()
+		serveStatus = srv.ServeStatus
 	}
+	ctl, err := control.Listen(c, serveStatus, log)
+	if err != nil {
+		server.Unmount()
+		return err
+	}
+	defer ctl.Close()
 	return serveUntilSignal(server, m.Mountpoint, log)
 }
 

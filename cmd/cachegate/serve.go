@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/nic"
 	"github.com/cachegate/cachegate/serve"
 )
@@ -109,6 +110,12 @@ func (s *serveCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
+	ctl, err := control.Listen(c, srv.ServeStatus, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	defer ctl.Close()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	got := <-sig

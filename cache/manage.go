@@ -1,0 +1,427 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/units"
+)
+
+// ObjectInfo describes one cached object version (`cache ls`, `cache stat`).
+type ObjectInfo struct {
+	Path          string    `json:"path"`
+	Origin        string    `json:"origin"`
+	Version       string    `json:"version"`
+	Size          int64     `json:"size"`
+	CachedBytes   int64     `json:"cached_bytes"`
+	Complete      bool      `json:"complete"`
+	Pinned        bool      `json:"pinned"`
+	LastAccess    time.Time `json:"last_access"`
+	ChunkSize     int64     `json:"chunk_size"`
+	Chunks        int       `json:"chunks"`
+	ChunksPresent int       `json:"chunks_present"`
+	DataFile      string    `json:"data_file"`
+	OpenHandles   int       `json:"open_handles"`
+}
+
+// infoLocked describes o. c.mu must be held.
+func (c *Cache) infoLocked(o *object) ObjectInfo {
+	return ObjectInfo{
+		Path: o.Path, Origin: o.Origin, Version: o.Version, Size: o.Size,
+		CachedBytes: o.presentBytes, Complete: o.completeLocked(), Pinned: o.pinned,
+		LastAccess: o.lastAccess, ChunkSize: o.ChunkSize, Chunks: o.nchunks,
+		ChunksPresent: o.presentChunks, DataFile: c.objectPath(o.key, ".data"), OpenHandles: o.refs,
+	}
+}
+
+// under reports whether path p is prefix itself or inside it ("" is everything).
+func under(p, prefix string) bool {
+	return prefix == "" || p == prefix || strings.HasPrefix(p, prefix+"/")
+}
+
+// Objects lists the cached objects of this cache's origin under prefix, by path.
+func (c *Cache) Objects(prefix string) []ObjectInfo {
+	c.mu.Lock()
+	var out []ObjectInfo
+	for p, o := range c.byPath {
+		if under(p, prefix) {
+			out = append(out, c.infoLocked(o))
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// ObjectsInOrigin lists every file of the origin at or under p with what the cache
+// holds of it (0% for files not cached), plus cached objects under p that the origin no
+// longer lists.
+func (c *Cache) ObjectsInOrigin(ctx context.Context, p string) ([]ObjectInfo, error) {
+	entries, paths, err := c.Walk(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	cached := map[string]ObjectInfo{}
+	for _, o := range c.Objects(p) {
+		cached[o.Path] = o
+	}
+	out := make([]ObjectInfo, 0, len(paths))
+	for i, fp := range paths {
+		if o, ok := cached[fp]; ok {
+			out = append(out, o)
+			delete(cached, fp)
+			continue
+		}
+		out = append(out, ObjectInfo{Path: fp, Origin: c.oname, Version: entries[i].Version, Size: entries[i].Size, ChunkSize: c.opts.ChunkSize})
+	}
+	for _, o := range cached {
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// ErrNotCached reports a path that exists at the origin (or was not asked there) but
+// has nothing in the cache.
+var ErrNotCached = errors.New("not cached")
+
+// Object describes the cached version of p. For a path with nothing cached it tells
+// "not in the origin" (fs.ErrNotExist) from "not cached" (ErrNotCached).
+func (c *Cache) Object(ctx context.Context, p string) (ObjectInfo, error) {
+	c.mu.Lock()
+	o := c.byPath[p]
+	var info ObjectInfo
+	if o != nil {
+		info = c.infoLocked(o)
+	}
+	c.mu.Unlock()
+	if o != nil {
+		return info, nil
+	}
+	if _, err := c.meta.stat(ctx, p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return ObjectInfo{}, fmt.Errorf("%s: not in the origin: %w", p, fs.ErrNotExist)
+		}
+		return ObjectInfo{}, fmt.Errorf("%s: %w (and the origin could not be asked: %v)", p, ErrNotCached, err)
+	}
+	return ObjectInfo{}, fmt.Errorf("%s: %w", p, ErrNotCached)
+}
+
+// Evict removes the cached versions of p and of everything under it. Open handles keep
+// reading the bytes they have; new opens fetch again. It returns how many objects went.
+func (c *Cache) Evict(p string) int {
+	c.mu.Lock()
+	var gone []*object
+	for _, o := range c.objects {
+		if o.Origin == c.oname && under(o.Path, p) {
+			c.removeLocked(o)
+			gone = append(gone, o)
+		}
+	}
+	c.mu.Unlock()
+	for _, o := range gone {
+		o.closeIfIdle()
+	}
+	c.meta.invalidate(p)
+	return len(gone)
+}
+
+// GC evicts least recently used objects (never pinned or open ones) until at most to
+// bytes are used. It returns the bytes freed and the objects evicted.
+func (c *Cache) GC(to int64) (int64, int) {
+	c.mu.Lock()
+	before := c.used
+	victims, _ := c.evictLocked(c.used - to)
+	freed := before - c.used
+	c.mu.Unlock()
+	for _, o := range victims {
+		o.closeIfIdle()
+	}
+	return freed, len(victims)
+}
+
+// Clear removes every object, pinned ones included. It returns how many went.
+func (c *Cache) Clear() int {
+	c.mu.Lock()
+	var gone []*object
+	for _, o := range c.objects {
+		c.removeLocked(o)
+		gone = append(gone, o)
+	}
+	c.mu.Unlock()
+	for _, o := range gone {
+		o.closeIfIdle()
+	}
+	return len(gone)
+}
+
+// setPinned records the pin in the object's sidecar (so it survives restarts) and in
+// the index. The caller holds a reference.
+func (c *Cache) setPinned(o *object, pinned bool) {
+	o.mu.Lock()
+	if o.side != nil {
+		o.side.setPinned(pinned)
+	}
+	o.mu.Unlock()
+	c.mu.Lock()
+	o.pinned = pinned
+	c.mu.Unlock()
+}
+
+// Unpin clears the pins of p and everything under it. It returns how many objects were
+// pinned.
+func (c *Cache) Unpin(p string) (int, error) {
+	c.mu.Lock()
+	var pinned []*object
+	for path, o := range c.byPath {
+		if under(path, p) && o.pinned {
+			pinned = append(pinned, o)
+		}
+	}
+	c.mu.Unlock()
+	for _, o := range pinned {
+		if err := c.acquire(o); err != nil {
+			return 0, err
+		}
+		c.setPinned(o, false)
+		c.release(o)
+	}
+	return len(pinned), nil
+}
+
+// Walk lists the files at or under p in the origin, with their attributes.
+func (c *Cache) Walk(ctx context.Context, p string) ([]origin.Entry, []string, error) {
+	e, err := c.meta.stat(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !e.IsDir {
+		return []origin.Entry{e}, []string{p}, nil
+	}
+	var entries []origin.Entry
+	var paths []string
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		l, err := c.meta.list(ctx, dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range l.Entries {
+			cp := origin.Join(dir, e.Name)
+			if e.IsDir {
+				if err := walk(cp); err != nil {
+					return err
+				}
+				continue
+			}
+			if !e.Exact {
+				if e, err = c.meta.stat(ctx, cp); err != nil {
+					return err
+				}
+			}
+			entries = append(entries, e)
+			paths = append(paths, cp)
+		}
+		return nil
+	}
+	return entries, paths, walk(p)
+}
+
+// WarmProgress is reported while warming: bytes done of the total so far.
+type WarmProgress struct {
+	Files      int    `json:"files"`
+	FilesDone  int    `json:"files_done"`
+	Bytes      int64  `json:"bytes"`
+	BytesDone  int64  `json:"bytes_done"`
+	Fetched    int64  `json:"bytes_fetched"` // from the origin (the rest was cached)
+	Failed     int    `json:"files_failed"`
+	FirstError string `json:"first_error,omitempty"`
+}
+
+// Warm fetches every file at or under each of paths into the cache, parallel files at
+// a time, calling progress (from one goroutine at a time) as bytes land. With pin, the
+// files are pinned first (so warming cannot evict them), and the request is refused
+// when the pins would not fit in the cache.
+func (c *Cache) Warm(ctx context.Context, paths []string, parallel int, pin bool, progress func(WarmProgress)) (WarmProgress, error) {
+	var entries []origin.Entry
+	var files []string
+	for _, p := range paths {
+		e, f, err := c.Walk(ctx, p)
+		if err != nil {
+			return WarmProgress{}, err
+		}
+		entries, files = append(entries, e...), append(files, f...)
+	}
+	var st WarmProgress
+	st.Files = len(files)
+	for _, e := range entries {
+		st.Bytes += e.Size
+	}
+	if pin {
+		if err := c.checkPinRoom(files, entries); err != nil {
+			return st, err
+		}
+	}
+	_, _, fetched0, _ := c.Snapshot()
+	var mu sync.Mutex
+	report := func(f func(*WarmProgress)) {
+		mu.Lock()
+		f(&st)
+		_, _, fetched, _ := c.Snapshot()
+		st.Fetched = fetched - fetched0
+		if progress != nil {
+			progress(st)
+		}
+		mu.Unlock()
+	}
+	if parallel <= 0 {
+		parallel = 4
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < parallel; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(files) || ctx.Err() != nil {
+					return
+				}
+				err := c.warmOne(ctx, files[i], pin, func(n int64) { report(func(s *WarmProgress) { s.BytesDone += n }) })
+				report(func(s *WarmProgress) {
+					s.FilesDone++
+					if err != nil {
+						s.Failed++
+						if s.FirstError == "" {
+							s.FirstError = err.Error()
+						}
+					}
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return st, ctx.Err()
+	}
+	if st.Failed > 0 {
+		return st, fmt.Errorf("%d of %d files could not be warmed; first: %s", st.Failed, st.Files, st.FirstError)
+	}
+	return st, nil
+}
+
+// checkPinRoom refuses pins that would not fit in the cache with what is pinned.
+func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var pinned int64
+	for _, o := range c.byPath {
+		if o.pinned {
+			pinned += o.Size
+		}
+	}
+	var add int64
+	for i, p := range files {
+		if o := c.byPath[p]; o != nil && o.pinned {
+			continue
+		}
+		add += entries[i].Size
+	}
+	if pinned+add > c.opts.Limit {
+		return fmt.Errorf("cannot pin %s: with the %s already pinned it exceeds --cache-size %s; unpin something or raise --cache-size",
+			units.FormatSize(add), units.FormatSize(pinned), units.FormatSize(c.opts.Limit))
+	}
+	return nil
+}
+
+// warmOne fills one file, reporting bytes as segments land.
+func (c *Cache) warmOne(ctx context.Context, p string, pin bool, done func(int64)) error {
+	h, err := c.Open(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if !h.Cached() {
+		return fmt.Errorf("%s: %w", p, ErrNoSpace)
+	}
+	if pin {
+		c.setPinned(h.o, true)
+	}
+	const step = 8 << 20
+	for off := int64(0); off < h.Size(); off += step {
+		n, err := h.Fill(ctx, off, step)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		done(n)
+	}
+	return nil
+}
+
+// VerifyResult is what `cache verify` reports.
+type VerifyResult struct {
+	Objects  int        `json:"objects"`
+	Chunks   int        `json:"chunks_checked"`
+	Bad      []BadChunk `json:"bad"`
+	Repaired bool       `json:"repaired"`
+}
+
+// Verify re-hashes every present chunk of every object. With repair, bad chunks are
+// dropped (refetched on the next read); an object some reader holds open is evicted
+// whole instead, since punching blocks out from under a reader would show it zeros.
+func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
+	res := VerifyResult{Repaired: repair}
+	c.mu.Lock()
+	all := make([]*object, 0, len(c.objects))
+	for _, o := range c.objects {
+		all = append(all, o)
+	}
+	c.mu.Unlock()
+	sort.Slice(all, func(i, j int) bool { return all[i].Path < all[j].Path })
+	for _, o := range all {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		c.mu.Lock()
+		if o.removed {
+			c.mu.Unlock()
+			continue
+		}
+		o.refs++
+		c.mu.Unlock()
+		o.mu.Lock()
+		err := o.openFilesVerify(false)
+		var bad []BadChunk
+		if err == nil {
+			c.mu.Lock()
+			inUse := o.refs > 1
+			present := o.presentChunks
+			c.mu.Unlock()
+			o.verify(repair && !inUse, func(b BadChunk) { bad = append(bad, b) })
+			o.verified = true
+			res.Chunks += present
+			if repair && inUse && len(bad) > 0 {
+				c.mu.Lock()
+				c.removeLocked(o)
+				c.mu.Unlock()
+			}
+		}
+		o.mu.Unlock()
+		c.release(o)
+		if err != nil {
+			return res, fmt.Errorf("verify %s: %w", o.Path, err)
+		}
+		res.Objects++
+		res.Bad = append(res.Bad, bad...)
+	}
+	return res, nil
+}

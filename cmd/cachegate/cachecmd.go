@@ -1,0 +1,607 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/control"
+	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/units"
+	"golang.org/x/sys/unix"
+)
+
+// ownerFile records, in the cache directory, what its last owner served, so that the
+// cache verbs work when no owner runs.
+const ownerFile = "owner.json"
+
+type ownerInfo struct {
+	Origin    string `json:"origin"`
+	CacheSize int64  `json:"cache_size"`
+	ChunkSize int64  `json:"chunk_size"`
+}
+
+func writeOwnerInfo(dir string, info ownerInfo) {
+	b, _ := json.MarshalIndent(info, "", "  ")
+	tmp := filepath.Join(dir, ownerFile+".tmp")
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, filepath.Join(dir, ownerFile))
+	}
+}
+
+// cacheVerbFlags are shared by the `cache` verbs and `status`.
+type cacheVerbFlags struct {
+	CacheDir string `help:"Cache directory." default:"${default_cache_dir}" placeholder:"DIR"`
+	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
+}
+
+// session is either a running owner (over its control socket) or the cache opened
+// directly under its lock.
+type session struct {
+	client *control.Client
+	c      *cache.Cache
+}
+
+func (s *session) close() {
+	if s.c != nil {
+		s.c.Close()
+	}
+}
+
+// openSession talks to the owner of dir, or opens the cache itself when none runs.
+func openSession(dir, originFlag string) (*session, error) {
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, usagef("cache dir %s does not exist (see --cache-dir)", dir)
+	}
+	cl, err := control.Dial(dir)
+	if err == nil {
+		return &session{client: cl}, nil
+	}
+	if !errors.Is(err, control.ErrNoOwner) {
+		return nil, err
+	}
+	var info ownerInfo
+	if b, err := os.ReadFile(filepath.Join(dir, ownerFile)); err == nil {
+		json.Unmarshal(b, &info)
+	}
+	if originFlag != "" {
+		info.Origin = originFlag
+	}
+	if info.Origin == "" {
+		return nil, usagef("no cachegate has used %s yet and no --origin was given", dir)
+	}
+	o, err := origin.New(info.Origin, origin.Options{Timeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	if info.CacheSize <= 0 {
+		info.CacheSize = 10 << 30
+	}
+	c, err := cache.Open(o, cache.Options{Dir: dir, Limit: info.CacheSize, ChunkSize: info.ChunkSize,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		return nil, err
+	}
+	return &session{c: c}, nil
+}
+
+// resolvePath turns a PATH argument into an origin path: an absolute path inside a
+// running cachegate mount loses the mount point; anything else is an origin path with
+// an optional leading slash.
+func resolvePath(arg string) (string, error) {
+	if filepath.IsAbs(arg) {
+		if mp := cachegateMountOf(arg); mp != "" {
+			rel, _ := filepath.Rel(mp, filepath.Clean(arg))
+			if rel == "." {
+				rel = ""
+			}
+			return origin.Clean(rel)
+		}
+	}
+	p, err := origin.Clean(arg)
+	if err != nil {
+		return "", usagef("%v", err)
+	}
+	return p, nil
+}
+
+// cachegateMountOf returns the mount point of the cachegate mount holding path.
+func cachegateMountOf(path string) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	best := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		for i := range f {
+			if f[i] == "-" && i+1 < len(f) && f[i+1] == "fuse.cachegate" && len(f) > 4 {
+				mp := unescapeMountinfo(f[4])
+				if (path == mp || strings.HasPrefix(path, mp+"/")) && len(mp) > len(best) {
+					best = mp
+				}
+			}
+		}
+	}
+	return best
+}
+
+func resolvePaths(args []string) ([]string, error) {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		p, err := resolvePath(a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+type cacheCmd struct {
+	Ls     cacheLsCmd     `cmd:"" help:"List cached objects under PREFIX: size, cached %, pinned, last access."`
+	Stat   cacheStatCmd   `cmd:"" help:"Show one cached object in detail."`
+	Warm   cacheWarmCmd   `cmd:"" help:"Fetch files (directories recursively) into the cache."`
+	Pin    cachePinCmd    `cmd:"" help:"Warm and pin files: pinned objects survive restarts and are never evicted."`
+	Unpin  cacheUnpinCmd  `cmd:"" help:"Remove pins."`
+	Evict  cacheEvictCmd  `cmd:"" help:"Drop files from the cache (open readers keep reading; new reads refetch)."`
+	Verify cacheVerifyCmd `cmd:"" help:"Re-hash every cached chunk and report bad ones (--repair drops them)."`
+	Gc     cacheGcCmd     `cmd:"" name:"gc" help:"Evict least recently used objects down to a size."`
+	Clear  cacheClearCmd  `cmd:"" help:"Remove everything from the cache, pins included."`
+}
+
+type cacheLsCmd struct {
+	Prefix     string `arg:"" optional:"" help:"Origin path prefix, or a path inside a mount. With one, every file of the origin under it is listed, cached or not."`
+	CachedOnly bool   `help:"List only what is cached, without asking the origin."`
+	cacheVerbFlags
+}
+
+func (c *cacheLsCmd) Run() error {
+	prefix, err := resolvePath(c.Prefix)
+	if err != nil {
+		return err
+	}
+	s, err := openSession(c.CacheDir, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	walk := c.Prefix != "" && !c.CachedOnly
+	var objs []cache.ObjectInfo
+	switch {
+	case s.client != nil:
+		q := "/v1/objects?prefix=" + queryEscape(prefix)
+		if walk {
+			q += "&origin=1"
+		}
+		err = s.client.Get(q, &objs)
+	case walk:
+		objs, err = s.c.ObjectsInOrigin(context.Background(), prefix)
+	default:
+		objs = s.c.Objects(prefix)
+	}
+	if err != nil {
+		return notFoundHint(err)
+	}
+	if c.JSON {
+		if objs == nil {
+			objs = []cache.ObjectInfo{}
+		}
+		return printJSON(objs)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "PATH\tSIZE\tCACHED\tPINNED\tLAST ACCESS")
+	for _, o := range objs {
+		pct := 100.0
+		if o.Size > 0 {
+			pct = 100 * float64(o.CachedBytes) / float64(o.Size)
+		}
+		pin := ""
+		if o.Pinned {
+			pin = "pinned"
+		}
+		last := "-"
+		if !o.LastAccess.IsZero() {
+			last = o.LastAccess.Local().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(w, "/%s\t%s\t%.0f%%\t%s\t%s\n", o.Path, units.FormatSize(o.Size), pct, pin, last)
+	}
+	return w.Flush()
+}
+
+type cacheStatCmd struct {
+	Path string `arg:"" help:"Origin path, or a path inside a mount."`
+	cacheVerbFlags
+}
+
+func (c *cacheStatCmd) Run() error {
+	p, err := resolvePath(c.Path)
+	if err != nil {
+		return err
+	}
+	s, err := openSession(c.CacheDir, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var info cache.ObjectInfo
+	if s.client != nil {
+		err = s.client.Get("/v1/object?path="+queryEscape(p), &info)
+	} else {
+		info, err = s.c.Object(context.Background(), p)
+	}
+	if err != nil {
+		return notFoundHint(err)
+	}
+	if c.JSON {
+		return printJSON(info)
+	}
+	fmt.Printf("path:          /%s\norigin:        %s\nversion:       %s\nsize:          %s (%d bytes)\ncached:        %s in %d of %d chunks of %s\ncomplete:      %v\npinned:        %v\nlast access:   %s\nopen handles:  %d\ndata file:     %s\n",
+		info.Path, info.Origin, info.Version, units.FormatSize(info.Size), info.Size, units.FormatSize(info.CachedBytes),
+		info.ChunksPresent, info.Chunks, units.FormatSize(info.ChunkSize), info.Complete, info.Pinned,
+		info.LastAccess.Local().Format(time.RFC3339), info.OpenHandles, info.DataFile)
+	return nil
+}
+
+func notFoundHint(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%v (check the path: it is not in the origin)", err)
+	case errors.Is(err, cache.ErrNotCached):
+		return fmt.Errorf("%v (it exists in the origin; cachegate cache warm fetches it)", err)
+	}
+	return err
+}
+
+type cacheWarmCmd struct {
+	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
+	Parallel int      `help:"Files fetched at once." default:"4"`
+	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
+	cacheVerbFlags
+}
+
+func (c *cacheWarmCmd) Run() error {
+	return warmOrPin(c.Paths, c.Parallel, c.Origin, c.cacheVerbFlags, false)
+}
+
+type cachePinCmd struct {
+	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
+	Parallel int      `help:"Files fetched at once." default:"4"`
+	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
+	cacheVerbFlags
+}
+
+func (c *cachePinCmd) Run() error {
+	return warmOrPin(c.Paths, c.Parallel, c.Origin, c.cacheVerbFlags, true)
+}
+
+func warmOrPin(args []string, parallel int, originFlag string, f cacheVerbFlags, pin bool) error {
+	paths, err := resolvePaths(args)
+	if err != nil {
+		return err
+	}
+	s, err := openSession(f.CacheDir, originFlag)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	bar := newProgressBar(!f.JSON)
+	var final cache.WarmProgress
+	if s.client != nil {
+		verb := "/v1/warm"
+		if pin {
+			verb = "/v1/pin"
+		}
+		line, err := s.client.Stream(verb, control.Request{Paths: paths, Parallel: parallel}, func(l control.ProgressLine) { bar.update(l.Progress) })
+		final = line.Progress
+		if err == nil && line.Error != "" {
+			err = errors.New(line.Error)
+			if line.NotFound {
+				err = fmt.Errorf("%s (not in the origin)", line.Error)
+			}
+		}
+		bar.done(final)
+		if err != nil {
+			return err
+		}
+	} else {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		final, err = s.c.Warm(ctx, paths, parallel, pin, bar.update)
+		bar.done(final)
+		if err != nil {
+			return notFoundHint(err)
+		}
+	}
+	if f.JSON {
+		return printJSON(final)
+	}
+	verb := "warmed"
+	if pin {
+		verb = "pinned"
+	}
+	fmt.Printf("%s %d files, %s (%s fetched from the origin)\n", verb, final.Files, units.FormatSize(final.Bytes), units.FormatSize(final.Fetched))
+	return nil
+}
+
+type cacheUnpinCmd struct {
+	Paths []string `arg:""`
+	cacheVerbFlags
+}
+
+func (c *cacheUnpinCmd) Run() error {
+	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/unpin", "unpinned", func(ca *cache.Cache, p string) (int, error) { return ca.Unpin(p) })
+}
+
+type cacheEvictCmd struct {
+	Paths []string `arg:""`
+	cacheVerbFlags
+}
+
+func (c *cacheEvictCmd) Run() error {
+	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/evict", "evicted", func(ca *cache.Cache, p string) (int, error) { return ca.Evict(p), nil })
+}
+
+// simpleVerb runs a per-path verb that answers with a count of objects.
+func simpleVerb(args []string, f cacheVerbFlags, verb, done string, direct func(*cache.Cache, string) (int, error)) error {
+	paths, err := resolvePaths(args)
+	if err != nil {
+		return err
+	}
+	s, err := openSession(f.CacheDir, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var res struct {
+		Objects int `json:"objects"`
+	}
+	if s.client != nil {
+		err = s.client.Post(verb, control.Request{Paths: paths}, &res)
+	} else {
+		for _, p := range paths {
+			n, e := direct(s.c, p)
+			res.Objects += n
+			if e != nil {
+				err = e
+				break
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if f.JSON {
+		return printJSON(res)
+	}
+	fmt.Printf("%s %d objects\n", done, res.Objects)
+	return nil
+}
+
+type cacheVerifyCmd struct {
+	Repair bool `help:"Drop bad chunks, so the next read refetches them."`
+	cacheVerbFlags
+}
+
+func (c *cacheVerifyCmd) Run() error {
+	s, err := openSession(c.CacheDir, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var res cache.VerifyResult
+	if s.client != nil {
+		err = s.client.Post("/v1/verify", control.Request{Repair: c.Repair}, &res)
+	} else {
+		res, err = s.c.Verify(context.Background(), c.Repair)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Bad == nil {
+		res.Bad = []cache.BadChunk{}
+	}
+	if c.JSON {
+		if err := printJSON(res); err != nil {
+			return err
+		}
+	} else {
+		for _, b := range res.Bad {
+			fmt.Printf("BAD /%s chunk %d\n", b.Path, b.Chunk)
+		}
+		fmt.Printf("checked %d objects, %d chunks: %d bad", res.Objects, res.Chunks, len(res.Bad))
+		if c.Repair && len(res.Bad) > 0 {
+			fmt.Print(", dropped (they will be refetched)")
+		}
+		fmt.Println()
+	}
+	if len(res.Bad) > 0 && !c.Repair {
+		return errors.New("bad chunks found: run cachegate cache verify --repair")
+	}
+	return nil
+}
+
+type cacheGcCmd struct {
+	To Size `help:"Evict down to this size (default: half of the cache's limit)." placeholder:"SIZE"`
+	cacheVerbFlags
+}
+
+func (c *cacheGcCmd) Run() error {
+	s, err := openSession(c.CacheDir, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	to := int64(c.To)
+	var res struct {
+		Freed   int64 `json:"freed_bytes"`
+		Objects int64 `json:"objects"`
+	}
+	if s.client != nil {
+		if c.To == 0 {
+			var st control.Status
+			if err := s.client.Get("/v1/status", &st); err != nil {
+				return err
+			}
+			to = st.Cache.LimitBytes / 2
+		}
+		err = s.client.Post("/v1/gc", control.Request{To: to}, &res)
+	} else {
+		if c.To == 0 {
+			to = s.c.Status().LimitBytes / 2
+		}
+		var n int
+		res.Freed, n = s.c.GC(to)
+		res.Objects = int64(n)
+	}
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(res)
+	}
+	fmt.Printf("freed %s in %d objects\n", units.FormatSize(res.Freed), res.Objects)
+	return nil
+}
+
+type cacheClearCmd struct {
+	Yes bool `help:"Do not ask."`
+	cacheVerbFlags
+}
+
+func (c *cacheClearCmd) Run() error {
+	if !c.Yes {
+		if !isTerminal(os.Stdin) {
+			return usagef("refusing to clear %s without --yes (stdin is not a terminal)", c.CacheDir)
+		}
+		fmt.Printf("Remove everything cached in %s, pins included? [y/N] ", c.CacheDir)
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return errors.New("not cleared")
+		}
+	}
+	s, err := openSession(c.CacheDir, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var res struct {
+		Objects int `json:"objects"`
+	}
+	if s.client != nil {
+		err = s.client.Post("/v1/clear", control.Request{}, &res)
+	} else {
+		res.Objects = s.c.Clear()
+	}
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(res)
+	}
+	fmt.Printf("cleared %d objects\n", res.Objects)
+	return nil
+}
+
+type statusCmd struct {
+	cacheVerbFlags
+}
+
+func (c *statusCmd) Run() error {
+	s, err := openSession(c.CacheDir, "")
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var st control.Status
+	if s.client != nil {
+		err = s.client.Get("/v1/status", &st)
+	} else {
+		st = control.StatusOf(s.c, nil)
+		st.Pid = 0 // nobody owns it
+	}
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(st)
+	}
+	owner := "none (opened directly)"
+	if st.Pid != 0 {
+		owner = fmt.Sprintf("pid %d", st.Pid)
+	}
+	fmt.Printf("cache dir:   %s (owner: %s)\norigin:      %s\nused:        %s of %s in %d objects\nreads:       %d hits, %d misses, %s fetched from the origin\n",
+		c.CacheDir, owner, st.Origin.URL, units.FormatSize(st.Cache.UsedBytes), units.FormatSize(st.Cache.LimitBytes), st.Cache.Objects,
+		st.Cache.Hits, st.Cache.Misses, units.FormatSize(st.Origin.BytesFetched))
+	if st.Serve.Listen != "" {
+		b := st.Serve.BytesByTransfer
+		fmt.Printf("server:      %s, %d requests, %d connections; sent %s by sendfile, %s by mmap, %s by copy\n",
+			st.Serve.Listen, st.Serve.Requests, st.Serve.Connections, units.FormatSize(b["sendfile"]), units.FormatSize(b["mmap"]), units.FormatSize(b["copy"]))
+	}
+	return nil
+}
+
+func queryEscape(s string) string {
+	r := strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", "#", "%23", " ", "%20", "?", "%3F", "=", "%3D")
+	return r.Replace(s)
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// progressBar draws warm progress on a terminal (stderr), or nothing elsewhere.
+type progressBar struct {
+	on    bool
+	start time.Time
+	last  time.Time
+}
+
+func newProgressBar(enabled bool) *progressBar {
+	return &progressBar{on: enabled && isTerminal(os.Stderr), start: time.Now()}
+}
+
+func (b *progressBar) update(p cache.WarmProgress) {
+	if !b.on || time.Since(b.last) < 100*time.Millisecond {
+		return
+	}
+	b.last = time.Now()
+	b.draw(p)
+}
+
+func (b *progressBar) draw(p cache.WarmProgress) {
+	frac := 1.0
+	if p.Bytes > 0 {
+		frac = float64(p.BytesDone) / float64(p.Bytes)
+	}
+	const width = 30
+	filled := int(frac * width)
+	el := time.Since(b.start).Seconds()
+	rate := float64(p.BytesDone) / max(el, 0.001)
+	eta := "-"
+	if rate > 0 && p.Bytes > p.BytesDone {
+		eta = (time.Duration(float64(p.Bytes-p.BytesDone)/rate) * time.Second / time.Second).Round(time.Second).String()
+	}
+	fmt.Fprintf(os.Stderr, "\r[%s%s] %3.0f%%  %s / %s  %s/s  ETA %s  files %d/%d ",
+		strings.Repeat("=", filled), strings.Repeat(" ", width-filled), 100*frac,
+		units.FormatSize(p.BytesDone), units.FormatSize(p.Bytes), units.FormatSize(int64(rate)), eta, p.FilesDone, p.Files)
+}
+
+func (b *progressBar) done(p cache.WarmProgress) {
+	if b.on {
+		b.draw(p)
+		fmt.Fprintln(os.Stderr)
+	}
+}
