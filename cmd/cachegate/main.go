@@ -32,6 +32,7 @@ type cli struct {
 	Cache   cacheCmd   `cmd:"" help:"Manage the cache: ls, stat, warm, pin, unpin, evict, verify, gc, clear (also while a mount or server runs)."`
 	Status  statusCmd  `cmd:"" help:"Show the cache's use, hits and misses, and the server's traffic by transfer method."`
 	Nic     nicCmd     `cmd:"" help:"Report whether interfaces do scatter-gather DMA, i.e. whether sendfile is zero-copy."`
+	Bench   benchCmd   `cmd:"" help:"Measure transfer methods on this machine."`
 	Demo    demoCmd    `cmd:"" help:"Start a sample origin, mount it under a temporary directory and show what to try."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 }
