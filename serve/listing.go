@@ -55,16 +55,7 @@ func (c *conn) directory(req *request, p, query string) bool {
 		body = htmlIndex(p, l.Entries)
 		ct = "text/html; charset=utf-8"
 	}
-	c.startHeader(200, req.keepAlive)
-	c.header("Content-Type", ct)
-	c.headerInt("Content-Length", int64(len(body)))
-	c.header("Vary", "Accept")
-	c.endHeader()
-	c.s.m.request(200)
-	if req.method == "HEAD" {
-		body = nil
-	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.ok(req, ct, body, "Vary", "Accept")
 }
 
 func wantsJSON(accept, query string) bool {

@@ -153,14 +153,5 @@ func (c *conn) admin(req *request, p string) bool {
 	default:
 		return c.simple(404, "not found", req.keepAlive)
 	}
-	c.startHeader(200, req.keepAlive)
-	c.header("Content-Type", ct)
-	c.headerInt("Content-Length", int64(len(body)))
-	c.header("Cache-Control", "no-store")
-	c.endHeader()
-	c.s.m.request(200)
-	if req.method == "HEAD" {
-		body = nil
-	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.ok(req, ct, body, "Cache-Control", "no-store")
 }

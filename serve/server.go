@@ -291,6 +291,22 @@ func (c *conn) write(bufs ...[]byte) error {
 	return nil
 }
 
+// ok answers 200 with body (dropped for HEAD) and extra header name/value pairs.
+func (c *conn) ok(req *request, ct string, body []byte, extra ...string) bool {
+	c.startHeader(200, req.keepAlive)
+	c.header("Content-Type", ct)
+	c.headerInt("Content-Length", int64(len(body)))
+	for i := 0; i+1 < len(extra); i += 2 {
+		c.header(extra[i], extra[i+1])
+	}
+	c.endHeader()
+	c.s.m.request(200)
+	if req.method == "HEAD" {
+		body = nil
+	}
+	return c.write(c.hdr, body) == nil && req.keepAlive
+}
+
 // simple answers with a short text body.
 func (c *conn) simple(code int, msg string, keep bool) bool {
 	body := []byte(msg + "\n")

@@ -264,34 +264,29 @@ func notFoundHint(err error) error {
 	return err
 }
 
-type cacheWarmCmd struct {
+// warmArgs are the arguments of warm and pin.
+type warmArgs struct {
 	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
 	Parallel int      `help:"Files fetched at once." default:"4"`
 	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
 	cacheVerbFlags
 }
 
-func (c *cacheWarmCmd) Run() error {
-	return warmOrPin(c.Paths, c.Parallel, c.Origin, c.cacheVerbFlags, false)
-}
+type cacheWarmCmd struct{ warmArgs }
 
-type cachePinCmd struct {
-	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
-	Parallel int      `help:"Files fetched at once." default:"4"`
-	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
-	cacheVerbFlags
-}
+func (c *cacheWarmCmd) Run() error { return warmOrPin(c.warmArgs, false) }
 
-func (c *cachePinCmd) Run() error {
-	return warmOrPin(c.Paths, c.Parallel, c.Origin, c.cacheVerbFlags, true)
-}
+type cachePinCmd struct{ warmArgs }
 
-func warmOrPin(args []string, parallel int, originFlag string, f cacheVerbFlags, pin bool) error {
-	paths, err := resolvePaths(args)
+func (c *cachePinCmd) Run() error { return warmOrPin(c.warmArgs, true) }
+
+func warmOrPin(a warmArgs, pin bool) error {
+	f, parallel := a.cacheVerbFlags, a.Parallel
+	paths, err := resolvePaths(a.Paths)
 	if err != nil {
 		return err
 	}
-	s, err := openSession(f.CacheDir, originFlag)
+	s, err := openSession(f.CacheDir, a.Origin)
 	if err != nil {
 		return err
 	}

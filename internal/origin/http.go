@@ -117,20 +117,37 @@ func Retryable(err error) bool {
 	return !errors.As(err, &ue)
 }
 
-// do sends an idempotent request, retrying transient failures with backoff.
-func (h *HTTP) do(ctx context.Context, method, u string, hdr http.Header) (*http.Response, error) {
+// retry runs f up to three times, with backoff, while it fails transiently. f
+// returns retryable=false to stop at once with its error.
+func retry[T any](ctx context.Context, f func() (T, bool, error)) (T, error) {
+	var zero T
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return zero, ctx.Err()
 			}
 		}
+		v, again, err := f()
+		if err == nil {
+			return v, nil
+		}
+		if !again || ctx.Err() != nil {
+			return zero, err
+		}
+		lastErr = err
+	}
+	return zero, lastErr
+}
+
+// do sends an idempotent request, retrying transient failures with backoff.
+func (h *HTTP) do(ctx context.Context, method, u string, hdr http.Header) (*http.Response, error) {
+	return retry(ctx, func() (*http.Response, bool, error) {
 		req, err := http.NewRequestWithContext(ctx, method, u, nil)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for k, v := range hdr {
 			req.Header[k] = v
@@ -138,20 +155,14 @@ func (h *HTTP) do(ctx context.Context, method, u string, hdr http.Header) (*http
 		req.Header.Set("User-Agent", "cachegate")
 		resp, err := h.client.Do(req)
 		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			continue
+			return nil, true, err
 		}
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			resp.Body.Close()
-			lastErr = &StatusError{URL: u, Status: resp.StatusCode}
-			continue
+			return nil, true, &StatusError{URL: u, Status: resp.StatusCode}
 		}
-		return resp, nil
-	}
-	return nil, lastErr
+		return resp, false, nil
+	})
 }
 
 func (h *HTTP) Stat(ctx context.Context, p string) (Entry, error) {
@@ -270,41 +281,24 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 // readRangeRaw is ReadRange over the splice-capable client, with the same retries of
 // transient failures as do.
 func (h *HTTP) readRangeRaw(ctx context.Context, u string, hdr http.Header, version string, off, n int64) (io.ReadCloser, error) {
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
+	return retry(ctx, func() (io.ReadCloser, bool, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		req.Header = hdr.Clone()
 		req.Header.Set("User-Agent", "cachegate")
 		resp, c, err := h.raw.roundTrip(ctx, req)
 		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			continue
+			return nil, true, err
 		}
 		if err := checkRange(resp, u, version, off, n); err != nil {
 			c.c.Close()
 			var se *StatusError
-			if errors.As(err, &se) && se.Temporary() {
-				lastErr = err
-				continue
-			}
-			return nil, err
+			return nil, errors.As(err, &se) && se.Temporary(), err
 		}
-		return &rawBody{rc: h.raw, c: c, left: n, keepAlive: !resp.Close, idle: h.timeout, url: u}, nil
-	}
-	return nil, lastErr
+		return &rawBody{rc: h.raw, c: c, left: n, keepAlive: !resp.Close, idle: h.timeout, url: u}, false, nil
+	})
 }
 
 // checkRange accepts a response only if it carries exactly bytes off..off+n-1 of the

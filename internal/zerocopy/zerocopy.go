@@ -105,6 +105,32 @@ func (s *Socket) wait() bool {
 // connection must be closed, since its Content-Length cannot be met.
 var ErrShortFile = errors.New("file shorter than the response promised")
 
+// each calls step until it reports done or fails, waiting for writability when the
+// socket buffer is full (EAGAIN) and retrying interrupted calls.
+func (s *Socket) each(step func(fd int) (done bool, err error)) error {
+	var werr error
+	err := s.raw.Write(func(fd uintptr) bool {
+		for {
+			done, err := step(int(fd))
+			switch {
+			case err == unix.EAGAIN:
+				return s.wait()
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				werr = err
+				return true
+			case done:
+				return true
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
 // Writev writes every byte of bufs, in as few writev calls as the socket allows.
 func (s *Socket) Writev(bufs ...[]byte) error {
 	iov := make([][]byte, 0, len(bufs))
@@ -113,29 +139,18 @@ func (s *Socket) Writev(bufs ...[]byte) error {
 			iov = append(iov, b)
 		}
 	}
-	var werr error
-	err := s.raw.Write(func(fd uintptr) bool {
-		for len(iov) > 0 {
-			n, err := writev(int(fd), iov)
-			s.Counts.Write++
-			if err == unix.EAGAIN {
-				return s.wait()
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				werr = err
-				return true
-			}
-			iov = consume(iov, n)
-		}
-		return true
-	})
-	if err != nil {
-		return err
+	if len(iov) == 0 {
+		return nil
 	}
-	return werr
+	return s.each(func(fd int) (bool, error) {
+		n, err := writev(fd, iov)
+		s.Counts.Write++
+		if err != nil {
+			return false, err
+		}
+		iov = consume(iov, n)
+		return len(iov) == 0, nil
+	})
 }
 
 func writev(fd int, iov [][]byte) (int, error) {
@@ -207,62 +222,37 @@ func (s *Socket) SendFile(hdr []byte, f *os.File, off, n int64) error {
 		if n > 0 {
 			flags |= unix.MSG_MORE
 		}
-		var werr error
-		err := s.raw.Write(func(fd uintptr) bool {
-			for len(hdr) > 0 {
-				m, err := unix.SendmsgN(int(fd), hdr, nil, nil, flags)
-				s.Counts.Send++
-				if err == unix.EAGAIN {
-					return s.wait()
-				}
-				if err == unix.EINTR {
-					continue
-				}
-				if err != nil {
-					werr = err
-					return true
-				}
-				hdr = hdr[m:]
+		err := s.each(func(fd int) (bool, error) {
+			m, err := unix.SendmsgN(fd, hdr, nil, nil, flags)
+			s.Counts.Send++
+			if err != nil {
+				return false, err
 			}
-			return true
+			hdr = hdr[m:]
+			return len(hdr) == 0, nil
 		})
-		if err == nil {
-			err = werr
-		}
 		if err != nil {
 			return err
 		}
 	}
-	src := int(f.Fd())
-	var werr error
-	err := s.raw.Write(func(fd uintptr) bool {
-		for n > 0 {
-			m, err := unix.Sendfile(int(fd), src, &off, int(min(n, 1<<30)))
-			s.Counts.Sendfile++
-			if m > 0 {
-				n -= int64(m)
-			}
-			if err == unix.EAGAIN {
-				return s.wait()
-			}
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				werr = err
-				return true
-			}
-			if m == 0 {
-				werr = ErrShortFile
-				return true
-			}
-		}
-		return true
-	})
-	if err != nil {
-		return err
+	if n == 0 {
+		return nil
 	}
-	return werr
+	src := int(f.Fd())
+	return s.each(func(fd int) (bool, error) {
+		m, err := unix.Sendfile(fd, src, &off, int(min(n, 1<<30)))
+		s.Counts.Sendfile++
+		if m > 0 {
+			n -= int64(m)
+		}
+		if err != nil {
+			return false, err
+		}
+		if m == 0 {
+			return false, ErrShortFile
+		}
+		return n == 0, nil
+	})
 }
 
 // WriterSend moves bytes to a connection without a raw socket (TLS): Mmap writes
