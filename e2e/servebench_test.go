@@ -21,14 +21,25 @@ import (
 // Loopback has no DMA, so sendfile's win here is fewer system calls and no user-space
 // copy on the server side; the receiver still copies.
 func BenchmarkServe(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		rows := serveBench(b, fullBench)
+		printBenchTable(b, rows)
+	}
+}
+
+func serveBench(b testing.TB, cfg benchConfig) []benchRow {
 	requireRoot(b)
 	for _, tool := range []string{"wrk", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("%s not installed (apt-get install %s)", tool, tool)
+			b.Fatalf("%s not installed (apt-get install %s; e2e/run installs it)", tool, tool)
 		}
 	}
-	dir := filepath.Join(workDir, "serve-bench-origin")
-	writeRandom(b, filepath.Join(dir, "1g.bin"), 1<<30, 1)
+	dir, err := os.MkdirTemp(workDir, "serve-bench-origin-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	writeRandom(b, filepath.Join(dir, "big.bin"), cfg.bigSize, 1)
 	writeRandom(b, filepath.Join(dir, "4k.bin"), 4<<10, 2)
 	writeRandom(b, filepath.Join(dir, "1m.bin"), 1<<20, 3)
 	// The mixed set: 48 files from 1 KiB to 8 MiB, log-uniform.
@@ -39,7 +50,7 @@ func BenchmarkServe(b *testing.B) {
 		writeRandom(b, filepath.Join(dir, name), size, uint64(100+i))
 		mixed = append(mixed, "/"+name)
 	}
-	lua := filepath.Join(workDir, "mixed.lua")
+	lua := filepath.Join(dir, "mixed.lua")
 	os.WriteFile(lua, []byte(fmt.Sprintf(`paths = {"%s"}
 counter = 0
 request = function()
@@ -47,49 +58,57 @@ request = function()
   return wrk.format(nil, paths[(counter %% #paths) + 1])
 end
 `, strings.Join(mixed, `", "`))), 0o644)
-	prefaultMemory(b, 4<<30)
+	if !cfg.small {
+		prefaultMemory(b, 4<<30)
+	}
+	wrk := func(url, script string) float64 { return wrkRate(b, url, script, cfg.wrkTime) }
 
 	ng := launchNginx(b, dir, "json", false, b.Cleanup)
 	ngWorker := childPid(b, ng.pid)
-	cacheDir := filepath.Join(workDir, "serve-bench-cache")
-	var rows []benchRow
+	cacheDir := dir + "-cache"
+
+	// Cold fill: a client of a cold cachegate against curl straight from nginx.
+	var curlT, coldT []time.Duration
+	for r := 0; r < cfg.rounds; r++ {
+		timeCmd(b, "sync")
+		curlT = append(curlT, timeCmd(b, "curl", "-sf", "-o", "/dev/null", ng.URL+"big.bin"))
+		srv := startServe(b, ng.URL, fmt.Sprintf("%s-cold%d", cacheDir, r))
+		timeCmd(b, "sync")
+		coldT = append(coldT, timeCmd(b, "curl", "-sf", "-o", "/dev/null", srv.URL+"big.bin"))
+		srv.stop()
+		os.RemoveAll(srv.CacheDir)
+	}
+
 	results := map[string]map[string]float64{}
 	for _, method := range []string{"auto", "sendfile", "mmap", "copy"} {
 		srv := startServe(b, ng.URL, cacheDir, "--transfer", method)
-		for _, f := range append([]string{"/1g.bin", "/4k.bin", "/1m.bin"}, mixed...) {
+		for _, f := range append([]string{"/big.bin", "/4k.bin", "/1m.bin"}, mixed...) {
 			timeCmd(b, "curl", "-sf", "-o", "/dev/null", srv.URL+strings.TrimPrefix(f, "/"))
 		}
-		r := map[string]float64{}
-		r["4k"] = wrkRate(b, srv.URL+"4k.bin", "")
-		r["1m"] = wrkRate(b, srv.URL+"1m.bin", "")
-		r["mixed"] = wrkRate(b, srv.URL, lua)
-		r["cpu"] = cpuPerGiB(b, srv.cmd.Process.Pid, srv.URL+"1g.bin")
-		results[method] = r
+		results[method] = map[string]float64{
+			"4k": wrk(srv.URL+"4k.bin", ""), "1m": wrk(srv.URL+"1m.bin", ""), "mixed": wrk(srv.URL, lua),
+		}
 		srv.stop()
 	}
-	n := map[string]float64{
-		"4k": wrkRate(b, ng.URL+"4k.bin", ""), "1m": wrkRate(b, ng.URL+"1m.bin", ""),
-		"mixed": wrkRate(b, ng.URL, lua),
-	}
+	n := map[string]float64{"4k": wrk(ng.URL+"4k.bin", ""), "1m": wrk(ng.URL+"1m.bin", ""), "mixed": wrk(ng.URL, lua)}
 	// CPU per GiB swings by 2x on this shared machine from one minute to the next
 	// (nginx alone measured 0.14 to 0.39 CPU-s/GiB): alternate nginx and cachegate
-	// over five rounds and compare medians.
+	// over the rounds and compare medians.
 	srv := startServe(b, ng.URL, cacheDir, "--transfer", "auto")
-	timeCmd(b, "curl", "-sf", "-o", "/dev/null", srv.URL+"1g.bin")
+	timeCmd(b, "curl", "-sf", "-o", "/dev/null", srv.URL+"big.bin")
 	var ngCPU, cgCPU []float64
-	for r := 0; r < 5; r++ {
-		ngCPU = append(ngCPU, cpuPerGiB(b, ngWorker, ng.URL+"1g.bin"))
-		cgCPU = append(cgCPU, cpuPerGiB(b, srv.cmd.Process.Pid, srv.URL+"1g.bin"))
+	for r := 0; r < cfg.rounds; r++ {
+		ngCPU = append(ngCPU, cpuPerGiB(b, ngWorker, ng.URL+"big.bin", cfg.bigSize))
+		cgCPU = append(cgCPU, cpuPerGiB(b, srv.cmd.Process.Pid, srv.URL+"big.bin", cfg.bigSize))
 	}
 	srv.stop()
-	n["cpu"] = medianF(ngCPU)
-	results["auto"]["cpu"] = medianF(cgCPU)
 	auto := results["auto"]
-	rows = append(rows,
-		benchRow{"server CPU per GiB, cached 1 GiB file", "nginx worker", secs(n["cpu"]), secs(auto["cpu"]), auto["cpu"] / n["cpu"], "<= 1.1", false},
-		benchRow{"req/s, 4 KiB file, wrk -t1 -c32", "nginx", rate(n["4k"]), rate(auto["4k"]), auto["4k"] / n["4k"], ">= 0.8", true},
-		benchRow{"req/s, 1 MiB file, wrk -t1 -c32", "nginx", rate(n["1m"]), rate(auto["1m"]), auto["1m"] / n["1m"], ">= 1.0", true},
-	)
+	rows := []benchRow{
+		{"server cold fill, " + cfg.bigName(), "curl -o /dev/null from nginx", ms(median(curlT)), ms(median(coldT)), ratio(median(curlT), median(coldT)), "-", true},
+		{"server CPU per GiB, cached " + cfg.bigName() + " file", "nginx worker", secs(medianF(ngCPU)), secs(medianF(cgCPU)), medianF(cgCPU) / medianF(ngCPU), "<= 1.1", false},
+		{"req/s, 4 KiB file, wrk -t1 -c32", "nginx", rate(n["4k"]), rate(auto["4k"]), auto["4k"] / n["4k"], ">= 0.8", true},
+		{"req/s, 1 MiB file, wrk -t1 -c32", "nginx", rate(n["1m"]), rate(auto["1m"]), auto["1m"] / n["1m"], ">= 1.0", true},
+	}
 	best, bestName := 0.0, ""
 	for _, m := range []string{"sendfile", "mmap", "copy"} {
 		if results[m]["mixed"] > best {
@@ -97,17 +116,14 @@ end
 		}
 	}
 	rows = append(rows, benchRow{"req/s, mixed 1 KiB-8 MiB, auto vs best fixed", "--transfer " + bestName, rate(best), rate(auto["mixed"]), auto["mixed"] / best, "> 1.0", true})
-	printBenchTable(b, rows)
-	fmt.Println("\nper method (req/s 4k, 1m, mixed; CPU-s/GiB):")
+	fmt.Println("\nper method, req/s for 4 KiB, 1 MiB, mixed:")
 	for _, m := range []string{"auto", "sendfile", "mmap", "copy"} {
 		r := results[m]
-		fmt.Printf("  %-8s %8.0f %8.0f %8.0f %6.3f\n", m, r["4k"], r["1m"], r["mixed"], r["cpu"])
+		fmt.Printf("  %-8s %8.0f %8.0f %8.0f\n", m, r["4k"], r["1m"], r["mixed"])
 	}
-	fmt.Printf("  %-8s %8.0f %8.0f %8.0f %6.3f\n", "nginx", n["4k"], n["1m"], n["mixed"], n["cpu"])
+	fmt.Printf("  %-8s %8.0f %8.0f %8.0f\n", "nginx", n["4k"], n["1m"], n["mixed"])
+	return rows
 }
-
-func secs(f float64) string { return fmt.Sprintf("%.3f CPU-s", f) }
-func rate(f float64) string { return fmt.Sprintf("%.0f/s", f) }
 
 func medianF(v []float64) float64 {
 	s := append([]float64(nil), v...)
@@ -115,9 +131,9 @@ func medianF(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// wrkRate runs wrk -t1 -c32 for 5 s and returns requests per second.
-func wrkRate(b testing.TB, url, script string) float64 {
-	args := []string{"-t1", "-c32", "-d5s"}
+// wrkRate runs wrk -t1 -c32 for d and returns requests per second.
+func wrkRate(b testing.TB, url, script, d string) float64 {
+	args := []string{"-t1", "-c32", "-d" + d}
 	if script != "" {
 		args = append(args, "-s", script)
 	}
@@ -138,14 +154,14 @@ func wrkRate(b testing.TB, url, script string) float64 {
 	return 0
 }
 
-// cpuPerGiB downloads url (a 1 GiB file) twice with curl and returns the CPU seconds
-// pid spent per GiB.
-func cpuPerGiB(b testing.TB, pid int, url string) float64 {
+// cpuPerGiB downloads url (a file of size bytes) twice with curl and returns the CPU
+// seconds pid spent per GiB.
+func cpuPerGiB(b testing.TB, pid int, url string, size int64) float64 {
 	before := procCPU(b, pid)
 	for i := 0; i < 2; i++ {
 		timeCmd(b, "curl", "-sf", "-o", "/dev/null", url)
 	}
-	return (procCPU(b, pid) - before) / 2
+	return (procCPU(b, pid) - before) / 2 / (float64(size) / (1 << 30))
 }
 
 // procCPU returns the user+system CPU seconds of pid and its threads.
@@ -173,3 +189,6 @@ func childPid(b testing.TB, pid int) int {
 	b.Fatalf("nginx master %d has no worker", pid)
 	return 0
 }
+
+func secs(f float64) string { return fmt.Sprintf("%.3f CPU-s", f) }
+func rate(f float64) string { return fmt.Sprintf("%.0f/s", f) }
