@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -32,11 +33,13 @@ type cacheFlags struct {
 	Readahead     Size          `help:"Largest readahead window of a sequential reader." default:"64MiB" placeholder:"SIZE"`
 	MetadataTTL   time.Duration `name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again." default:"1m" placeholder:"DUR"`
 	OriginTimeout time.Duration `help:"Timeout of each origin request (connect, headers, stalled body)." default:"30s" placeholder:"DUR"`
+	S3Endpoint    string        `name:"s3-endpoint" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
+	S3Region      string        `name:"s3-region" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
 func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
-	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout})
+	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region})
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +47,11 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	defer cancel()
 	e, err := o.Stat(ctx, "")
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", o, err)
+		var ne net.Error
+		if errors.As(err, &ne) {
+			return nil, fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", o, err)
+		}
+		return nil, fmt.Errorf("origin %s: %v", o, err)
 	}
 	if !e.IsDir {
 		return nil, usagef("origin %s is not a directory", o)
@@ -73,7 +80,7 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 }
 
 type mountCmd struct {
-	Origin     string `arg:"" help:"What to mount: /abs/dir, file:///abs/dir, http://host[:port]/prefix/ or https://…"`
+	Origin     string `arg:"" help:"What to mount: /abs/dir, file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
 	Mountpoint string `arg:"" help:"An existing, empty directory." type:"path"`
 	cacheFlags
 	Serve string `help:"Also serve the cache over HTTP on this address, from this process." placeholder:"ADDR"`

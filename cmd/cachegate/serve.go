@@ -91,7 +91,7 @@ func logZeroCopy(addr *net.TCPAddr, tlsOn bool, log *slog.Logger) {
 }
 
 type serveCmd struct {
-	Origin string `arg:"" help:"What to serve: /abs/dir, file:///abs/dir, http://host[:port]/prefix/ or https://…"`
+	Origin string `arg:"" help:"What to serve: /abs/dir, file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
 	Listen string `help:"Address to listen on." default:"127.0.0.1:8080" placeholder:"ADDR"`
 	serverFlags
 	cacheFlags

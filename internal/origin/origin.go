@@ -1,5 +1,5 @@
-// Package origin reads the remote data that cachegate fronts: local directories and web
-// servers. Every origin offers the same four operations — stat, list, ranged read and a
+// Package origin reads the remote data that cachegate fronts: local directories, web
+// servers and S3-compatible object stores. Every origin offers the same four operations — stat, list, ranged read and a
 // version string — so the cache above it never needs to know where bytes come from.
 //
 // Paths are slash-separated, relative to the origin's root, without a leading slash;
@@ -57,6 +57,9 @@ var ErrNotExist = fs.ErrNotExist
 type Options struct {
 	// Timeout bounds each origin request (connect, headers, and idle time in a body).
 	Timeout time.Duration
+	// S3Endpoint is the URL of an S3-compatible store (default: AWS); S3Region its
+	// region (default: AWS_REGION, or us-east-1 for a custom endpoint).
+	S3Endpoint, S3Region string
 }
 
 // UsageError reports an origin argument that cannot work whatever the network does.
@@ -81,10 +84,12 @@ func New(spec string, opts Options) (Origin, error) {
 		return NewLocal(u.Path)
 	case strings.HasPrefix(spec, "http://"), strings.HasPrefix(spec, "https://"):
 		return NewHTTP(spec, opts)
+	case strings.HasPrefix(spec, "s3://"):
+		return NewS3(spec, opts)
 	}
 	scheme, _, ok := strings.Cut(spec, "://")
 	if ok {
-		return nil, &UsageError{fmt.Sprintf("unsupported origin scheme %q in %q: use /abs/dir, file:///abs/dir, http://host/prefix/ or https://…", scheme, spec)}
+		return nil, &UsageError{fmt.Sprintf("unsupported origin scheme %q in %q: use /abs/dir, file:///abs/dir, http://host/prefix/, https://… or s3://bucket/prefix", scheme, spec)}
 	}
 	return nil, &UsageError{fmt.Sprintf("origin %q is neither an absolute directory nor a URL: use /abs/dir, file:///abs/dir or http://host/prefix/", spec)}
 }
