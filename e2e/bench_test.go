@@ -54,13 +54,14 @@ func BenchmarkMount(b *testing.B) {
 func TestBenchSmoke(t *testing.T) {
 	requireRoot(t)
 	rows := append(mountBench(t, smokeBench), serveBench(t, smokeBench)...)
+	rows = append(rows, s3Bench(t, smokeBench)...)
 	for _, r := range rows {
 		if !(r.ratio > 0) || r.ref == "" || r.ours == "" {
 			t.Errorf("row %q was not measured: %+v", r.workload, r)
 		}
 	}
-	if len(rows) != 10 {
-		t.Errorf("%d rows, want 10", len(rows))
+	if len(rows) != 12 {
+		t.Errorf("%d rows, want 12", len(rows))
 	}
 	printBenchTable(t, rows)
 }

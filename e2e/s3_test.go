@@ -34,7 +34,11 @@ type versitygw struct {
 
 // startVersitygw starts versitygw over a new directory. e2e/run installs it with
 // `go install github.com/versity/versitygw/cmd/versitygw@v1.8.0`.
-func startVersitygw(t *testing.T) *versitygw {
+func startVersitygw(t *testing.T) *versitygw { return startVersitygwTB(t, t.Setenv) }
+
+// startVersitygwTB is startVersitygw for benchmarks too; setenv sets the variables
+// cachegate's processes inherit.
+func startVersitygwTB(t testing.TB, setenv func(k, v string)) *versitygw {
 	t.Helper()
 	bin, err := exec.LookPath("versitygw")
 	if err != nil {
@@ -71,9 +75,9 @@ func startVersitygw(t *testing.T) *versitygw {
 		t.Fatal(err)
 	}
 	// cachegate finds the same credentials in the environment; no instance metadata.
-	t.Setenv("AWS_ACCESS_KEY_ID", s3Access)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", s3Secret)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	setenv("AWS_ACCESS_KEY_ID", s3Access)
+	setenv("AWS_SECRET_ACCESS_KEY", s3Secret)
+	setenv("AWS_EC2_METADATA_DISABLED", "true")
 	return &versitygw{Endpoint: "http://" + endpoint, client: client}
 }
 
