@@ -137,7 +137,7 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lru:     list.New(),
 	}
 	c.free.dir = opts.Dir
-	if c.meta, err = newMetaCache(o, opts.TTL); err != nil {
+	if c.meta, err = newMetaCache(o, opts.TTL, c, opts.Logger); err != nil {
 		lock.Close()
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -353,4 +354,74 @@ func FuzzDecodeSidecar(f *testing.F) {
 			t.Fatalf("accepted inconsistent sidecar: hl %d len %d", hl, len(b))
 		}
 	})
+}
+
+// downOrigin fails every call like an unreachable server while down is set.
+type downOrigin struct {
+	origin.Origin
+	down atomic.Bool
+}
+
+var errDown = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+
+func (d *downOrigin) Stat(ctx context.Context, p string) (origin.Entry, error) {
+	if d.down.Load() {
+		return origin.Entry{}, errDown
+	}
+	return d.Origin.Stat(ctx, p)
+}
+
+func (d *downOrigin) List(ctx context.Context, p string) ([]origin.Entry, error) {
+	if d.down.Load() {
+		return nil, errDown
+	}
+	return d.Origin.List(ctx, p)
+}
+
+func (d *downOrigin) ReadRange(ctx context.Context, p, v string, off, n int64) (io.ReadCloser, error) {
+	if d.down.Load() {
+		return nil, errDown
+	}
+	return d.Origin.ReadRange(ctx, p, v, off, n)
+}
+
+// With the origin down, what is cached stays readable (stale metadata, or after a
+// restart metadata rebuilt from the cached objects); what is not fails cleanly.
+func TestOriginDownServesCached(t *testing.T) {
+	f := newFixture(t)
+	want := randomFile(t, f.originDir, "d/cached.bin", 300_000, 50)
+	randomFile(t, f.originDir, "d/other.bin", 1000, 51)
+	d := &downOrigin{Origin: f.origin}
+	f.opts.TTL = 50 * time.Millisecond
+	c, err := Open(d, f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readWhole(t, c, "d/cached.bin")
+	if _, err := c.List(context.Background(), "d"); err != nil {
+		t.Fatal(err)
+	}
+	d.down.Store(true)
+	time.Sleep(100 * time.Millisecond) // past the TTL
+	if got := readWhole(t, c, "d/cached.bin"); !bytes.Equal(got, want) {
+		t.Fatal("cached file unreadable or wrong with the origin down")
+	}
+	if _, err := c.Open(context.Background(), "d/other.bin"); err == nil {
+		t.Error("an uncached file opened with the origin down")
+	}
+	c.Close()
+
+	// A restart while the origin is still down: metadata comes from the objects.
+	c, err = Open(d, f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l, err := c.List(context.Background(), "d")
+	if err != nil || len(l.Entries) != 1 || l.Entries[0].Name != "cached.bin" {
+		t.Fatalf("offline listing: %+v, %v", l, err)
+	}
+	if got := readWhole(t, c, "d/cached.bin"); !bytes.Equal(got, want) {
+		t.Fatal("cached file unreadable after a restart with the origin down")
+	}
 }

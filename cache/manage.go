@@ -425,3 +425,48 @@ func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 	}
 	return res, nil
 }
+
+// offlineStat describes p from the cached objects: a cached file, or a directory that
+// holds one. It serves while the origin is down and nothing fresher is known.
+func (c *Cache) offlineStat(p string) (origin.Entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	name := p[strings.LastIndexByte(p, '/')+1:]
+	if o := c.byPath[p]; o != nil {
+		return origin.Entry{Name: name, Size: o.Size, ModTime: o.ModTime, Version: o.Version, Exact: true}, true
+	}
+	for q := range c.byPath {
+		if q != p && under(q, p) {
+			return origin.Entry{Name: name, IsDir: true, Exact: true}, true
+		}
+	}
+	return origin.Entry{}, false
+}
+
+// offlineList lists directory p from the cached objects under it.
+func (c *Cache) offlineList(p string) ([]origin.Entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]bool{}
+	var out []origin.Entry
+	for q, o := range c.byPath {
+		if q == p || !under(q, p) {
+			continue
+		}
+		rest := q
+		if p != "" {
+			rest = q[len(p)+1:]
+		}
+		name, _, isDir := strings.Cut(rest, "/")
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if isDir {
+			out = append(out, origin.Entry{Name: name, IsDir: true, Exact: true})
+		} else {
+			out = append(out, origin.Entry{Name: name, Size: o.Size, ModTime: o.ModTime, Version: o.Version, Exact: true})
+		}
+	}
+	return out, len(out) > 0 || p == ""
+}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"log/slog"
 	"path"
 	"sort"
 	"sync/atomic"
@@ -62,12 +63,30 @@ type metaCache struct {
 	group  singleflight.Group
 	gen    atomic.Uint64
 	// last remembers the previous listing per directory beyond its TTL, to tell a
-	// changed directory from a merely expired one.
-	last *ristretto.Cache[string, *Listing]
+	// changed directory from a merely expired one, and to serve while the origin is
+	// down; lastStat does the same for attributes.
+	last     *ristretto.Cache[string, *Listing]
+	lastStat *ristretto.Cache[string, origin.Entry]
+	// offline answers from what the cache holds when the origin is down and nothing
+	// was remembered (after a restart).
+	offline offlineSource
+	log     *slog.Logger
+	// staleTTL is how long a stale answer is reused before the origin is tried again.
+	staleTTL time.Duration
 }
 
-func newMetaCache(o origin.Origin, ttl time.Duration) (*metaCache, error) {
-	m := &metaCache{origin: o, ttl: ttl}
+// offlineSource describes paths from the cached objects themselves.
+type offlineSource interface {
+	offlineStat(p string) (origin.Entry, bool)
+	offlineList(p string) ([]origin.Entry, bool)
+}
+
+// originDown reports errors that mean "the origin did not answer", as opposed to an
+// answer (not found, changed): only those are covered by stale metadata.
+func originDown(err error) bool { return origin.Retryable(err) }
+
+func newMetaCache(o origin.Origin, ttl time.Duration, offline offlineSource, log *slog.Logger) (*metaCache, error) {
+	m := &metaCache{origin: o, ttl: ttl, offline: offline, log: log, staleTTL: min(ttl, 10*time.Second)}
 	var err error
 	if m.stats, err = ristretto.NewCache(&ristretto.Config[string, origin.Entry]{
 		NumCounters: 1 << 20, MaxCost: 64 << 20, BufferItems: 64,
@@ -84,6 +103,11 @@ func newMetaCache(o origin.Origin, ttl time.Duration) (*metaCache, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if m.lastStat, err = ristretto.NewCache(&ristretto.Config[string, origin.Entry]{
+		NumCounters: 1 << 20, MaxCost: 128 << 20, BufferItems: 64,
+	}); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -91,6 +115,7 @@ func (m *metaCache) close() {
 	m.stats.Close()
 	m.lists.Close()
 	m.last.Close()
+	m.lastStat.Close()
 }
 
 func entryCost(e origin.Entry) int64 { return int64(96 + len(e.Name) + len(e.Version)) }
@@ -102,9 +127,23 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 	v, err, _ := m.group.Do("s\x00"+p, func() (any, error) {
 		e, err := m.origin.Stat(context.WithoutCancel(ctx), p)
 		if err != nil {
-			return origin.Entry{}, err
+			if !originDown(err) {
+				return origin.Entry{}, err
+			}
+			stale, ok := m.lastStat.Get(p)
+			if !ok {
+				stale, ok = m.offline.offlineStat(p)
+			}
+			if !ok {
+				return origin.Entry{}, err
+			}
+			m.log.Warn("origin unreachable; serving stale attributes", "path", "/"+p, "err", err)
+			m.stats.SetWithTTL(p, stale, entryCost(stale), m.staleTTL)
+			m.stats.Wait()
+			return stale, nil
 		}
 		m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+		m.lastStat.Set(p, e, entryCost(e))
 		m.stats.Wait()
 		return e, nil
 	})
@@ -121,7 +160,24 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 	v, err, _ := m.group.Do("l\x00"+p, func() (any, error) {
 		entries, err := m.origin.List(context.WithoutCancel(ctx), p)
 		if err != nil {
-			return nil, err
+			if !originDown(err) {
+				return nil, err
+			}
+			stale, ok := m.last.Get(p)
+			if !ok {
+				var ents []origin.Entry
+				if ents, ok = m.offline.offlineList(p); ok {
+					stale = newListing(ents)
+					stale.Gen = m.gen.Add(1)
+				}
+			}
+			if !ok {
+				return nil, err
+			}
+			m.log.Warn("origin unreachable; serving a stale listing", "path", "/"+p, "err", err)
+			m.lists.SetWithTTL(p, stale, 64+int64(len(stale.Entries))*96, m.staleTTL)
+			m.lists.Wait()
+			return stale, nil
 		}
 		l := newListing(entries)
 		if prev, ok := m.last.Get(p); ok && sameEntries(prev.Entries, l.Entries) {
