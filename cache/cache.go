@@ -158,7 +158,7 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lock.Close()
 		return nil, err
 	}
-	c.log.Info("cache opened", "dir", opts.Dir, "objects", len(c.objects), "used", c.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
+	c.log.Debug("cache opened", "dir", opts.Dir, "objects", len(c.objects), "used", c.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
 	return c, nil
 }
 

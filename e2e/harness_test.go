@@ -84,7 +84,8 @@ func freePort(t testing.TB) int {
 
 // nginx is a real nginx serving a directory with autoindex.
 type nginx struct {
-	pid       int // the master process
+	stop      func() // stops it now (it is also stopped when the test ends)
+	pid       int    // the master process
 	URL       string
 	accessLog string
 	root      string
@@ -143,11 +144,14 @@ func launchNginx(t testing.TB, root, format string, accessLog bool, onStop func(
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start nginx (apt-get install nginx): %v", err)
 	}
+	var once sync.Once
 	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		})
 	}
-	n := &nginx{pid: cmd.Process.Pid, URL: fmt.Sprintf("http://127.0.0.1:%d/", port), accessLog: filepath.Join(dir, "access.log"), root: root}
+	n := &nginx{stop: stop, pid: cmd.Process.Pid, URL: fmt.Sprintf("http://127.0.0.1:%d/", port), accessLog: filepath.Join(dir, "access.log"), root: root}
 	if err := waitPort(port, 10*time.Second); err != nil {
 		stop()
 		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))

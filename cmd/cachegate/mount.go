@@ -46,14 +46,14 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), min(f.OriginTimeout, 30*time.Second))
 	defer cancel()
 	e, err := o.Stat(ctx, "")
+	var unreachable error
 	if err != nil {
 		var ne net.Error
-		if errors.As(err, &ne) {
-			return nil, fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", o, err)
+		if !errors.As(err, &ne) {
+			return nil, fmt.Errorf("origin %s: %v", o, err)
 		}
-		return nil, fmt.Errorf("origin %s: %v", o, err)
-	}
-	if !e.IsDir {
+		unreachable = fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", o, err)
+	} else if !e.IsDir {
 		return nil, usagef("origin %s is not a directory", o)
 	}
 	if f.ChunkSize <= 0 || f.ChunkSize%4096 != 0 {
@@ -73,9 +73,23 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		Logger:     log,
 	})
 	if err != nil {
+		if unreachable != nil {
+			return nil, unreachable
+		}
 		return nil, err
 	}
+	if unreachable != nil {
+		// Like CernVM-FS offline: with data cached for this origin, start and serve
+		// it; misses fail until the origin answers.
+		if len(c.Objects("")) == 0 {
+			c.Close()
+			return nil, unreachable
+		}
+		log.Warn("origin unreachable; serving what is cached until it answers", "err", unreachable)
+	}
 	writeOwnerInfo(f.CacheDir, ownerInfo{Origin: spec, CacheSize: int64(f.CacheSize), ChunkSize: int64(f.ChunkSize)})
+	st := c.Status()
+	log.Info("cache opened", "dir", f.CacheDir, "objects", st.Objects, "used", st.UsedBytes, "limit", st.LimitBytes)
 	return c, nil
 }
 
