@@ -323,8 +323,9 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return fuse.ReadResultFd(f.h.Fd(), off, int(n)), 0
 	}
 	if errors.Is(err, cache.ErrNoSpace) {
-		m, err := f.h.ReadAt(ctx, dest, off)
-		if err == nil || err == io.EOF {
+		// No room in the cache: read this range straight from the origin.
+		var m int
+		if m, err = f.h.ReadAt(ctx, dest, off); err == nil || err == io.EOF {
 			return fuse.ReadResultData(dest[:m]), 0
 		}
 	}
