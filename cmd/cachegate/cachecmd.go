@@ -137,6 +137,16 @@ func cachegateMountOf(path string) string {
 	return best
 }
 
+// sessionFor resolves one PATH argument and opens the session for dir.
+func sessionFor(dir, arg string) (*session, string, error) {
+	p, err := resolvePath(arg)
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := openSession(dir, "")
+	return s, p, err
+}
+
 func resolvePaths(args []string) ([]string, error) {
 	out := make([]string, 0, len(args))
 	for _, a := range args {
@@ -168,11 +178,7 @@ type cacheLsCmd struct {
 }
 
 func (c *cacheLsCmd) Run() error {
-	prefix, err := resolvePath(c.Prefix)
-	if err != nil {
-		return err
-	}
-	s, err := openSession(c.CacheDir, "")
+	s, prefix, err := sessionFor(c.CacheDir, c.Prefix)
 	if err != nil {
 		return err
 	}
@@ -226,11 +232,7 @@ type cacheStatCmd struct {
 }
 
 func (c *cacheStatCmd) Run() error {
-	p, err := resolvePath(c.Path)
-	if err != nil {
-		return err
-	}
-	s, err := openSession(c.CacheDir, "")
+	s, p, err := sessionFor(c.CacheDir, c.Path)
 	if err != nil {
 		return err
 	}
