@@ -119,3 +119,18 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	})
 }
+
+func FuzzCleanURLPath(f *testing.F) {
+	for _, s := range []string{"/a/b", "/../x", "/%2e%2e/x", "/a%2fb", "/a%00", "/%zz", "/ü%20x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		p, err := cleanURLPath(raw)
+		if err != nil {
+			return
+		}
+		if strings.HasPrefix(p, "/") || p == ".." || strings.HasPrefix(p, "../") || strings.Contains(p, "/../") || strings.HasSuffix(p, "/..") || strings.ContainsRune(p, 0) {
+			t.Fatalf("cleanURLPath(%q) = %q escapes the namespace", raw, p)
+		}
+	})
+}
