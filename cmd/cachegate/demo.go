@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/fusefs"
+	"github.com/cachegate/cachegate/internal/control"
 )
 
 type demoCmd struct {
@@ -80,6 +81,12 @@ func (d *demoCmd) Run(g *globals) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %v (FUSE needs /dev/fuse and root or fusermount3)", mnt, err)
 	}
+	ctl, err := control.Listen(c, nil, log)
+	if err != nil {
+		server.Unmount()
+		return err
+	}
+	defer ctl.Close()
 	fmt.Printf(`
 cachegate demo: a web server at %s is mounted at
   %s
@@ -91,9 +98,10 @@ Try, in another terminal:
   time sha256sum %s/data/large.bin    # cold: fetched from the origin
   time sha256sum %s/data/large.bin    # warm: read from the cache
   ls -ls %s/objects/*/                # the sparse cache files and their sidecars
+  cachegate cache ls --cache-dir %s    # what is cached, from the running demo
 
 Press Ctrl-C to unmount and clean up.
-`, originURL, mnt, cacheDir, mnt, mnt, mnt, mnt, cacheDir)
+`, originURL, mnt, cacheDir, mnt, mnt, mnt, mnt, cacheDir, cacheDir)
 	return serveUntilSignal(server, mnt, log)
 }
 
