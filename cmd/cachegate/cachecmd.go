@@ -42,7 +42,7 @@ func writeOwnerInfo(dir string, info ownerInfo) {
 
 // cacheVerbFlags are shared by the `cache` verbs and `status`.
 type cacheVerbFlags struct {
-	CacheDir string `help:"Cache directory." default:"${default_cache_dir}" placeholder:"DIR"`
+	CacheDir string `help:"Cache directory (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
 	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
 }
 

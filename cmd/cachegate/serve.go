@@ -25,7 +25,7 @@ type serverFlags struct {
 	TLSKey        string        `name:"tls-key" help:"Private key for --tls-cert (PEM)." type:"existingfile" placeholder:"FILE"`
 	AuthTokenFile string        `help:"Require 'Authorization: Bearer TOKEN' with the token in this file." type:"existingfile" placeholder:"FILE"`
 	MaxConns      int           `help:"Most concurrent client connections." default:"10000"`
-	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long." default:"60s" placeholder:"DUR"`
+	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long (default: ${default})." default:"60s" placeholder:"DUR"`
 }
 
 // start listens on addr and serves c in the background.
@@ -92,7 +92,7 @@ func logZeroCopy(addr *net.TCPAddr, tlsOn bool, log *slog.Logger) {
 
 type serveCmd struct {
 	Origin string `arg:"" help:"What to serve: /abs/dir, file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
-	Listen string `help:"Address to listen on." default:"127.0.0.1:8080" placeholder:"ADDR"`
+	Listen string `help:"Address to listen on (default: ${default})." default:"127.0.0.1:8080" placeholder:"ADDR"`
 	serverFlags
 	cacheFlags
 	Pprof string `help:"Serve Go's pprof profiles on this address." hidden:"" placeholder:"ADDR"`
