@@ -238,15 +238,32 @@ func startProc(t testing.TB, args []string, ready func() bool) *proc {
 }
 
 // stop asks cachegate to exit (SIGTERM) and kills it if it does not.
-func (p *proc) stop() {
-	if p.cmd.ProcessState == nil {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
+func (p *proc) stop() { p.stopWith(nil) }
+
+// stopWith is stop with a way to unstick a process that does not exit even when
+// killed (a thread waiting in the kernel on a FUSE request nobody will answer).
+func (p *proc) stopWith(unstick func()) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(15 * time.Second):
+	}
+	p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+		return
+	case <-time.After(5 * time.Second):
+	}
+	if unstick != nil {
+		unstick()
+	}
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
 	}
 }
 
@@ -282,11 +299,30 @@ func startMount(t testing.TB, originURL, cacheDir string, flags ...string) *moun
 	return m
 }
 
-// stop stops the mount's process and makes sure nothing stays mounted.
+// stop stops the mount's process and makes sure nothing stays mounted, aborting the
+// FUSE connection if the process hangs on it.
 func (m *mount) stop(t testing.TB) {
-	m.proc.stop()
+	m.proc.stopWith(func() { abortFuse(m.Dir) })
 	if isMounted(m.Dir) {
+		abortFuse(m.Dir)
 		syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+	}
+}
+
+// abortFuse aborts the FUSE connection mounted at dir (found by its device number in
+// mountinfo, without touching the mount, which may hang), so that every request
+// waiting on it fails instead of waiting forever.
+func abortFuse(dir string) {
+	// The fusectl filesystem is not always mounted; EBUSY when it is.
+	syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			if _, minor, ok := strings.Cut(f[2], ":"); ok {
+				os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+			}
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"time"
 
@@ -44,6 +45,8 @@ const demoZeroCopy = `Moving a file from disk to a socket:
 `
 
 func (d *demoCmd) Run(g *globals) error {
+	sig := notifyStop() // before mounting: see mountCmd.Run
+	defer signal.Stop(sig)
 	log := slog.Default()
 	base := d.Dir
 	if base == "" {
@@ -102,7 +105,7 @@ Try, in another terminal:
 
 Press Ctrl-C to unmount and clean up.
 `, originURL, mnt, cacheDir, mnt, mnt, mnt, mnt, cacheDir, cacheDir)
-	return serveUntilSignal(server, mnt, log)
+	return serveUntilSignal(server, mnt, log, sig)
 }
 
 func writeDemoFiles(dir string) error {

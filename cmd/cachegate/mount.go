@@ -106,6 +106,11 @@ type mountCmd struct {
 }
 
 func (m *mountCmd) Run(g *globals) error {
+	// Catch SIGINT/SIGTERM before mounting: a signal that arrived during mount setup
+	// would otherwise kill the process while go-fuse's poll hack holds a file open on
+	// the new mount, and closing it at exit would wait forever for this very process.
+	sig := notifyStop()
+	defer signal.Stop(sig)
 	log := slog.Default()
 	startPprof(m.Pprof, log)
 	if err := checkMountpoint(m.Mountpoint); err != nil {
@@ -137,15 +142,19 @@ func (m *mountCmd) Run(g *globals) error {
 		return err
 	}
 	defer ctl.Close()
-	return serveUntilSignal(server, m.Mountpoint, log)
+	return serveUntilSignal(server, m.Mountpoint, log, sig)
+}
+
+// notifyStop starts catching the signals that ask a long-running command to stop.
+func notifyStop() chan os.Signal {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	return sig
 }
 
 // serveUntilSignal waits until the mount goes away (someone unmounted it) or a signal
 // asks to stop, in which case it unmounts.
-func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger) error {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
+func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, sig <-chan os.Signal) error {
 	done := make(chan struct{})
 	go func() { server.Wait(); close(done) }()
 	select {

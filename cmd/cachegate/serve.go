@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cachegate/cachegate/cache"
@@ -99,6 +98,8 @@ type serveCmd struct {
 }
 
 func (s *serveCmd) Run(g *globals) error {
+	sig := notifyStop()
+	defer signal.Stop(sig)
 	log := slog.Default()
 	startPprof(s.Pprof, log)
 	c, err := s.open(s.Origin, log)
@@ -116,8 +117,6 @@ func (s *serveCmd) Run(g *globals) error {
 		return err
 	}
 	defer ctl.Close()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	got := <-sig
 	log.Info("stopping", "signal", got.String())
 	srv.Close()
