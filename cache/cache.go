@@ -34,14 +34,19 @@ type Options struct {
 	ChunkSize  int64
 	Readahead  int64         // largest sequential readahead window
 	TTL        time.Duration // how long origin attributes and listings are trusted
-	Logger     *slog.Logger
+	// OriginTimeout bounds each origin operation made for a reader, retries
+	// included: a stat or listing, an uncached read, and a fetch that brings no new
+	// chunk for this long fail instead of waiting on.
+	OriginTimeout time.Duration
+	Logger        *slog.Logger
 }
 
 // Defaults for zero Options fields.
 const (
-	DefaultChunkSize = 1 << 20
-	DefaultReadahead = 64 << 20
-	DefaultTTL       = time.Minute
+	DefaultChunkSize     = 1 << 20
+	DefaultReadahead     = 64 << 20
+	DefaultTTL           = time.Minute
+	DefaultOriginTimeout = 30 * time.Second
 	// spanChunks is the most chunks one origin request fetches; a readahead window
 	// is split into requests of this size that run in parallel.
 	spanChunks = 8
@@ -112,6 +117,9 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultTTL
 	}
+	if opts.OriginTimeout <= 0 {
+		opts.OriginTimeout = DefaultOriginTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -137,7 +145,7 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lru:     list.New(),
 	}
 	c.free.dir = opts.Dir
-	if c.meta, err = newMetaCache(o, opts.TTL, c, opts.Logger); err != nil {
+	if c.meta, err = newMetaCache(o, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
 		lock.Close()
 		return nil, err
 	}

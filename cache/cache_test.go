@@ -425,3 +425,57 @@ func TestOriginDownServesCached(t *testing.T) {
 		t.Fatal("cached file unreadable after a restart with the origin down")
 	}
 }
+
+// hangingOrigin answers metadata but never delivers a byte: each ReadRange waits for
+// its context, like a server that accepted the request and went silent.
+type hangingOrigin struct {
+	origin.Origin
+	calls atomic.Int64
+}
+
+func (h *hangingOrigin) ReadRange(ctx context.Context, p, v string, off, n int64) (io.ReadCloser, error) {
+	h.calls.Add(1)
+	<-ctx.Done()
+	return nil, &net.OpError{Op: "read", Net: "tcp", Err: ctx.Err()}
+}
+
+// A miss on a silent origin fails with ErrOriginTimeout after OriginTimeout, retries
+// included, and neither the cached nor the uncached path waits longer.
+func TestOriginTimeoutBoundsAMiss(t *testing.T) {
+	f := newFixture(t)
+	randomFile(t, f.originDir, "slow.bin", 300_000, 60)
+	h := &hangingOrigin{Origin: f.origin}
+	f.opts.OriginTimeout = 300 * time.Millisecond
+	c, err := Open(h, f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hd, err := c.Open(context.Background(), "slow.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hd.Close()
+	start := time.Now()
+	_, err = hd.Fill(context.Background(), 0, 4096)
+	took := time.Since(start)
+	if !errors.Is(err, ErrOriginTimeout) {
+		t.Fatalf("Fill on a silent origin: %v, want ErrOriginTimeout", err)
+	}
+	// Generous for a loaded machine, but well below four attempts of 300 ms each.
+	if took > 900*time.Millisecond {
+		t.Errorf("miss took %v with a %v origin timeout", took, f.opts.OriginTimeout)
+	}
+	if present, _ := hd.Presence(0, 4096); present {
+		t.Error("a chunk counted as present after a failed fetch")
+	}
+	// The uncached path (no room in the cache) is bounded the same way.
+	u := &Handle{c: c, path: "slow.bin", entry: hd.Entry()}
+	start = time.Now()
+	if _, err := u.ReadAt(context.Background(), make([]byte, 4096), 0); !errors.Is(err, ErrOriginTimeout) {
+		t.Fatalf("uncached read on a silent origin: %v, want ErrOriginTimeout", err)
+	}
+	if took := time.Since(start); took > 900*time.Millisecond {
+		t.Errorf("uncached miss took %v", took)
+	}
+}

@@ -203,13 +203,14 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // readOrigin reads p at off straight from the origin, retrying transient failures.
 func (h *Handle) readOrigin(ctx context.Context, p []byte, off int64) (int, error) {
 	h.c.count(func(s *Stats) { s.Uncached++ })
+	ctx, cancel := context.WithTimeout(ctx, h.c.opts.OriginTimeout)
+	defer cancel()
 	var err error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
-			if !origin.Retryable(err) {
+			if !origin.Retryable(err) || !sleepCtx(ctx, time.Duration(1<<(2*attempt))*25*time.Millisecond) {
 				break
 			}
-			time.Sleep(time.Duration(1<<(2*attempt)) * 25 * time.Millisecond)
 		}
 		var rc io.ReadCloser
 		rc, err = h.c.origin.ReadRange(ctx, h.path, h.entry.Version, off, int64(len(p)))
@@ -225,6 +226,9 @@ func (h *Handle) readOrigin(ctx context.Context, p []byte, off int64) (int, erro
 	}
 	if errors.Is(err, origin.ErrChanged) {
 		h.c.meta.invalidate(h.path)
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		err = stalled(h.c.opts.OriginTimeout, nil)
 	}
 	return 0, err
 }

@@ -58,10 +58,12 @@ func sameEntries(a, b []origin.Entry) bool {
 type metaCache struct {
 	origin origin.Origin
 	ttl    time.Duration
-	stats  *ristretto.Cache[string, origin.Entry]
-	lists  *ristretto.Cache[string, *Listing]
-	group  singleflight.Group
-	gen    atomic.Uint64
+	// timeout bounds one origin answer, its retries included.
+	timeout time.Duration
+	stats   *ristretto.Cache[string, origin.Entry]
+	lists   *ristretto.Cache[string, *Listing]
+	group   singleflight.Group
+	gen     atomic.Uint64
 	// last remembers the previous listing per directory beyond its TTL, to tell a
 	// changed directory from a merely expired one, and to serve while the origin is
 	// down; lastStat does the same for attributes.
@@ -85,8 +87,8 @@ type offlineSource interface {
 // answer (not found, changed): only those are covered by stale metadata.
 func originDown(err error) bool { return origin.Retryable(err) }
 
-func newMetaCache(o origin.Origin, ttl time.Duration, offline offlineSource, log *slog.Logger) (*metaCache, error) {
-	m := &metaCache{origin: o, ttl: ttl, offline: offline, log: log, staleTTL: min(ttl, 10*time.Second)}
+func newMetaCache(o origin.Origin, ttl, timeout time.Duration, offline offlineSource, log *slog.Logger) (*metaCache, error) {
+	m := &metaCache{origin: o, ttl: ttl, timeout: timeout, offline: offline, log: log, staleTTL: min(ttl, 10*time.Second)}
 	var err error
 	if m.stats, err = ristretto.NewCache(&ristretto.Config[string, origin.Entry]{
 		NumCounters: 1 << 20, MaxCost: 64 << 20, BufferItems: 64,
@@ -125,7 +127,10 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 		return e, nil
 	}
 	v, err, _ := m.group.Do("s\x00"+p, func() (any, error) {
-		e, err := m.origin.Stat(context.WithoutCancel(ctx), p)
+		// The first caller's cancellation must not fail the others sharing the call.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.timeout)
+		defer cancel()
+		e, err := m.origin.Stat(ctx, p)
 		if err != nil {
 			if !originDown(err) {
 				return origin.Entry{}, err
@@ -158,7 +163,9 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 		return l, nil
 	}
 	v, err, _ := m.group.Do("l\x00"+p, func() (any, error) {
-		entries, err := m.origin.List(context.WithoutCancel(ctx), p)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.timeout)
+		defer cancel()
+		entries, err := m.origin.List(ctx, p)
 		if err != nil {
 			if !originDown(err) {
 				return nil, err

@@ -403,14 +403,22 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	}
 	buf := getBuf(o.ChunkSize)
 	defer putBuf(buf)
-	ctx := context.Background()
+	// The fetch gives up when no chunk has arrived for OriginTimeout, retries
+	// included: the stall timer cancels ctx, which interrupts a request or body
+	// read in progress, and progress winds the timer back.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stall := time.AfterFunc(c.opts.OriginTimeout, cancel)
+	defer stall.Stop()
 	for attempt := 0; i <= last; attempt++ {
 		if attempt > 0 {
-			if attempt >= maxAttempts || !origin.Retryable(err) {
+			if attempt >= maxAttempts || !origin.Retryable(err) || ctx.Err() != nil {
 				break
 			}
 			c.log.Warn("origin read failed, retrying", "path", o.Path, "offset", int64(i)*o.ChunkSize, "attempt", attempt, "err", err)
-			time.Sleep(time.Duration(1<<(2*attempt)) * 25 * time.Millisecond)
+			if !sleepCtx(ctx, time.Duration(1<<(2*attempt))*25*time.Millisecond) {
+				break
+			}
 		}
 		off := int64(i) * o.ChunkSize
 		end := min(o.Size, int64(last+1)*o.ChunkSize)
@@ -441,7 +449,8 @@ func (o *object) fetch(first, last int, fl []*flight) {
 			delete(o.inflight, i)
 			o.mu.Unlock()
 			close(fl[i-first].done)
-			attempt = 0 // progress renews the retry budget
+			attempt = 0 // progress renews the retry budget and the stall timer
+			stall.Reset(c.opts.OriginTimeout)
 		}
 		rc.Close()
 		if errors.Is(err, syscall.ENOSPC) {
@@ -451,6 +460,9 @@ func (o *object) fetch(first, last int, fl []*flight) {
 		}
 	}
 	if i <= last {
+		if ctx.Err() != nil {
+			err = stalled(c.opts.OriginTimeout, err)
+		}
 		// Give back the blocks allocated for chunks that never arrived.
 		off := int64(i) * o.ChunkSize
 		unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, spanOff+spanLen-off)
@@ -461,6 +473,30 @@ func (o *object) fetch(first, last int, fl []*flight) {
 			c.log.Error("origin read failed", "path", o.Path, "offset", int64(i)*o.ChunkSize, "err", err)
 		}
 		finish(err)
+	}
+}
+
+// ErrOriginTimeout reports an origin that sent nothing useful for --origin-timeout.
+var ErrOriginTimeout = errors.New("origin timeout")
+
+// stalled describes a fetch abandoned after timeout without progress; last is the
+// error of the last attempt, which says why.
+func stalled(timeout time.Duration, last error) error {
+	if last == nil || errors.Is(last, context.Canceled) {
+		return fmt.Errorf("%w: no data for %v (raise --origin-timeout if the origin is just slow)", ErrOriginTimeout, timeout)
+	}
+	return fmt.Errorf("%w: no data for %v, last error: %v", ErrOriginTimeout, timeout, last)
+}
+
+// sleepCtx sleeps for d unless ctx ends first; it reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -32,7 +32,7 @@ type cacheFlags struct {
 	ChunkSize     Size          `help:"Unit of fetching and checksumming (a multiple of 4KiB) (default: ${default})." default:"1MiB" placeholder:"SIZE"`
 	Readahead     Size          `help:"Largest readahead window of a sequential reader (default: ${default})." default:"64MiB" placeholder:"SIZE"`
 	MetadataTTL   time.Duration `name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again (default: ${default})." default:"1m" placeholder:"DUR"`
-	OriginTimeout time.Duration `help:"Timeout of each origin request (connect, headers, stalled body) (default: ${default})." default:"30s" placeholder:"DUR"`
+	OriginTimeout time.Duration `help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve) (default: ${default})." default:"30s" placeholder:"DUR"`
 	S3Endpoint    string        `name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
 	S3Region      string        `name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
 }
@@ -63,14 +63,15 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		return nil, usagef("--cache-size must hold at least 4 chunks (%d bytes)", f.ChunkSize*4)
 	}
 	c, err := cache.Open(o, cache.Options{
-		Dir:        f.CacheDir,
-		Limit:      int64(f.CacheSize),
-		MinFree:    f.MinFree.Bytes,
-		MinFreePct: f.MinFree.Pct,
-		ChunkSize:  int64(f.ChunkSize),
-		Readahead:  int64(f.Readahead),
-		TTL:        f.MetadataTTL,
-		Logger:     log,
+		Dir:           f.CacheDir,
+		Limit:         int64(f.CacheSize),
+		MinFree:       f.MinFree.Bytes,
+		MinFreePct:    f.MinFree.Pct,
+		ChunkSize:     int64(f.ChunkSize),
+		Readahead:     int64(f.Readahead),
+		TTL:           f.MetadataTTL,
+		OriginTimeout: f.OriginTimeout,
+		Logger:        log,
 	})
 	if err != nil {
 		if unreachable != nil {

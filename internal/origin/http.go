@@ -297,7 +297,7 @@ func (h *HTTP) readRangeRaw(ctx context.Context, u string, hdr http.Header, vers
 			var se *StatusError
 			return nil, errors.As(err, &se) && se.Temporary(), err
 		}
-		return &rawBody{rc: h.raw, c: c, left: n, keepAlive: !resp.Close, idle: h.timeout, url: u}, false, nil
+		return newRawBody(ctx, h.raw, c, n, !resp.Close, h.timeout, u), false, nil
 	})
 }
 

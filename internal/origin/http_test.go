@@ -154,3 +154,49 @@ func TestLocalOriginRefusesEscapes(t *testing.T) {
 		t.Errorf("List = %+v, %v; want only ok", ls, err)
 	}
 }
+
+// A body that stalls is abandoned as soon as the request's context ends, long before
+// the idle timeout, on the splice-capable client too (its reads and splices sit on
+// socket deadlines, not on the context).
+func TestHTTPBodyStopsWithContext(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Range", "bytes 0-9/10")
+		w.Header().Set("Content-Length", "10")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte("01234"))
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	o, _ := NewHTTP(srv.URL, Options{Timeout: time.Minute})
+	for _, splice := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		rc, err := o.ReadRange(ctx, "f", `"v1"`, 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(100*time.Millisecond, cancel)
+		start := time.Now()
+		if splice {
+			fw, ok := rc.(FileWriter)
+			if !ok {
+				t.Fatal("the http:// body cannot splice")
+			}
+			f, _ := os.Create(filepath.Join(t.TempDir(), "out"))
+			err = fw.WriteToFile(f, 0, 10)
+			f.Close()
+		} else {
+			_, err = io.ReadAll(rc)
+		}
+		rc.Close()
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("splice=%v: stalled body ended with %v, want context.Canceled", splice, err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("splice=%v: cancelled read took %v", splice, took)
+		}
+	}
+}

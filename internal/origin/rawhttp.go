@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -127,6 +128,31 @@ type rawBody struct {
 	idle      time.Duration
 	url       string
 	err       error
+	// The request's context ends a read in progress: when it is done, cancelled is
+	// set and the connection's deadline moved to the past (stopCtx unhooks that).
+	cancelled atomic.Bool
+	stopCtx   func() bool
+	ctx       context.Context
+}
+
+func newRawBody(ctx context.Context, rc *rawClient, c *rawConn, n int64, keepAlive bool, idle time.Duration, u string) *rawBody {
+	b := &rawBody{rc: rc, c: c, left: n, keepAlive: keepAlive, idle: idle, url: u, ctx: ctx}
+	b.stopCtx = context.AfterFunc(ctx, func() {
+		b.cancelled.Store(true)
+		c.c.SetDeadline(time.Unix(1, 0))
+	})
+	return b
+}
+
+// armDeadline gives the next read idle time to make progress, unless the context
+// has ended (checked after the deadline is set, so a cancellation racing with it
+// still lands).
+func (b *rawBody) armDeadline() error {
+	b.c.c.SetReadDeadline(time.Now().Add(b.idle))
+	if b.cancelled.Load() {
+		return b.fail(context.Cause(b.ctx))
+	}
+	return nil
 }
 
 func (b *rawBody) fail(err error) error {
@@ -146,8 +172,13 @@ func (b *rawBody) Read(p []byte) (int, error) {
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
 	}
-	b.c.c.SetReadDeadline(time.Now().Add(b.idle))
+	if err := b.armDeadline(); err != nil {
+		return 0, err
+	}
 	n, err := b.c.br.Read(p)
+	if err != nil && b.cancelled.Load() {
+		err = context.Cause(b.ctx)
+	}
 	b.left -= int64(n)
 	if err == io.EOF && b.left > 0 {
 		return n, b.fail(fmt.Errorf("body ended %d bytes early: %w", b.left, io.ErrUnexpectedEOF))
@@ -228,7 +259,9 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 	}
 	fd := int(f.Fd())
 	for n > 0 {
-		b.c.c.SetReadDeadline(time.Now().Add(b.idle))
+		if err := b.armDeadline(); err != nil {
+			return err
+		}
 		var got int64
 		var serr error
 		rerr := raw.Read(func(s uintptr) bool {
@@ -236,6 +269,9 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 			return serr != unix.EAGAIN
 		})
 		if rerr != nil {
+			if b.cancelled.Load() {
+				rerr = context.Cause(b.ctx)
+			}
 			return b.fail(rerr)
 		}
 		if serr != nil {
@@ -264,7 +300,7 @@ func (b *rawBody) Close() error {
 	if b.c == nil {
 		return nil
 	}
-	if b.left == 0 && b.err == nil && b.keepAlive {
+	if b.stopCtx() && b.left == 0 && b.err == nil && b.keepAlive {
 		b.rc.put(b.c)
 	} else {
 		b.c.c.Close()
