@@ -43,6 +43,14 @@ type object struct {
 	mapping  []byte // read-only map of the whole data file, made on first use
 	verified bool   // every present chunk's CRC checked by this process
 	inflight map[int]*flight
+	// timedOut remembers the chunk whose fetch last ran out of --origin-timeout, so
+	// that the kernel's retry of a failed readahead fails at once instead of waiting
+	// as long again (a blackholed origin otherwise cost a reader two timeouts).
+	timedOut struct {
+		chunk int
+		at    time.Time
+		err   error
+	}
 
 	// writeMu serialises writes to the data file. ext4 takes the inode's rwsem for
 	// every buffered write and fallocate, so parallel fetches of one object never
@@ -298,6 +306,10 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 				wait = append(wait, f)
 				continue
 			}
+			if t := o.timedOut; t.err != nil && t.chunk == i && time.Since(t.at) < timeoutMemory {
+				o.mu.Unlock()
+				return false, t.err
+			}
 			end := i
 			for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
 				end++
@@ -462,6 +474,9 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	if i <= last {
 		if ctx.Err() != nil {
 			err = stalled(c.opts.OriginTimeout, err)
+			o.mu.Lock()
+			o.timedOut.chunk, o.timedOut.at, o.timedOut.err = i, time.Now(), err
+			o.mu.Unlock()
 		}
 		// Give back the blocks allocated for chunks that never arrived.
 		off := int64(i) * o.ChunkSize
@@ -475,6 +490,9 @@ func (o *object) fetch(first, last int, fl []*flight) {
 		finish(err)
 	}
 }
+
+// timeoutMemory is how long a chunk whose fetch timed out fails at once.
+const timeoutMemory = time.Second
 
 // ErrOriginTimeout reports an origin that sent nothing useful for --origin-timeout.
 var ErrOriginTimeout = errors.New("origin timeout")
