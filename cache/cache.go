@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
@@ -91,6 +92,8 @@ type Cache struct {
 	free     freeSpace
 
 	stats Stats
+	// noSpaceLogged is when (unix ns) a full cache was last logged.
+	noSpaceLogged atomic.Int64
 }
 
 // Stats are counters since the cache was opened.
@@ -510,4 +513,14 @@ func (c *Cache) Lookup(ctx context.Context, dir, name string) (origin.Entry, err
 		return e, nil
 	}
 	return c.meta.stat(ctx, origin.Join(dir, name))
+}
+
+// noteNoSpace says in the log, at most every 30 seconds, that reads go to the origin
+// uncached because the cache has no room.
+func (c *Cache) noteNoSpace(p string, err error) {
+	now, last := time.Now().UnixNano(), c.noSpaceLogged.Load()
+	if now-last < int64(30*time.Second) || !c.noSpaceLogged.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.Warn("no room in the cache: reading from the origin uncached until space returns (free disk space, or raise --cache-size, or unpin files)", "path", "/"+p, "err", err)
 }

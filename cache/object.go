@@ -386,6 +386,9 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	}
 	i := first
 	finish := func(err error) {
+		if errors.Is(err, ErrNoSpace) {
+			c.noteNoSpace(o.Path, err)
+		}
 		for ; i <= last; i++ {
 			o.mu.Lock()
 			delete(o.inflight, i)
@@ -608,7 +611,9 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 			return o, nil
 		})
 		if err != nil {
-			if !errors.Is(err, ErrNoSpace) && !errors.Is(err, syscall.ENOSPC) {
+			if errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) {
+				c.noteNoSpace(p, err)
+			} else {
 				c.log.Warn("cannot cache object; reading it from the origin", "path", p, "err", err)
 			}
 			return &Handle{c: c, path: p, entry: e}, nil
