@@ -300,15 +300,31 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	}
 	o := newObject(c, key, info)
 	n := info.nchunks()
+	var presentDisk int64
+	present := func(i int) bool { return b[hl+i/8]&(1<<(i%8)) != 0 } // little-endian words: bit i is in byte i/8
 	for i := 0; i < n; i++ {
-		if b[hl+i/8]&(1<<(i%8)) != 0 { // little-endian words: bit i is in byte i/8
+		if present(i) {
 			o.presentChunks++
 			o.presentBytes += o.chunkLen(i)
+			presentDisk += roundBlock(o.chunkLen(i))
 		}
 	}
-	// Count what the disk really holds: after a crash, blocks may be allocated for a
-	// chunk whose bit never got set.
-	o.diskBytes = roundBlock(int64(len(b))) + st.Blocks*512
+	if st.Blocks*512 > presentDisk {
+		// A crash during a fetch leaves blocks allocated (fallocate) for chunks whose
+		// bits never got set: give them back, so the disk holds what is counted.
+		if f, err := os.OpenFile(dataPath, os.O_RDWR, 0); err == nil {
+			for i := 0; i < n; i++ {
+				if !present(i) {
+					unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i)))
+				}
+			}
+			unix.Fstat(int(f.Fd()), &st)
+			f.Close()
+		}
+	}
+	// Count what the disk really holds (more than the present chunks only if the
+	// punching above failed).
+	o.diskBytes = roundBlock(int64(len(b))) + max(st.Blocks*512, presentDisk)
 	return o, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
+	"golang.org/x/sys/unix"
 )
 
 // countingOrigin counts the object bytes an origin delivers.
@@ -477,5 +478,49 @@ func TestOriginTimeoutBoundsAMiss(t *testing.T) {
 	}
 	if took := time.Since(start); took > 900*time.Millisecond {
 		t.Errorf("uncached miss took %v", took)
+	}
+}
+
+// A crash in the middle of a fetch leaves blocks allocated for chunks that never got
+// their bit; reopening the cache gives them back, so the disk holds what is counted.
+func TestCrashLeftoverBlocksAreReclaimed(t *testing.T) {
+	f := newFixture(t)
+	randomFile(t, f.originDir, "part.bin", 1<<20, 70)
+	c := f.open()
+	h, err := c.Open(context.Background(), "part.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Chunk 5 only: a read away from the start starts no readahead.
+	if _, err := h.Fill(context.Background(), 5<<16, 1); err != nil {
+		t.Fatal(err)
+	}
+	key := h.o.key
+	data := c.objectPath(key, ".data")
+	h.Close()
+	used := c.Status().UsedBytes
+	c.Close()
+
+	// What a fetch in flight looks like at kill -9: the span is allocated.
+	fd, err := os.OpenFile(data, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fallocate(int(fd.Fd()), 0, 0, 1<<20); err != nil {
+		t.Skipf("no fallocate here: %v", err)
+	}
+	fd.Close()
+	c = f.open()
+	defer c.Close()
+	if got := c.Status().UsedBytes; got != used {
+		t.Errorf("used after reopening: %d, before the crash %d", got, used)
+	}
+	var st unix.Stat_t
+	unix.Stat(data, &st)
+	if st.Blocks*512 > 64<<10 {
+		t.Errorf("data file still holds %d bytes on disk for one 64 KiB chunk", st.Blocks*512)
+	}
+	if got := readWhole(t, c, "part.bin"); len(got) != 1<<20 {
+		t.Fatalf("read %d bytes", len(got))
 	}
 }
