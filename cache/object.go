@@ -43,13 +43,13 @@ type object struct {
 	mapping  []byte // read-only map of the whole data file, made on first use
 	verified bool   // every present chunk's CRC checked by this process
 	inflight map[int]*flight
-	// timedOut remembers the chunk whose fetch last ran out of --origin-timeout, so
-	// that the kernel's retry of a failed readahead fails at once instead of waiting
-	// as long again (a blackholed origin otherwise cost a reader two timeouts).
+	// timedOut remembers the last fetch of this object that ran out of
+	// --origin-timeout, so that for timeoutMemory new fetches fail at once: the
+	// kernel retries a failed readahead with a read of its own, often of another
+	// chunk, and a blackholed origin otherwise cost a reader two timeouts or more.
 	timedOut struct {
-		chunk int
-		at    time.Time
-		err   error
+		at  time.Time
+		err error
 	}
 
 	// writeMu serialises writes to the data file. ext4 takes the inode's rwsem for
@@ -306,7 +306,7 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 				wait = append(wait, f)
 				continue
 			}
-			if t := o.timedOut; t.err != nil && t.chunk == i && time.Since(t.at) < timeoutMemory {
+			if t := o.timedOut; t.err != nil && time.Since(t.at) < timeoutMemory {
 				o.mu.Unlock()
 				return false, t.err
 			}
@@ -341,7 +341,7 @@ func (o *object) prefetch(first, last int) {
 	last = min(last, o.nchunks-1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.side == nil {
+	if o.side == nil || o.timedOut.err != nil && time.Since(o.timedOut.at) < timeoutMemory {
 		return
 	}
 	for i := first; i <= last; i++ {
@@ -478,7 +478,7 @@ func (o *object) fetch(first, last int, fl []*flight) {
 		if ctx.Err() != nil {
 			err = stalled(c.opts.OriginTimeout, err)
 			o.mu.Lock()
-			o.timedOut.chunk, o.timedOut.at, o.timedOut.err = i, time.Now(), err
+			o.timedOut.at, o.timedOut.err = time.Now(), err
 			o.mu.Unlock()
 		}
 		// Give back the blocks allocated for chunks that never arrived.

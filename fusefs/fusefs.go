@@ -7,7 +7,9 @@
 //
 // Reads of a complete, verified object use FUSE passthrough (the kernel reads the cache
 // file itself, at local-disk speed); partial objects are served by splicing from the
-// cache file (fuse.ReadResultFd) once the cache has made the range present.
+// cache file (fuse.ReadResultFd) once the cache has made the range present. Which of
+// the two an open gets is decided in passthrough.go, which keeps the kernel's rule of
+// one io mode per inode.
 package fusefs
 
 import (
@@ -42,6 +44,7 @@ type Options struct {
 
 type filesystem struct {
 	c             *cache.Cache
+	modes         *ioModes
 	noPassthrough bool
 	log           *slog.Logger
 	uid, gid      uint32
@@ -50,6 +53,12 @@ type filesystem struct {
 // Mount mounts c read-only at mountpoint and returns the running server. The caller
 // waits on it (server.Wait) and unmounts it (server.Unmount).
 func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error) {
+	server, _, err := mount(mountpoint, c, opts)
+	return server, err
+}
+
+// mount is Mount, also returning the filesystem for tests to look into.
+func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *filesystem, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -59,7 +68,7 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
 	root := &dirNode{fsys: fsys, path: ""}
 	ttl := opts.TTL
-	return gofs.Mount(mountpoint, root, &gofs.Options{
+	nodeOpts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:       opts.AllowOther,
 			FsName:           c.Origin().String(),
@@ -77,7 +86,18 @@ func Mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, error
 		NegativeTimeout: &ttl,
 		UID:             fsys.uid,
 		GID:             fsys.gid,
-	})
+	}
+	// As gofs.Mount, with ioModes between the kernel and go-fuse's node bridge.
+	fsys.modes = newIOModes(gofs.NewNodeFS(root, nodeOpts), fsys)
+	server, err := fuse.NewServer(fsys.modes, mountpoint, &nodeOpts.MountOptions)
+	if err != nil {
+		return nil, nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, nil, err
+	}
+	return server, fsys, nil
 }
 
 // inoFor derives a stable inode number. Files include size and mtime so that a new
@@ -145,19 +165,18 @@ type dirNode struct {
 }
 
 var (
-	_ gofs.NodeLookuper        = (*dirNode)(nil)
-	_ gofs.NodeGetattrer       = (*dirNode)(nil)
-	_ gofs.NodeOpendirHandler  = (*dirNode)(nil)
-	_ gofs.NodeStatfser        = (*dirNode)(nil)
-	_ gofs.NodeGetxattrer      = (*dirNode)(nil)
-	_ gofs.NodeGetxattrer      = (*fileNode)(nil)
-	_ gofs.NodeOpener          = (*fileNode)(nil)
-	_ gofs.NodeGetattrer       = (*fileNode)(nil)
-	_ gofs.FileReader          = (*fileHandle)(nil)
-	_ gofs.FileReleaser        = (*fileHandle)(nil)
-	_ gofs.FilePassthroughFder = (*fileHandle)(nil)
-	_ gofs.FileReaddirenter    = (*dirHandle)(nil)
-	_ gofs.FileSeekdirer       = (*dirHandle)(nil)
+	_ gofs.NodeLookuper       = (*dirNode)(nil)
+	_ gofs.NodeGetattrer      = (*dirNode)(nil)
+	_ gofs.NodeOpendirHandler = (*dirNode)(nil)
+	_ gofs.NodeStatfser       = (*dirNode)(nil)
+	_ gofs.NodeGetxattrer     = (*dirNode)(nil)
+	_ gofs.NodeGetxattrer     = (*fileNode)(nil)
+	_ gofs.NodeOpener         = (*fileNode)(nil)
+	_ gofs.NodeGetattrer      = (*fileNode)(nil)
+	_ gofs.FileReader         = (*fileHandle)(nil)
+	_ gofs.FileReleaser       = (*fileHandle)(nil)
+	_ gofs.FileReaddirenter   = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer      = (*dirHandle)(nil)
 )
 
 func (n *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -259,9 +278,6 @@ type fileNode struct {
 	entry origin.Entry // the version this inode stands for
 
 	mu          sync.Mutex
-	cachedOpens int // handles the kernel reads through this daemon (cached io mode)
-	// cachedClosed is when the last cached handle was released (see PassthroughFd).
-	cachedClosed time.Time
 	lastVersion string
 }
 
@@ -283,9 +299,12 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		return nil, 0, n.fsys.errno("open", n.path, err)
 	}
 	fh := &fileHandle{h: h, node: n}
+	if fc, ok := ctx.(*fuse.Context); ok && n.fsys.modes != nil {
+		n.fsys.modes.opening.Store(fc.Cancel, fh) // for ioModes.Open to pick the io mode
+	}
 	var fl uint32
 	n.mu.Lock()
-	// Kept only for a cached-mode open (go-fuse drops it for passthrough).
+	// Kept only for a cached-mode open (ioModes drops it for passthrough).
 	if n.lastVersion == h.Entry().Version {
 		fl |= fuse.FOPEN_KEEP_CACHE
 	}
@@ -297,40 +316,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 type fileHandle struct {
 	h    *cache.Handle
 	node *fileNode
-	// cached is set when PassthroughFd answered no: the kernel reads this handle
-	// through the daemon. A handle go-fuse never asked about shares the passthrough
-	// backing file of another open of the inode.
-	cached bool
 }
-
-// PassthroughFd decides how the kernel reads this open. The kernel keeps an inode in
-// one io mode at a time and fails an open (EIO) that asks for the other: a cached
-// open while a passthrough one is open, or the reverse. go-fuse asks here only when
-// no open of the inode holds a passthrough backing file (otherwise it reuses that one
-// without asking), so the decision is made here, under go-fuse's lock, not in Open.
-//
-// go-fuse v2.12.1 drops a reference to the inode's backing file at the release of
-// every handle, cached ones included. A cached handle whose release reaches go-fuse
-// after a backing file was registered therefore unregisters it while passthrough
-// opens still use it, and the next open of the inode fails with EIO (seen under the
-// soak test, a few opens in 10,000). Our Release runs just before go-fuse's, so
-// passthrough waits passthroughGrace after the last cached release, which makes that
-// window practically unreachable; a go-fuse fix would make the wait unnecessary.
-func (f *fileHandle) PassthroughFd() (int, bool) {
-	n := f.node
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if !n.fsys.noPassthrough && n.cachedOpens == 0 && time.Since(n.cachedClosed) > passthroughGrace && f.h.Complete() {
-		return int(f.h.Fd()), true
-	}
-	f.cached = true
-	n.cachedOpens++
-	return 0, false
-}
-
-// passthroughGrace is how long after the last cached handle of an inode is released
-// its opens stay cached (see PassthroughFd).
-const passthroughGrace = 100 * time.Millisecond
 
 func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := f.h.Fill(ctx, off, int64(len(dest)))
@@ -351,13 +337,6 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 }
 
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
-	n := f.node
-	n.mu.Lock()
-	if f.cached {
-		n.cachedOpens--
-		n.cachedClosed = time.Now()
-	}
-	n.mu.Unlock()
 	f.h.Close()
 	return 0
 }
