@@ -154,14 +154,16 @@ func wrkRate(b testing.TB, url, script, d string) float64 {
 	return 0
 }
 
-// cpuPerGiB downloads url (a file of size bytes) twice with curl and returns the CPU
-// seconds pid spent per GiB.
+// cpuPerGiB downloads url (a file of size bytes) with curl, at least twice and at
+// least 512 MiB in all (CPU time is counted in 10 ms ticks: a small file once would
+// often read as zero), and returns the CPU seconds pid spent per GiB.
 func cpuPerGiB(b testing.TB, pid int, url string, size int64) float64 {
+	n := max(2, int((512<<20+size-1)/size))
 	before := procCPU(b, pid)
-	for i := 0; i < 2; i++ {
+	for i := 0; i < n; i++ {
 		timeCmd(b, "curl", "-sf", "-o", "/dev/null", url)
 	}
-	return (procCPU(b, pid) - before) / 2 / (float64(size) / (1 << 30))
+	return (procCPU(b, pid) - before) / float64(n) / (float64(size) / (1 << 30))
 }
 
 // procCPU returns the user+system CPU seconds of pid and its threads.

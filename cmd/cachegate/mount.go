@@ -122,16 +122,13 @@ func (m *mountCmd) Run(g *globals) error {
 		return err
 	}
 	defer c.Close()
-	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough})
-	if err != nil {
-		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
-	}
-	log.Info("mounted", "origin", c.Origin().String(), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	// The server and the control socket start first, so that when the mount
+	// appears everything is ready: a script that waits for the mount point can use
+	// `cachegate cache …` and the HTTP address at once.
 	var serveStatus func() control.ServeStatus
 	if m.Serve != "" {
 		srv, err := m.start(m.Serve, c, log)
 		if err != nil {
-			server.Unmount()
 			return err
 		}
 		defer srv.Close()
@@ -139,10 +136,14 @@ func (m *mountCmd) Run(g *globals) error {
 	}
 	ctl, err := control.Listen(c, serveStatus, log)
 	if err != nil {
-		server.Unmount()
 		return err
 	}
 	defer ctl.Close()
+	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough})
+	if err != nil {
+		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
+	}
+	log.Info("mounted", "origin", c.Origin().String(), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
 	return serveUntilSignal(server, m.Mountpoint, log, sig)
 }
 
