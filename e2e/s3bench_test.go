@@ -82,15 +82,19 @@ func s3BenchRun(tb testing.TB, cfg benchConfig, setenv func(k, v string)) []benc
 	}
 
 	var getT, coldT []time.Duration
+	var coldCPU []float64 // cachegate's CPU-s per GiB during the cold read
 	for r := 0; r < cfg.rounds; r++ {
 		timeCmd(tb, "sync")
 		getT = append(getT, getObject())
 		m := startMount(tb, "s3://bench", "", "--s3-endpoint", v.Endpoint)
 		timeCmd(tb, "sync")
+		c0 := procCPU(tb, m.cmd.Process.Pid)
 		coldT = append(coldT, timeCmd(tb, "cat", filepath.Join(m.Dir, "big.bin")))
+		coldCPU = append(coldCPU, (procCPU(tb, m.cmd.Process.Pid)-c0)/(float64(bigSize)/(1<<30)))
 		m.stop(tb)
 		os.RemoveAll(m.CacheDir)
 	}
+	fmt.Printf("S3 cold read: cachegate used %.2f CPU-s per GiB (median of %d)\n", medianF(coldCPU), len(coldCPU))
 	name := fmt.Sprintf("S3 cold sequential read, %d MiB", bigSize>>20)
 	rows := []benchRow{{name, "GetObject read to io.Discard (minio-go)", ms(median(getT)), ms(median(coldT)), ratio(median(getT), median(coldT)), ">= 0.8", true}}
 

@@ -262,7 +262,7 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		hdr.Set("If-Unmodified-Since", lm)
 	}
 	if h.raw != nil {
-		return h.readRangeRaw(ctx, u, hdr, version, off, n)
+		return h.raw.readRange(ctx, u, hdr, version, off, n, nil)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	resp, err := h.do(ctx, http.MethodGet, u, hdr)
@@ -276,29 +276,6 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		return nil, err
 	}
 	return newBodyReader(resp.Body, n, h.timeout, cancel, u), nil
-}
-
-// readRangeRaw is ReadRange over the splice-capable client, with the same retries of
-// transient failures as do.
-func (h *HTTP) readRangeRaw(ctx context.Context, u string, hdr http.Header, version string, off, n int64) (io.ReadCloser, error) {
-	return retry(ctx, func() (io.ReadCloser, bool, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return nil, false, err
-		}
-		req.Header = hdr.Clone()
-		req.Header.Set("User-Agent", "cachegate")
-		resp, c, err := h.raw.roundTrip(ctx, req)
-		if err != nil {
-			return nil, true, err
-		}
-		if err := checkRange(resp, u, version, off, n); err != nil {
-			c.c.Close()
-			var se *StatusError
-			return nil, errors.As(err, &se) && se.Temporary(), err
-		}
-		return newRawBody(ctx, h.raw, c, n, !resp.Close, h.timeout, u), false, nil
-	})
 }
 
 // checkRange accepts a response only if it carries exactly bytes off..off+n-1 of the

@@ -3,6 +3,7 @@ package origin
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -116,6 +117,36 @@ func (rc *rawClient) roundTrip(ctx context.Context, req *http.Request) (*http.Re
 		}
 		return resp, c, nil
 	}
+}
+
+// readRange GETs bytes off..off+n-1 of u (hdr carries the Range and conditional
+// headers), retrying transient failures like HTTP.do, and returns a body that can
+// splice. sign, when set, finishes each attempt's request (S3 signs it, with a fresh
+// date each time).
+func (rc *rawClient) readRange(ctx context.Context, u string, hdr http.Header, version string, off, n int64, sign func(*http.Request) (*http.Request, error)) (io.ReadCloser, error) {
+	return retry(ctx, func() (io.ReadCloser, bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, false, err
+		}
+		req.Header = hdr.Clone()
+		req.Header.Set("User-Agent", "cachegate")
+		if sign != nil {
+			if req, err = sign(req); err != nil {
+				return nil, false, err
+			}
+		}
+		resp, c, err := rc.roundTrip(ctx, req)
+		if err != nil {
+			return nil, true, err
+		}
+		if err := checkRange(resp, u, version, off, n); err != nil {
+			c.c.Close()
+			var se *StatusError
+			return nil, errors.As(err, &se) && se.Temporary(), err
+		}
+		return newRawBody(ctx, rc, c, n, !resp.Close, rc.timeout, u), false, nil
+	})
 }
 
 // rawBody reads exactly n body bytes from a connection, returning it to the pool when
