@@ -494,7 +494,7 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	}
 }
 
-// timeoutMemory is how long a chunk whose fetch timed out fails at once.
+// timeoutMemory is how long new fetches of an object fail at once after one timed out.
 const timeoutMemory = time.Second
 
 // ErrOriginTimeout reports an origin that sent nothing useful for --origin-timeout.
