@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -46,14 +44,19 @@ type cacheVerbFlags struct {
 	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
 }
 
-// session is either a running owner (over its control socket) or the cache opened
-// directly under its lock.
+// session is a client of the cache's owner. When no cachegate owns the cache, the
+// command becomes its owner for its own duration: it opens the cache under its lock
+// and serves the control API itself, so every verb is written once, against the API.
 type session struct {
 	client *control.Client
-	c      *cache.Cache
+	c      *cache.Cache    // the cache this command opened, when it had no owner
+	ctl    *control.Server // ...and the control API it serves meanwhile
 }
 
 func (s *session) close() {
+	if s.ctl != nil {
+		s.ctl.Close()
+	}
 	if s.c != nil {
 		s.c.Close()
 	}
@@ -88,12 +91,20 @@ func openSession(dir, originFlag string) (*session, error) {
 	if info.CacheSize <= 0 {
 		info.CacheSize = 10 << 30
 	}
-	c, err := cache.Open(o, cache.Options{Dir: dir, Limit: info.CacheSize, ChunkSize: info.ChunkSize,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := cache.Open(o, cache.Options{Dir: dir, Limit: info.CacheSize, ChunkSize: info.ChunkSize, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	return &session{c: c}, nil
+	s := &session{c: c}
+	if s.ctl, err = control.Listen(c, nil, log); err == nil {
+		s.client, err = control.Dial(dir)
+	}
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // resolvePath turns a PATH argument into an origin path: an absolute path inside a
@@ -185,19 +196,11 @@ func (c *cacheLsCmd) Run() error {
 	defer s.close()
 	walk := c.Prefix != "" && !c.CachedOnly
 	var objs []cache.ObjectInfo
-	switch {
-	case s.client != nil:
-		q := "/v1/objects?prefix=" + queryEscape(prefix)
-		if walk {
-			q += "&origin=1"
-		}
-		err = s.client.Get(q, &objs)
-	case walk:
-		objs, err = s.c.ObjectsInOrigin(context.Background(), prefix)
-	default:
-		objs = s.c.Objects(prefix)
+	q := "/v1/objects?prefix=" + queryEscape(prefix)
+	if walk {
+		q += "&origin=1"
 	}
-	if err != nil {
+	if err := s.client.Get(q, &objs); err != nil {
 		return notFoundHint(err)
 	}
 	if c.JSON {
@@ -238,12 +241,7 @@ func (c *cacheStatCmd) Run() error {
 	}
 	defer s.close()
 	var info cache.ObjectInfo
-	if s.client != nil {
-		err = s.client.Get("/v1/object?path="+queryEscape(p), &info)
-	} else {
-		info, err = s.c.Object(context.Background(), p)
-	}
-	if err != nil {
+	if err := s.client.Get("/v1/object?path="+queryEscape(p), &info); err != nil {
 		return notFoundHint(err)
 	}
 	if c.JSON {
@@ -294,41 +292,30 @@ func warmOrPin(a warmArgs, pin bool) error {
 	}
 	defer s.close()
 	bar := newProgressBar(!f.JSON)
-	var final cache.WarmProgress
-	if s.client != nil {
-		verb := "/v1/warm"
-		if pin {
-			verb = "/v1/pin"
+	verb := "/v1/warm"
+	if pin {
+		verb = "/v1/pin"
+	}
+	line, err := s.client.Stream(verb, control.Request{Paths: paths, Parallel: parallel}, func(l control.ProgressLine) { bar.update(l.Progress) })
+	final := line.Progress
+	if err == nil && line.Error != "" {
+		err = errors.New(line.Error)
+		if line.NotFound {
+			err = fmt.Errorf("%s (not in the origin)", line.Error)
 		}
-		line, err := s.client.Stream(verb, control.Request{Paths: paths, Parallel: parallel}, func(l control.ProgressLine) { bar.update(l.Progress) })
-		final = line.Progress
-		if err == nil && line.Error != "" {
-			err = errors.New(line.Error)
-			if line.NotFound {
-				err = fmt.Errorf("%s (not in the origin)", line.Error)
-			}
-		}
-		bar.done(final)
-		if err != nil {
-			return err
-		}
-	} else {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-		defer stop()
-		final, err = s.c.Warm(ctx, paths, parallel, pin, bar.update)
-		bar.done(final)
-		if err != nil {
-			return notFoundHint(err)
-		}
+	}
+	bar.done(final)
+	if err != nil {
+		return err
 	}
 	if f.JSON {
 		return printJSON(final)
 	}
-	verb := "warmed"
+	done := "warmed"
 	if pin {
-		verb = "pinned"
+		done = "pinned"
 	}
-	fmt.Printf("%s %d files, %s (%s fetched from the origin)\n", verb, final.Files, units.FormatSize(final.Bytes), units.FormatSize(final.Fetched))
+	fmt.Printf("%s %d files, %s (%s fetched from the origin)\n", done, final.Files, units.FormatSize(final.Bytes), units.FormatSize(final.Fetched))
 	return nil
 }
 
@@ -338,7 +325,7 @@ type cacheUnpinCmd struct {
 }
 
 func (c *cacheUnpinCmd) Run() error {
-	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/unpin", "unpinned", func(ca *cache.Cache, p string) (int, error) { return ca.Unpin(p) })
+	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/unpin", "unpinned")
 }
 
 type cacheEvictCmd struct {
@@ -347,11 +334,11 @@ type cacheEvictCmd struct {
 }
 
 func (c *cacheEvictCmd) Run() error {
-	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/evict", "evicted", func(ca *cache.Cache, p string) (int, error) { return ca.Evict(p), nil })
+	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/evict", "evicted")
 }
 
 // simpleVerb runs a per-path verb that answers with a count of objects.
-func simpleVerb(args []string, f cacheVerbFlags, verb, done string, direct func(*cache.Cache, string) (int, error)) error {
+func simpleVerb(args []string, f cacheVerbFlags, verb, done string) error {
 	paths, err := resolvePaths(args)
 	if err != nil {
 		return err
@@ -364,19 +351,7 @@ func simpleVerb(args []string, f cacheVerbFlags, verb, done string, direct func(
 	var res struct {
 		Objects int `json:"objects"`
 	}
-	if s.client != nil {
-		err = s.client.Post(verb, control.Request{Paths: paths}, &res)
-	} else {
-		for _, p := range paths {
-			n, e := direct(s.c, p)
-			res.Objects += n
-			if e != nil {
-				err = e
-				break
-			}
-		}
-	}
-	if err != nil {
+	if err := s.client.Post(verb, control.Request{Paths: paths}, &res); err != nil {
 		return err
 	}
 	if f.JSON {
@@ -398,12 +373,7 @@ func (c *cacheVerifyCmd) Run() error {
 	}
 	defer s.close()
 	var res cache.VerifyResult
-	if s.client != nil {
-		err = s.client.Post("/v1/verify", control.Request{Repair: c.Repair}, &res)
-	} else {
-		res, err = s.c.Verify(context.Background(), c.Repair)
-	}
-	if err != nil {
+	if err := s.client.Post("/v1/verify", control.Request{Repair: c.Repair}, &res); err != nil {
 		return err
 	}
 	if res.Bad == nil {
@@ -445,24 +415,14 @@ func (c *cacheGcCmd) Run() error {
 		Freed   int64 `json:"freed_bytes"`
 		Objects int64 `json:"objects"`
 	}
-	if s.client != nil {
-		if c.To == 0 {
-			var st control.Status
-			if err := s.client.Get("/v1/status", &st); err != nil {
-				return err
-			}
-			to = st.Cache.LimitBytes / 2
+	if c.To == 0 {
+		var st control.Status
+		if err := s.client.Get("/v1/status", &st); err != nil {
+			return err
 		}
-		err = s.client.Post("/v1/gc", control.Request{To: to}, &res)
-	} else {
-		if c.To == 0 {
-			to = s.c.Status().LimitBytes / 2
-		}
-		var n int
-		res.Freed, n = s.c.GC(to)
-		res.Objects = int64(n)
+		to = st.Cache.LimitBytes / 2
 	}
-	if err != nil {
+	if err := s.client.Post("/v1/gc", control.Request{To: to}, &res); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -496,12 +456,7 @@ func (c *cacheClearCmd) Run() error {
 	var res struct {
 		Objects int `json:"objects"`
 	}
-	if s.client != nil {
-		err = s.client.Post("/v1/clear", control.Request{}, &res)
-	} else {
-		res.Objects = s.c.Clear()
-	}
-	if err != nil {
+	if err := s.client.Post("/v1/clear", control.Request{}, &res); err != nil {
 		return err
 	}
 	if c.JSON {
@@ -522,14 +477,11 @@ func (c *statusCmd) Run() error {
 	}
 	defer s.close()
 	var st control.Status
-	if s.client != nil {
-		err = s.client.Get("/v1/status", &st)
-	} else {
-		st = control.StatusOf(s.c, nil)
-		st.Pid = 0 // nobody owns it
-	}
-	if err != nil {
+	if err := s.client.Get("/v1/status", &st); err != nil {
 		return err
+	}
+	if s.c != nil {
+		st.Pid = 0 // nobody owns it; this command opened it
 	}
 	if c.JSON {
 		return printJSON(st)
