@@ -306,9 +306,9 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 				wait = append(wait, f)
 				continue
 			}
-			if t := o.timedOut; t.err != nil && time.Since(t.at) < timeoutMemory {
+			if err := o.recentTimeout(); err != nil {
 				o.mu.Unlock()
-				return false, t.err
+				return false, err
 			}
 			end := i
 			for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
@@ -341,7 +341,7 @@ func (o *object) prefetch(first, last int) {
 	last = min(last, o.nchunks-1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.side == nil || o.timedOut.err != nil && time.Since(o.timedOut.at) < timeoutMemory {
+	if o.side == nil || o.recentTimeout() != nil {
 		return
 	}
 	for i := first; i <= last; i++ {
@@ -446,7 +446,7 @@ func (o *object) fetch(first, last int, fl []*flight) {
 		for ; i <= last; i++ {
 			n := o.chunkLen(i)
 			if fw != nil {
-				err = o.spliceChunk(fw, i, n)
+				err = o.spliceChunk(fw, i, (*buf)[:n])
 			} else {
 				b := (*buf)[:n]
 				if _, err = io.ReadFull(rc, b); err == nil {
@@ -497,6 +497,15 @@ func (o *object) fetch(first, last int, fl []*flight) {
 // timeoutMemory is how long new fetches of an object fail at once after one timed out.
 const timeoutMemory = time.Second
 
+// recentTimeout returns the error of a fetch of o that timed out less than
+// timeoutMemory ago, or nil. o.mu must be held.
+func (o *object) recentTimeout() error {
+	if t := o.timedOut; t.err != nil && time.Since(t.at) < timeoutMemory {
+		return t.err
+	}
+	return nil
+}
+
 // ErrOriginTimeout reports an origin that sent nothing useful for --origin-timeout.
 var ErrOriginTimeout = errors.New("origin timeout")
 
@@ -534,19 +543,16 @@ func (o *object) writeChunk(i int, b []byte) error {
 	return nil
 }
 
-// spliceChunk moves chunk i from the origin into the data file inside the kernel, then
-// computes its CRC from the page cache.
-func (o *object) spliceChunk(fw origin.FileWriter, i int, n int64) error {
+// spliceChunk moves chunk i (len(b) bytes) from the origin into the data file inside
+// the kernel, then computes its CRC from the page cache, read back into b.
+func (o *object) spliceChunk(fw origin.FileWriter, i int, b []byte) error {
 	off := int64(i) * o.ChunkSize
-	if err := fw.WriteToFile(o.data, off, n); err != nil {
+	if err := fw.WriteToFile(o.data, off, int64(len(b))); err != nil {
 		return err
 	}
 	// Read the chunk back from the page cache for its CRC: copying 1 MiB costs less
 	// than mapping it (mmap with MAP_POPULATE, then munmap's TLB shootdown took about
 	// 7% more CPU over a cold 512 MiB S3 read here).
-	buf := getBuf(o.ChunkSize)
-	defer putBuf(buf)
-	b := (*buf)[:n]
 	if _, err := o.data.ReadAt(b, off); err != nil {
 		return fmt.Errorf("read chunk back for its checksum: %w", err)
 	}

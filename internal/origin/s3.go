@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/minio/minio-go/v7"
@@ -146,7 +147,7 @@ func (s *S3) explain(op, key string, err error) error {
 		case "NoSuchBucket":
 			return fmt.Errorf("bucket %q does not exist at %s", s.bucket, s.client.EndpointURL())
 		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken":
-			return fmt.Errorf("access denied to %s (%s): check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE)", s.name, er.Code)
+			return s.accessDenied(er.Code)
 		case "PreconditionFailed":
 			return fmt.Errorf("%s: %w", key, ErrChanged)
 		case "InternalError", "ServiceUnavailable", "SlowDown":
@@ -157,6 +158,12 @@ func (s *S3) explain(op, key string, err error) error {
 		}
 	}
 	return fmt.Errorf("%s %s%s: %w", op, s.name, key, err)
+}
+
+// accessDenied says what to do when the store refuses the credentials; why is the
+// store's error code or HTTP status.
+func (s *S3) accessDenied(why string) error {
+	return fmt.Errorf("access denied to %s (%s): check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE)", s.name, why)
 }
 
 // quote and unquote convert between minio's bare ETags and HTTP's quoted ones.
@@ -315,7 +322,7 @@ func (s *S3) readRangeRaw(ctx context.Context, p, version string, off, n int64) 
 	rc, err := s.raw.readRange(ctx, u, hdr, version, off, n, s.sign)
 	var se *StatusError
 	if errors.As(err, &se) && (se.Status == http.StatusForbidden || se.Status == http.StatusUnauthorized) {
-		return nil, fmt.Errorf("access denied to %s (%d): check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE)", s.name, se.Status)
+		return nil, s.accessDenied(strconv.Itoa(se.Status))
 	}
 	return rc, err
 }
