@@ -15,6 +15,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"io"
 	"io/fs"
@@ -29,6 +30,8 @@ import (
 	"github.com/cachegate/cachegate/internal/origin"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
+	"golang.org/x/sys/unix"
 )
 
 // Options configures a mount.
@@ -76,10 +79,13 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
 			Options:          []string{"ro"},
-			MaxWrite:         1 << 20,
-			MaxReadAhead:     1 << 20,
+			MaxWrite:         maxRequest(),
+			MaxReadAhead:     maxRequest(),
 			MaxBackground:    64,
 			Debug:            opts.Debug,
+			// go-fuse logs only what went wrong (a failed splice, a reply the
+			// kernel refused): warnings in our log, not lines on stderr.
+			Logger: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 		},
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
@@ -97,7 +103,44 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	if err := server.WaitMount(); err != nil {
 		return nil, nil, err
 	}
+	if err := setReadahead(mountpoint, kernelReadahead); err != nil {
+		fsys.log.Debug("kernel readahead left at its default", "err", err)
+	}
 	return server, fsys, nil
+}
+
+// kernelReadahead is how far ahead the kernel reads a file that is not read by
+// passthrough. FUSE mounts start with the kernel's 128 KiB default whatever the
+// daemon asks for, so a sequential reader waited for one 128 KiB round trip at a
+// time: 1 GiB read through cachegate from a complete cache file took 0.50 s, and
+// 0.30-0.35 s with 4 MiB in flight.
+const kernelReadahead = 4 << 20
+
+// setReadahead sets the readahead of the mount's backing device info, as
+// gcsfuse's documentation tells its users to by hand. It needs root; without it
+// the default stays.
+func setReadahead(mountpoint string, n int) error {
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return err
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	return os.WriteFile(p, []byte(fmt.Sprint(n>>10)), 0)
+}
+
+// maxRequest is the largest read the kernel may send us: the largest power of two
+// up to 1 MiB whose reply, header included, fits one pipe. go-fuse splices a reply
+// from the cache file through a pipe it can grow only to /proc/sys/fs/pipe-max-size
+// (1 MiB by default); a reply that does not fit falls back to pread and write, two
+// copies through user memory. With 1 MiB requests every reply did (go-fuse logged
+// each), and a cold read of 1 GiB from nginx took 1.13-1.18 s instead of
+// 0.97-1.08 s here.
+func maxRequest() int {
+	n := 1 << 20
+	for n > 64<<10 && n+2*os.Getpagesize() > splice.MaxPipeSize() {
+		n /= 2
+	}
+	return n
 }
 
 // inoFor derives a stable inode number. Files include size and mtime so that a new

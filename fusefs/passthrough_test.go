@@ -22,6 +22,12 @@ import (
 // returns the mount point and the io-mode bookkeeping. It needs root (DirectMount).
 func mountLocal(t *testing.T, files map[string][]byte, limit int64) (string, *ioModes) {
 	t.Helper()
+	return mountLocalWith(t, files, limit, Options{})
+}
+
+// mountLocalWith is mountLocal with mount options; a nil opts.Logger discards.
+func mountLocalWith(t *testing.T, files map[string][]byte, limit int64, opts Options) (string, *ioModes) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
 	}
@@ -35,13 +41,17 @@ func mountLocal(t *testing.T, files map[string][]byte, limit int64) (string, *io
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	opts.TTL, opts.Logger = time.Minute, log
 	c, err := cache.Open(o, cache.Options{Dir: t.TempDir(), Limit: limit, ChunkSize: 64 << 10, TTL: time.Minute, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	srv, fsys, err := mount(mnt, c, Options{TTL: time.Minute, Logger: log})
+	srv, fsys, err := mount(mnt, c, opts)
 	if err != nil {
 		c.Close()
 		t.Fatalf("mount: %v", err)

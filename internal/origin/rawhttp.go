@@ -289,14 +289,33 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 		return b.fail(err)
 	}
 	fd := int(f.Fd())
+	// The pipe fills with all n bytes before they go to the file, when it can hold
+	// them: one large write lets the page cache use large folios, which every later
+	// read of the file copies faster. Reading a 1 GiB cache file from the page
+	// cache took 82-84 ms filled this way and 97-101 ms filled with the socket's
+	// pieces as they came. A pipe can run out of slots before bytes (each slot
+	// holds one socket buffer fragment); then it is emptied early.
 	for n > 0 {
 		if err := b.armDeadline(); err != nil {
 			return err
 		}
 		var got int64
 		var serr error
+		full := false
 		rerr := raw.Read(func(s uintptr) bool {
-			got, serr = unix.Splice(int(s), nil, p[1], nil, int(min(n, 1<<20)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			splice := func() {
+				got, serr = unix.Splice(int(s), nil, p[1], nil, int(min(n-inPipe, 1<<20)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			}
+			splice()
+			if serr == unix.EAGAIN && inPipe > 0 {
+				// Bytes queued on the socket that a second try cannot move
+				// either (they may have just arrived) mean the pipe is full.
+				if queued, err := unix.IoctlGetInt(int(s), unix.SIOCINQ); err == nil && queued > 0 {
+					if splice(); serr == unix.EAGAIN {
+						full, got, serr = true, 0, nil
+					}
+				}
+			}
 			return serr != unix.EAGAIN
 		})
 		if rerr != nil {
@@ -308,11 +327,14 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 		if serr != nil {
 			return b.fail(serr)
 		}
-		if got == 0 {
+		if got == 0 && !full {
 			return b.fail(fmt.Errorf("body ended %d bytes early: %w", b.left, io.ErrUnexpectedEOF))
 		}
 		inPipe += got
 		b.left -= got
+		if inPipe < n && !full {
+			continue
+		}
 		for inPipe > 0 {
 			o := off
 			m, err := unix.Splice(p[0], nil, fd, &o, int(inPipe), unix.SPLICE_F_MOVE)
