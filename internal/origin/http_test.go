@@ -242,3 +242,36 @@ func TestHTTPSpliceSmallSegments(t *testing.T) {
 		t.Fatal("spliced bytes differ from the body")
 	}
 }
+
+// A body that came in with the response header is already in the client's buffer:
+// it still splices, in as many pieces as the caller asks for.
+func TestHTTPSpliceBufferedBody(t *testing.T) {
+	body := []byte(strings.Repeat("0123456789", 10))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Range", "bytes 0-99/100")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	o, _ := NewHTTP(srv.URL, Options{Timeout: time.Minute})
+	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, piece := range [][2]int64{{0, 40}, {40, 60}} {
+		if err := rc.(FileWriter).WriteToFile(f, piece[0], piece[1]); err != nil {
+			t.Fatalf("WriteToFile(%d, %d): %v", piece[0], piece[1], err)
+		}
+	}
+	if got, _ := os.ReadFile(f.Name()); !bytes.Equal(got, body) {
+		t.Fatalf("got %q", got)
+	}
+}

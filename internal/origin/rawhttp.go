@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -259,15 +260,6 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 	if n > b.left {
 		return b.fail(fmt.Errorf("asked for %d bytes, %d left", n, b.left))
 	}
-	// Bytes already read into the header buffer go first.
-	if k := min(int64(b.c.br.Buffered()), n); k > 0 {
-		buf, _ := b.c.br.Peek(int(k))
-		if _, err := f.WriteAt(buf, off); err != nil {
-			return err
-		}
-		b.c.br.Discard(int(k))
-		off, n, b.left = off+k, n-k, b.left-k
-	}
 	if n == 0 {
 		return nil
 	}
@@ -284,6 +276,17 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 			unix.Close(p[1])
 		}
 	}()
+	// Bytes already read into the header buffer go first, through the pipe too, so
+	// that they reach the file in the same write as the rest.
+	if k := min(int64(b.c.br.Buffered()), n); k > 0 {
+		buf, _ := b.c.br.Peek(int(k))
+		w, err := unix.Write(p[1], buf) // an empty pipe holds far more than 16 KiB
+		if err != nil {
+			return b.fail(err)
+		}
+		b.c.br.Discard(w)
+		inPipe, b.left = int64(w), b.left-int64(w)
+	}
 	raw, err := b.c.c.SyscallConn()
 	if err != nil {
 		return b.fail(err)
@@ -296,44 +299,16 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 	// pieces as they came. A pipe can run out of slots before bytes (each slot
 	// holds one socket buffer fragment); then it is emptied early.
 	for n > 0 {
-		if err := b.armDeadline(); err != nil {
-			return err
-		}
-		var got int64
-		var serr error
-		full := false
-		rerr := raw.Read(func(s uintptr) bool {
-			splice := func() {
-				got, serr = unix.Splice(int(s), nil, p[1], nil, int(min(n-inPipe, 1<<20)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if inPipe < n {
+			got, full, err := b.spliceIn(raw, p[1], n-inPipe, inPipe > 0)
+			if err != nil {
+				return err
 			}
-			splice()
-			if serr == unix.EAGAIN && inPipe > 0 {
-				// Bytes queued on the socket that a second try cannot move
-				// either (they may have just arrived) mean the pipe is full.
-				if queued, err := unix.IoctlGetInt(int(s), unix.SIOCINQ); err == nil && queued > 0 {
-					if splice(); serr == unix.EAGAIN {
-						full, got, serr = true, 0, nil
-					}
-				}
+			inPipe += got
+			b.left -= got
+			if inPipe < n && !full {
+				continue
 			}
-			return serr != unix.EAGAIN
-		})
-		if rerr != nil {
-			if b.cancelled.Load() {
-				rerr = context.Cause(b.ctx)
-			}
-			return b.fail(rerr)
-		}
-		if serr != nil {
-			return b.fail(serr)
-		}
-		if got == 0 && !full {
-			return b.fail(fmt.Errorf("body ended %d bytes early: %w", b.left, io.ErrUnexpectedEOF))
-		}
-		inPipe += got
-		b.left -= got
-		if inPipe < n && !full {
-			continue
 		}
 		for inPipe > 0 {
 			o := off
@@ -347,6 +322,45 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 		}
 	}
 	return nil
+}
+
+// spliceIn moves up to want body bytes from the socket into the pipe pw, waiting
+// for the socket when it has none. With bytes already in the pipe (waited), it
+// reports full instead of waiting when the socket has bytes the pipe cannot take.
+func (b *rawBody) spliceIn(raw syscall.RawConn, pw int, want int64, waited bool) (got int64, full bool, err error) {
+	if err := b.armDeadline(); err != nil {
+		return 0, false, err
+	}
+	var serr error
+	rerr := raw.Read(func(s uintptr) bool {
+		splice := func() {
+			got, serr = unix.Splice(int(s), nil, pw, nil, int(min(want, 1<<20)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		}
+		splice()
+		if serr == unix.EAGAIN && waited {
+			// Bytes queued on the socket that a second try cannot move either
+			// (they may have just arrived) mean the pipe is full.
+			if queued, err := unix.IoctlGetInt(int(s), unix.SIOCINQ); err == nil && queued > 0 {
+				if splice(); serr == unix.EAGAIN {
+					full, got, serr = true, 0, nil
+				}
+			}
+		}
+		return serr != unix.EAGAIN
+	})
+	if rerr != nil {
+		if b.cancelled.Load() {
+			rerr = context.Cause(b.ctx)
+		}
+		return 0, false, b.fail(rerr)
+	}
+	if serr != nil {
+		return 0, false, b.fail(serr)
+	}
+	if got == 0 && !full {
+		return 0, false, b.fail(fmt.Errorf("body ended %d bytes early: %w", b.left, io.ErrUnexpectedEOF))
+	}
+	return got, full, nil
 }
 
 func (b *rawBody) Close() error {
