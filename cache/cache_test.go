@@ -161,6 +161,35 @@ func TestConcurrentColdReadersShareFetches(t *testing.T) {
 	}
 }
 
+// A sequential reader's readahead goes out in requests of several chunks, however
+// small its reads: topped up after every read, the window used to grow by a chunk
+// at a time and each read started a one-chunk request.
+func TestSequentialReadaheadUsesLargeRequests(t *testing.T) {
+	f := newFixture(t)
+	f.opts.Readahead = 4 << 20 // 64 chunks
+	want := randomFile(t, f.originDir, "big", 32<<20, 4)
+	c := f.open()
+	defer c.Close()
+	h, err := c.Open(context.Background(), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	got := make([]byte, len(want))
+	for off := 0; off < len(got); off += 16 << 10 { // a quarter chunk at a time
+		if _, err := h.ReadAt(context.Background(), got[off:off+16<<10], int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("wrong bytes")
+	}
+	chunks := int64(len(want)) / f.opts.ChunkSize
+	if reads := f.origin.reads.Load(); reads > 2*chunks/spanChunks+8 {
+		t.Errorf("%d origin requests for %d chunks, want about %d (%d chunks each)", reads, chunks, chunks/spanChunks, spanChunks)
+	}
+}
+
 func TestRandomReads(t *testing.T) {
 	f := newFixture(t)
 	want := randomFile(t, f.originDir, "r", 5<<20+7, 4)

@@ -26,6 +26,7 @@ type Handle struct {
 	mu     sync.Mutex
 	next   int64 // where a sequential reader's next read starts
 	window int64 // current readahead window in bytes
+	ahead  int64 // readahead has been started up to here
 	closed bool
 }
 
@@ -145,13 +146,24 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 		limit := min(h.c.opts.Readahead, h.c.opts.Limit/4)
 		h.window = max(2*cs, min(2*h.window, limit))
 	} else {
-		h.window = 0
+		h.window, h.ahead = 0, 0
 	}
 	h.next = off + n
-	window := h.window
+	// The window is topped up in large steps: topped up after every read, it
+	// grew by a chunk at a time, so each read started a one-chunk request, and a
+	// cold S3 read had 69 of them in flight at once.
+	var from, to int64
+	if h.window > 0 {
+		from, to = max(h.ahead, off+n), min(off+n+h.window, h.entry.Size)
+		if to-from >= min(spanChunks*cs, h.window/2) || to == h.entry.Size && to > from {
+			h.ahead = to
+		} else {
+			to = from
+		}
+	}
 	h.mu.Unlock()
-	if window > 0 {
-		o.prefetch(last+1, int((off+n+window-1)/cs))
+	if to > from {
+		o.prefetch(int(from/cs), int((to-1)/cs))
 	}
 
 	start := time.Now()
