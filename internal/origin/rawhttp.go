@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"net/http"
 	"net/url"
@@ -310,15 +311,22 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 				continue
 			}
 		}
-		for inPipe > 0 {
+		// A full pipe is emptied by a power of two, the rest kept for the next
+		// write, so that the file's folios stay large and aligned.
+		drain := inPipe
+		if inPipe < n {
+			drain = 1 << (bits.Len64(uint64(inPipe)) - 1)
+		}
+		for drain > 0 {
 			o := off
-			m, err := unix.Splice(p[0], nil, fd, &o, int(inPipe), unix.SPLICE_F_MOVE)
+			m, err := unix.Splice(p[0], nil, fd, &o, int(drain), unix.SPLICE_F_MOVE)
 			if err != nil {
 				return err // a file error (ENOSPC): the caller decides
 			}
 			off += m
 			inPipe -= m
 			n -= m
+			drain -= m
 		}
 	}
 	return nil
