@@ -65,6 +65,8 @@ type Server struct {
 	}
 	requests atomic.Int64
 	active   atomic.Int64
+
+	routes routes // how each connection's bytes leave the host
 }
 
 // New returns a server for c.
@@ -179,17 +181,15 @@ type conn struct {
 	buf   []byte // copy-path buffer, allocated on first use
 	hdr   []byte // response header being built
 	isTLS bool
-	// loopback: the client is on this machine, so no NIC (and no DMA) is involved.
-	loopback bool
+	// egress: the interface the connection's bytes leave by, as auto needs it.
+	egress egress
 }
 
 func (s *Server) handle(nc net.Conn) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	c := &conn{s: s, nc: nc}
-	if a, ok := nc.LocalAddr().(*net.TCPAddr); ok {
-		c.loopback = a.IP.IsLoopback()
-	}
+	c.egress = s.routes.classify(nc.LocalAddr(), nc.RemoteAddr())
 	switch t := nc.(type) {
 	case *net.TCPConn:
 		sock, err := zerocopy.NewSocket(t, s.opts.SendTimeout)

@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// netnsPeer is a network namespace joined to this host by a veth pair: the host
+// side has HostIP, the namespace side PeerIP. Clients run inside the namespace
+// reach the host through the veth, as remote clients reach it through a NIC.
+type netnsPeer struct {
+	NS, HostIf string
+	HostIP     string
+}
+
+func run(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// startNetns creates the namespace and veth pair, removed when t ends. It skips
+// the test where namespaces or veth devices cannot be made.
+func startNetns(t *testing.T) *netnsPeer {
+	t.Helper()
+	requireRoot(t)
+	for _, tool := range []string{"ip", "ethtool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (Debian: iproute2, ethtool)", tool)
+		}
+	}
+	id := os.Getpid() % 100000
+	p := &netnsPeer{NS: fmt.Sprintf("cgtest%d", id), HostIf: fmt.Sprintf("cgh%d", id), HostIP: "10.231.7.1"}
+	peerIf := fmt.Sprintf("cgp%d", id)
+	if err := run("ip", "netns", "add", p.NS); err != nil {
+		t.Skipf("cannot create a network namespace: %v", err)
+	}
+	t.Cleanup(func() { run("ip", "netns", "del", p.NS) })
+	if err := run("ip", "link", "add", p.HostIf, "type", "veth", "peer", "name", peerIf); err != nil {
+		t.Skipf("cannot create a veth pair: %v", err)
+	}
+	t.Cleanup(func() { run("ip", "link", "del", p.HostIf) })
+	for _, cmd := range [][]string{
+		{"ip", "link", "set", peerIf, "netns", p.NS},
+		{"ip", "addr", "add", p.HostIP + "/24", "dev", p.HostIf},
+		{"ip", "link", "set", p.HostIf, "up"},
+		{"ip", "netns", "exec", p.NS, "ip", "addr", "add", "10.231.7.2/24", "dev", peerIf},
+		{"ip", "netns", "exec", p.NS, "ip", "link", "set", peerIf, "up"},
+	} {
+		if err := run(cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// xTransfer GETs u with curl, from inside the namespace when ns is set, and
+// returns the response's X-Transfer header.
+func xTransfer(t *testing.T, ns, u string) string {
+	t.Helper()
+	args := []string{"curl", "-sf", "-D", "-", "-o", os.DevNull, u}
+	if ns != "" {
+		args = append([]string{"ip", "netns", "exec", ns}, args...)
+	}
+	out, err := exec.Command(args[0], args[1:]...).Output()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "X-Transfer") {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no X-Transfer in\n%s", out)
+	return ""
+}
+
+// `--transfer auto` decides per connection from the interface the bytes leave by:
+// a 32 KiB file goes to a client behind an interface with scatter-gather from the
+// mapping with its header in one writev, behind one without by sendfile, and to a
+// client on this host (loopback, whatever address it dials) by sendfile.
+func TestAutoFollowsScatterGather(t *testing.T) {
+	p := startNetns(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	writeRandom(t, filepath.Join(dir, "f32k"), 32<<10, 1)
+	cacheDir := filepath.Join(workDir, fmt.Sprintf("egress-cache-%d", os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(cacheDir) })
+
+	for _, sg := range []string{"on", "off"} {
+		// A fresh server for each state: servers reread interfaces every 10 s.
+		if err := run("ethtool", "-K", p.HostIf, "sg", sg); err != nil {
+			t.Fatal(err)
+		}
+		port := freePort(t)
+		addr := net.JoinHostPort(p.HostIP, fmt.Sprint(port))
+		srv := startProc(t, []string{"serve", dir, "--listen", addr, "--cache-dir", cacheDir}, func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		u := "http://" + addr + "/f32k"
+		xTransfer(t, p.NS, u) // fills the cache
+		want := map[string]string{"on": "mmap", "off": "sendfile"}[sg]
+		if got := xTransfer(t, p.NS, u); got != want {
+			t.Errorf("through a veth with scatter-gather %s: X-Transfer %s, want %s", sg, got, want)
+		}
+		if got := xTransfer(t, "", u); got != "sendfile" {
+			t.Errorf("from this host to %s: X-Transfer %s, want sendfile (loopback)", addr, got)
+		}
+		srv.stop()
+	}
+}
