@@ -43,7 +43,8 @@
 //
 // Concurrent readers of one chunk share one origin request (a flight per chunk).
 // A sequential reader grows a readahead window, fetched as several parallel range
-// requests of up to a span each. Transient origin errors are retried with backoff,
+// requests of up to a span each; the window is topped up a span (or half the window)
+// at a time, so small reads never turn readahead into one request per chunk. Transient origin errors are retried with backoff,
 // resuming at the first missing chunk; a changed object fails the read (ErrChanged)
 // instead of mixing versions. When no room can be made (everything open or pinned, or
 // the disk is full), reads go straight to the origin, uncached.
