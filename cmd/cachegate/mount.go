@@ -184,6 +184,12 @@ func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, 
 
 // checkMountpoint refuses a missing, non-directory, dead or already-mounted mountpoint.
 func checkMountpoint(mp string) error {
+	// statfs always asks the filesystem (stat of a FUSE root can be answered from
+	// cached attributes), so a mount whose daemon died answers ENOTCONN here.
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mp, &sfs); errors.Is(err, syscall.ENOTCONN) {
+		return fmt.Errorf("%s is a dead mount whose process is gone: run cachegate unmount %s", mp, mp)
+	}
 	fi, err := os.Stat(mp)
 	switch {
 	case errors.Is(err, syscall.ENOTCONN):
