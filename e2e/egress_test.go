@@ -29,7 +29,7 @@ func run(args ...string) error {
 
 // startNetns creates the namespace and veth pair, removed when t ends. It skips
 // the test where namespaces or veth devices cannot be made.
-func startNetns(t *testing.T) *netnsPeer {
+func startNetns(t testing.TB) *netnsPeer {
 	t.Helper()
 	requireRoot(t)
 	for _, tool := range []string{"ip", "ethtool"} {
@@ -84,9 +84,9 @@ func xTransfer(t *testing.T, ns, u string) string {
 }
 
 // `--transfer auto` decides per connection from the interface the bytes leave by:
-// a 32 KiB file goes to a client behind an interface with scatter-gather from the
-// mapping with its header in one writev, behind one without by sendfile, and to a
-// client on this host (loopback, whatever address it dials) by sendfile.
+// a 32 KiB file goes to a client behind an interface with scatter-gather by
+// sendfile, behind one without from the mapping, and to a client on this host
+// (loopback, whatever address it dials) by sendfile.
 func TestAutoFollowsScatterGather(t *testing.T) {
 	p := startNetns(t)
 	dir := t.TempDir()
@@ -111,7 +111,7 @@ func TestAutoFollowsScatterGather(t *testing.T) {
 		})
 		u := "http://" + addr + "/f32k"
 		xTransfer(t, p.NS, u) // fills the cache
-		want := map[string]string{"on": "mmap", "off": "sendfile"}[sg]
+		want := map[string]string{"on": "sendfile", "off": "mmap"}[sg]
 		if got := xTransfer(t, p.NS, u); got != want {
 			t.Errorf("through a veth with scatter-gather %s: X-Transfer %s, want %s", sg, got, want)
 		}
@@ -119,5 +119,64 @@ func TestAutoFollowsScatterGather(t *testing.T) {
 			t.Errorf("from this host to %s: X-Transfer %s, want sendfile (loopback)", addr, got)
 		}
 		srv.stop()
+	}
+}
+
+// BenchmarkEgress measures what the thresholds of `--transfer auto` rest on: one
+// writev from the mapping against send+sendfile, for bodies of 16 KiB to 8 MiB,
+// through a veth into a network namespace with scatter-gather on and off (the
+// namespace stands in for a remote client behind a NIC):
+//
+//	go test ./e2e -run '^$' -bench Egress -benchtime 1x
+//
+// It prints requests/s and the server's CPU per request for each method, and the
+// two ratios, each above 1 where the mapping did better.
+func BenchmarkEgress(b *testing.B) {
+	p := startNetns(b)
+	dir := b.TempDir()
+	os.Chmod(dir, 0o755)
+	sizes := []int64{16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20, 8 << 20}
+	for i, n := range sizes {
+		writeRandom(b, filepath.Join(dir, fmt.Sprint(n)), n, uint64(i))
+	}
+	cacheDir := filepath.Join(workDir, "egress-bench-cache")
+	b.Cleanup(func() { os.RemoveAll(cacheDir) })
+	type result struct{ rps, cpu float64 } // cpu: server CPU-s per request
+	for i := 0; i < b.N; i++ {
+		var sb strings.Builder
+		sb.WriteString("\n| scatter-gather | body | mmap req/s | sendfile req/s | req/s, mmap ÷ sendfile | CPU per request, sendfile ÷ mmap |\n|---|---|---|---|---|---|\n")
+		for _, sg := range []string{"on", "off"} {
+			if err := run("ethtool", "-K", p.HostIf, "sg", sg); err != nil {
+				b.Fatal(err)
+			}
+			res := map[string]map[int64]result{}
+			for _, method := range []string{"mmap", "sendfile"} {
+				res[method] = map[int64]result{}
+				addr := net.JoinHostPort(p.HostIP, fmt.Sprint(freePort(b)))
+				srv := startProc(b, []string{"serve", dir, "--listen", addr, "--cache-dir", cacheDir, "--transfer", method}, func() bool {
+					c, err := net.DialTimeout("tcp", addr, time.Second)
+					if err == nil {
+						c.Close()
+					}
+					return err == nil
+				})
+				for _, n := range sizes {
+					u := fmt.Sprintf("http://%s/%d", addr, n)
+					timeCmd(b, "ip", "netns", "exec", p.NS, "curl", "-sf", "-o", os.DevNull, u) // cache it
+					c0 := procCPU(b, srv.cmd.Process.Pid)
+					start := time.Now()
+					rps := wrkRate(b, p.NS, u, "", "3s")
+					reqs := rps * time.Since(start).Seconds()
+					res[method][n] = result{rps, (procCPU(b, srv.cmd.Process.Pid) - c0) / reqs}
+				}
+				srv.stop()
+			}
+			for _, n := range sizes {
+				m, s := res["mmap"][n], res["sendfile"][n]
+				fmt.Fprintf(&sb, "| %s | %d KiB | %.0f | %.0f | %.2fx | %.2fx |\n", sg, n>>10, m.rps, s.rps, m.rps/s.rps, s.cpu/m.cpu)
+			}
+		}
+		run("ethtool", "-K", p.HostIf, "sg", "on")
+		fmt.Print(sb.String())
 	}
 }

@@ -61,7 +61,7 @@ end
 	if !cfg.small {
 		prefaultMemory(b, 4<<30)
 	}
-	wrk := func(url, script string) float64 { return wrkRate(b, url, script, cfg.wrkTime) }
+	wrk := func(url, script string) float64 { return wrkRate(b, "", url, script, cfg.wrkTime) }
 
 	ng := launchNginx(b, dir, "json", false, b.Cleanup)
 	ngWorker := childPid(b, ng.pid)
@@ -131,13 +131,17 @@ func medianF(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// wrkRate runs wrk -t1 -c32 for d and returns requests per second.
-func wrkRate(b testing.TB, url, script, d string) float64 {
-	args := []string{"-t1", "-c32", "-d" + d}
+// wrkRate runs wrk -t1 -c32 for d, inside network namespace ns when it is set, and
+// returns requests per second.
+func wrkRate(b testing.TB, ns, url, script, d string) float64 {
+	args := []string{"wrk", "-t1", "-c32", "-d" + d}
 	if script != "" {
 		args = append(args, "-s", script)
 	}
-	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+	if ns != "" {
+		args = append([]string{"ip", "netns", "exec", ns}, args...)
+	}
+	out, err := exec.Command(args[0], append(args[1:], url)...).CombinedOutput()
 	if err != nil {
 		b.Fatalf("wrk: %v %s", err, out)
 	}

@@ -29,17 +29,14 @@ import (
 // requests/s: 2 KiB 72k/67k vs 63k/57k, 4 KiB 67k/60k vs 62k/60k, 8 KiB 60k/64k vs
 // 53k/60k, 12 KiB 56k/63k vs 53k/67k (even), 16 KiB 44k/41k vs 54k/68k, 32 KiB
 // 43k/32k vs 47k/59k. One writev beats send+sendfile up to about 12 KiB. Through an
-// interface without scatter-gather (a veth into a network namespace, `ethtool -K
-// sg off`) the two were even from 16 KiB to 256 KiB, and sendfile took 15-30% less
-// server CPU per byte at 1 and 8 MiB, so the same threshold holds there.
+// interface with scatter-gather (BenchmarkEgress: a veth into a network namespace,
+// two runs) the two were even or sendfile ahead from 16 to 64 KiB (requests/s mmap ÷
+// sendfile 0.74-1.02) and sendfile clearly ahead from 128 KiB to 1 MiB (0.73-0.80,
+// with 40-60% less server CPU per request), so the same threshold holds there. At 8 MiB
+// the mapping moved more (1.19-1.54) for more CPU per request; a veth's receiver
+// copies on this host's CPUs, as loopback's does, so that is not taken as a rule
+// for NICs, which take sendfile's pages by DMA.
 const smallBody = 12 << 10
-
-// smallBodySG is smallBody for an interface with scatter-gather. Through a veth
-// with scatter-gather on, wrk -t1 -c32 from a network namespace, two runs each,
-// requests/s mmap vs sendfile: 32 KiB 26.1k/22.7k vs 22.0k/24.5k (even), 64 KiB
-// 20.0k/19.4k vs 19.2k/15.7k, with 10-28% less server CPU per request from the
-// mapping; 128 KiB 12.0k/12.1k vs 13.6k/13.3k, and sendfile took 20% less CPU.
-const smallBodySG = 64 << 10
 
 // segment is how much of a body one send covers: the cache fills and the server
 // sends in steps of this size, so a cold file streams as its chunks arrive.
@@ -370,12 +367,15 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 // choose picks the transfer method for a body of n bytes on this connection.
 //
 // auto: TLS never uses sendfile (the bytes are encrypted in user space), so complete
-// files are written from the mapping. Otherwise a small body of a complete file goes
-// out with its header in one writev from the mapping (up to smallBody, or
-// smallBodySG through an interface with scatter-gather), and larger bodies, and files
-// still filling (only present segments are sent), by sendfile, except to a client on
-// this host: loopback has no DMA, the receiver copies anyway, and a complete body
-// over largeLoopback bytes went faster from the mapping.
+// files are written from the mapping. Otherwise a body of up to smallBody bytes of a
+// complete file goes out with its header in one writev from the mapping, and larger
+// bodies, and files still filling (only present segments are sent), by sendfile,
+// with two exceptions measured here. Through an interface without scatter-gather
+// sendfile cannot hand pages over and copies them too, and complete bodies moved
+// faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
+// 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
+// on this host (loopback: no DMA, the receiver copies anyway) a complete body over
+// largeLoopback bytes went faster from the mapping.
 func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.Method {
 	if !h.Cached() {
 		return zerocopy.Copy
@@ -386,17 +386,15 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 		}
 		return c.s.fixed
 	}
-	small := int64(smallBody)
-	if c.egress == egressSG {
-		small = smallBodySG
-	}
 	switch {
 	case c.isTLS:
 		if complete {
 			return zerocopy.Mmap
 		}
 		return zerocopy.Copy
-	case multi || (complete && n <= small):
+	case multi || (complete && n <= smallBody):
+		return zerocopy.Mmap
+	case complete && c.egress == egressNoSG:
 		return zerocopy.Mmap
 	case complete && c.egress == egressLoopback && n > largeLoopback:
 		return zerocopy.Mmap
