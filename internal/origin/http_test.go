@@ -202,23 +202,16 @@ func TestHTTPBodyStopsWithContext(t *testing.T) {
 	}
 }
 
-// A body that arrives in many small segments fills the pipe's slots long before
-// its bytes: the splice drains the pipe early instead of waiting on a socket that
-// has data, and every byte lands where it belongs.
-func TestHTTPSpliceSmallSegments(t *testing.T) {
-	body := make([]byte, 3<<20+12345)
-	for i := range body {
-		body[i] = byte(i*7 + i>>11)
-	}
+// spliceBody serves body as a 206 of the whole object, written by write, and splices
+// it into a file in the pieces given (offset, length), returning the file's bytes.
+func spliceBody(t *testing.T, body []byte, write func(http.ResponseWriter, []byte), pieces [][2]int64) []byte {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", `"v1"`)
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(body)-1, len(body)))
 		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 		w.WriteHeader(http.StatusPartialContent)
-		for p := body; len(p) > 0; p = p[min(len(p), 700):] {
-			w.Write(p[:min(len(p), 700)])
-			w.(http.Flusher).Flush()
-		}
+		write(w, body)
 	}))
 	defer srv.Close()
 	o, _ := NewHTTP(srv.URL, Options{Timeout: time.Minute})
@@ -232,12 +225,33 @@ func TestHTTPSpliceSmallSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	for off := int64(0); off < int64(len(body)); off += 1 << 20 {
-		if err := rc.(FileWriter).WriteToFile(f, off, min(1<<20, int64(len(body))-off)); err != nil {
-			t.Fatal(err)
+	for _, piece := range pieces {
+		if err := rc.(FileWriter).WriteToFile(f, piece[0], piece[1]); err != nil {
+			t.Fatalf("WriteToFile(%d, %d): %v", piece[0], piece[1], err)
 		}
 	}
 	got, _ := os.ReadFile(f.Name())
+	return got
+}
+
+// A body that arrives in many small segments fills the pipe's slots long before
+// its bytes: the splice drains the pipe early instead of waiting on a socket that
+// has data, and every byte lands where it belongs.
+func TestHTTPSpliceSmallSegments(t *testing.T) {
+	body := make([]byte, 3<<20+12345)
+	for i := range body {
+		body[i] = byte(i*7 + i>>11)
+	}
+	var pieces [][2]int64
+	for off := int64(0); off < int64(len(body)); off += 1 << 20 {
+		pieces = append(pieces, [2]int64{off, min(1<<20, int64(len(body))-off)})
+	}
+	got := spliceBody(t, body, func(w http.ResponseWriter, b []byte) {
+		for ; len(b) > 0; b = b[min(len(b), 700):] {
+			w.Write(b[:min(len(b), 700)])
+			w.(http.Flusher).Flush()
+		}
+	}, pieces)
 	if !bytes.Equal(got, body) {
 		t.Fatal("spliced bytes differ from the body")
 	}
@@ -247,31 +261,8 @@ func TestHTTPSpliceSmallSegments(t *testing.T) {
 // it still splices, in as many pieces as the caller asks for.
 func TestHTTPSpliceBufferedBody(t *testing.T) {
 	body := []byte(strings.Repeat("0123456789", 10))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("ETag", `"v1"`)
-		w.Header().Set("Content-Range", "bytes 0-99/100")
-		w.Header().Set("Content-Length", "100")
-		w.WriteHeader(http.StatusPartialContent)
-		w.Write(body)
-	}))
-	defer srv.Close()
-	o, _ := NewHTTP(srv.URL, Options{Timeout: time.Minute})
-	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, piece := range [][2]int64{{0, 40}, {40, 60}} {
-		if err := rc.(FileWriter).WriteToFile(f, piece[0], piece[1]); err != nil {
-			t.Fatalf("WriteToFile(%d, %d): %v", piece[0], piece[1], err)
-		}
-	}
-	if got, _ := os.ReadFile(f.Name()); !bytes.Equal(got, body) {
+	got := spliceBody(t, body, func(w http.ResponseWriter, b []byte) { w.Write(b) }, [][2]int64{{0, 40}, {40, 60}})
+	if !bytes.Equal(got, body) {
 		t.Fatalf("got %q", got)
 	}
 }
