@@ -12,8 +12,8 @@ import (
 )
 
 // netnsPeer is a network namespace joined to this host by a veth pair: the host
-// side has HostIP, the namespace side PeerIP. Clients run inside the namespace
-// reach the host through the veth, as remote clients reach it through a NIC.
+// side HostIf has HostIP, the namespace side 10.231.7.2. Clients run inside the
+// namespace reach the host through the veth, as remote clients reach it through a NIC.
 type netnsPeer struct {
 	NS, HostIf string
 	HostIP     string
