@@ -192,8 +192,6 @@ func checkMountpoint(mp string) error {
 	}
 	fi, err := os.Stat(mp)
 	switch {
-	case errors.Is(err, syscall.ENOTCONN):
-		return fmt.Errorf("%s is a dead mount whose process is gone: run cachegate unmount %s", mp, mp)
 	case errors.Is(err, fs.ErrNotExist):
 		return usagef("mountpoint %s does not exist: create it with mkdir -p %s", mp, mp)
 	case err != nil:
