@@ -234,8 +234,8 @@ func TestServeSyscallsByMethod(t *testing.T) {
 		t.Fatal("strace not installed (e2e/run installs it)")
 	}
 	tr := sharedTree(t)
-	// A 1 MiB file: on loopback auto sends bodies over 2 MiB from the mapping instead
-	// (serve.largeLoopback), since loopback has no DMA; from 12 KiB to 2 MiB it uses
+	// A 1 MiB file: on loopback auto sends bodies over 1 MiB by pread+write instead
+	// (serve.largeLoopback), since loopback has no DMA; from 12 KiB to 1 MiB it uses
 	// sendfile as it would on any interface.
 	big, small := "", "names/"+awkwardNames[3] // 1 MiB and 3.1 KB
 	for p, size := range tr.Sizes {

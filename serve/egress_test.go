@@ -3,6 +3,8 @@ package serve
 import (
 	"net"
 	"testing"
+
+	"github.com/cachegate/cachegate/internal/zerocopy"
 )
 
 func TestEgressClassification(t *testing.T) {
@@ -29,5 +31,40 @@ func TestEgressClassification(t *testing.T) {
 	// A remote client, through an address no interface has: assumed scatter-gather.
 	if e := r.classify(tcp("192.0.2.1"), tcp("198.51.100.7")); e != egressSG {
 		t.Errorf("unknown interface: %v, want nic-sg", e)
+	}
+}
+
+// TestAutoMethod pins the measured rule of autoMethod at the edges of each threshold.
+func TestAutoMethod(t *testing.T) {
+	const (
+		sendfile = zerocopy.Sendfile
+		mmap     = zerocopy.Mmap
+		cp       = zerocopy.Copy
+	)
+	for _, c := range []struct {
+		n                    int64
+		multi, complete, tls bool
+		e                    egress
+		want                 zerocopy.Method
+	}{
+		{smallBody, false, true, false, egressSG, mmap},
+		{smallBody + 1, false, true, false, egressSG, sendfile},
+		{1 << 30, false, true, false, egressSG, sendfile},
+		{4 << 10, false, false, false, egressSG, sendfile}, // still filling: no header+body writev
+		{64 << 10, true, true, false, egressSG, mmap},      // multipart
+		{1 << 30, false, true, true, egressSG, mmap},       // TLS
+		{1 << 30, false, false, true, egressSG, cp},
+		{64 << 10, false, true, false, egressNoSG, mmap},
+		{64 << 10, false, false, false, egressNoSG, sendfile},
+		{largeLoopback, false, true, false, egressLoopback, sendfile},
+		{largeLoopback + 1, false, true, false, egressLoopback, mmap},
+		{hugeMapping, false, true, false, egressLoopback, mmap},
+		{hugeMapping + 1, false, true, false, egressLoopback, cp},
+		{hugeMapping + 1, false, false, false, egressLoopback, sendfile},
+	} {
+		if got := autoMethod(c.n, c.multi, c.complete, c.tls, c.e); got != c.want {
+			t.Errorf("autoMethod(n=%d, multi=%v, complete=%v, tls=%v, %v) = %v, want %v",
+				c.n, c.multi, c.complete, c.tls, c.e, got, c.want)
+		}
 	}
 }

@@ -374,8 +374,9 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 // sendfile cannot hand pages over and copies them too, and complete bodies moved
 // faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
 // 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
-// on this host (loopback: no DMA, the receiver copies anyway) a complete body over
-// largeLoopback bytes went faster from the mapping.
+// on this host (loopback: no DMA, the receiver copies on our CPUs anyway) complete
+// bodies over largeLoopback bytes go from the mapping, and those over hugeMapping
+// bytes by pread+write.
 func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.Method {
 	if !h.Cached() {
 		return zerocopy.Copy
@@ -386,29 +387,54 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 		}
 		return c.s.fixed
 	}
+	return autoMethod(n, multi, complete, c.isTLS, c.egress)
+}
+
+// autoMethod is choose's rule for --transfer auto, given a cached file.
+func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
-	case c.isTLS:
+	case isTLS:
 		if complete {
 			return zerocopy.Mmap
 		}
 		return zerocopy.Copy
 	case multi || (complete && n <= smallBody):
 		return zerocopy.Mmap
-	case complete && c.egress == egressNoSG:
+	case complete && e == egressNoSG:
 		return zerocopy.Mmap
-	case complete && c.egress == egressLoopback && n > largeLoopback:
+	case complete && e == egressLoopback && n > hugeMapping:
+		return zerocopy.Copy
+	case complete && e == egressLoopback && n > largeLoopback:
 		return zerocopy.Mmap
 	}
 	return zerocopy.Sendfile
 }
 
-// largeLoopback is the body size above which, on loopback, writev from the mapping
-// beat sendfile. Measured here with wrk -t1 -c32, two runs each, requests/s for
-// sendfile vs mmap: 1 MiB 4377/4596 vs 3623/2582, 2 MiB 1361/1368 vs 1572/1213
-// (even), 4 MiB 447/401 vs 661/560, 8 MiB 228/211 vs 313/254. With 32 clients the
-// sender of a sendfile also runs the loopback receive path for page-referencing
-// skbs; a real NIC with scatter-gather DMA has no such cost, and keeps sendfile.
-const largeLoopback = 2 << 20
+// largeLoopback and hugeMapping split complete bodies to loopback clients among the
+// three methods. Measured 2026-11-28 on this project's 2-core VM with servers side by
+// side on the same cached files, alternating, two to four runs each.
+//
+// wrk -t1 -c32, requests/s sendfile / mmap / copy: 1 MiB 1672/1479/1594 and
+// 1735/1875/1882 (even), 1.5 MiB 1041/1122/1090 and 745/1022/1036, 2 MiB 532/773/811
+// and 521/760/756, 8 MiB 85/125/123 and 66/125/129. Above 1 MiB sendfile falls far
+// behind on loopback, where the receiving side also runs on this host (nginx's
+// sendfile falls behind the same way), and the mapping is even with or slightly ahead
+// of copy: on the mixed 1 KiB-8 MiB set of BenchmarkServe it moved 3-8% more.
+//
+// One client at a time (wrk -c1), server CPU seconds per GiB sent, mmap / copy:
+// 8 MiB 0.29-0.30 / 0.32-0.35, 64 MiB 0.26-0.27 / 0.33-0.40, 256 MiB 0.33-0.45 /
+// 0.28-0.34, 1 GiB 0.65-0.83 / 0.32-0.37. One curl of a cached 1 GiB file, ticks of
+// 10 ms per download over four rounds: mmap 79-87, copy 44-47, sendfile 48-59,
+// nginx 58-60; copy's downloads were also the fastest. Copying from a mapping walks
+// its page tables, 2 MiB of them for 1 GiB, which no longer stay in the CPU's caches;
+// pread copies through the kernel's own huge-page mapping into a buffer that does.
+// Between 64 and 256 MiB the two cross.
+//
+// A NIC with scatter-gather DMA has none of this and keeps sendfile.
+const (
+	largeLoopback = 1 << 20
+	hugeMapping   = 128 << 20
+)
 
 // xCache tells HIT (all of the range was on disk), PARTIAL (some) or MISS (none).
 func xCache(h *cache.Handle, off, n int64) string {
