@@ -84,14 +84,15 @@ func xTransfer(t *testing.T, ns, u string) string {
 }
 
 // `--transfer auto` decides per connection from the interface the bytes leave by:
-// a 32 KiB file goes to a client behind an interface with scatter-gather by
-// sendfile, behind one without from the mapping, and to a client on this host
-// (loopback, whatever address it dials) by sendfile.
+// complete files of 32 KiB and 1 MiB go to a client behind an interface with
+// scatter-gather by sendfile, behind one without from the mapping, and to a client
+// on this host (loopback, whatever address it dials) from the mapping too.
 func TestAutoFollowsScatterGather(t *testing.T) {
 	p := startNetns(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	writeRandom(t, filepath.Join(dir, "f32k"), 32<<10, 1)
+	writeRandom(t, filepath.Join(dir, "f1m"), 1<<20, 2)
 	cacheDir := filepath.Join(workDir, fmt.Sprintf("egress-cache-%d", os.Getpid()))
 	t.Cleanup(func() { os.RemoveAll(cacheDir) })
 
@@ -109,14 +110,16 @@ func TestAutoFollowsScatterGather(t *testing.T) {
 			}
 			return err == nil
 		})
-		u := "http://" + addr + "/f32k"
-		xTransfer(t, p.NS, u) // fills the cache
-		want := map[string]string{"on": "sendfile", "off": "mmap"}[sg]
-		if got := xTransfer(t, p.NS, u); got != want {
-			t.Errorf("through a veth with scatter-gather %s: X-Transfer %s, want %s", sg, got, want)
-		}
-		if got := xTransfer(t, "", u); got != "sendfile" {
-			t.Errorf("from this host to %s: X-Transfer %s, want sendfile (loopback)", addr, got)
+		for _, f := range []string{"f32k", "f1m"} {
+			u := "http://" + addr + "/" + f
+			xTransfer(t, p.NS, u) // fills the cache
+			want := map[string]string{"on": "sendfile", "off": "mmap"}[sg]
+			if got := xTransfer(t, p.NS, u); got != want {
+				t.Errorf("%s through a veth with scatter-gather %s: X-Transfer %s, want %s", f, sg, got, want)
+			}
+			if got := xTransfer(t, "", u); got != "mmap" {
+				t.Errorf("%s from this host to %s: X-Transfer %s, want mmap (loopback)", f, addr, got)
+			}
 		}
 		srv.stop()
 	}

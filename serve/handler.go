@@ -375,8 +375,7 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 // faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
 // 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
 // on this host (loopback: no DMA, the receiver copies on our CPUs anyway) complete
-// bodies over largeLoopback bytes go from the mapping, and those over hugeMapping
-// bytes by pread+write.
+// bodies go from the mapping, and those over hugeMapping bytes by pread+write.
 func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.Method {
 	if !h.Cached() {
 		return zerocopy.Copy
@@ -404,22 +403,26 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 		return zerocopy.Mmap
 	case complete && e == egressLoopback && n > hugeMapping:
 		return zerocopy.Copy
-	case complete && e == egressLoopback && n > largeLoopback:
+	case complete && e == egressLoopback:
 		return zerocopy.Mmap
 	}
 	return zerocopy.Sendfile
 }
 
-// largeLoopback and hugeMapping split complete bodies to loopback clients among the
-// three methods. Measured 2026-11-28 on this project's 2-core VM with servers side by
-// side on the same cached files, alternating, two to four runs each.
+// hugeMapping is the body size above which complete bodies to loopback clients go by
+// pread+write instead of from the mapping. Measured 2026-11-28 on this project's 2-core
+// VM with servers side by side on the same cached files, alternating, two to four runs
+// each.
 //
-// wrk -t1 -c32, requests/s sendfile / mmap / copy: 1 MiB 1672/1479/1594 and
-// 1735/1875/1882 (even), 1.5 MiB 1041/1122/1090 and 745/1022/1036, 2 MiB 532/773/811
-// and 521/760/756, 8 MiB 85/125/123 and 66/125/129. Above 1 MiB sendfile falls far
-// behind on loopback, where the receiving side also runs on this host (nginx's
-// sendfile falls behind the same way), and the mapping is even with or slightly ahead
-// of copy: on the mixed 1 KiB-8 MiB set of BenchmarkServe it moved 3-8% more.
+// To a loopback client, where the receiving side also runs on this host, sendfile
+// falls far behind above 1 MiB (nginx's sendfile falls behind the same way), and the
+// mapping is even with it or ahead below. wrk -t1 -c32, requests/s sendfile / mmap /
+// copy: 16 KiB 31108/34043/29285 and 31756/31590/30933, 256 KiB 6315/6031/6925 and
+// 7918/7561/6943, 1 MiB 1672/1479/1594 and 1735/1875/1882, 1.5 MiB 1041/1122/1090 and
+// 745/1022/1036, 2 MiB 532/773/811 and 521/760/756, 8 MiB 85/125/123 and 66/125/129.
+// On the mixed 1 KiB-8 MiB set of BenchmarkServe, sending everything from 12 KiB to
+// 1 MiB by sendfile instead of from the mapping moved 1-5% fewer requests in each of
+// four alternating rounds; the mapping moved 3-8% more than copy.
 //
 // One client at a time (wrk -c1), server CPU seconds per GiB sent, mmap / copy:
 // 8 MiB 0.29-0.30 / 0.32-0.35, 64 MiB 0.26-0.27 / 0.33-0.40, 256 MiB 0.33-0.45 /
@@ -431,10 +434,7 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // Between 64 and 256 MiB the two cross.
 //
 // A NIC with scatter-gather DMA has none of this and keeps sendfile.
-const (
-	largeLoopback = 1 << 20
-	hugeMapping   = 128 << 20
-)
+const hugeMapping = 128 << 20
 
 // xCache tells HIT (all of the range was on disk), PARTIAL (some) or MISS (none).
 func xCache(h *cache.Handle, off, n int64) string {
