@@ -422,16 +422,16 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // 745/1022/1036, 2 MiB 532/773/811 and 521/760/756, 8 MiB 85/125/123 and 66/125/129.
 // On the mixed 1 KiB-8 MiB set of BenchmarkServe, sending everything from 12 KiB to
 // 1 MiB by sendfile instead of from the mapping moved 1-5% fewer requests in each of
-// four alternating rounds; the mapping moved 3-8% more than copy.
+// four alternating rounds; the mapping moved 3-18% more than copy (eight rounds).
 //
 // One client at a time (wrk -c1), server CPU seconds per GiB sent, mmap / copy:
 // 8 MiB 0.29-0.30 / 0.32-0.35, 64 MiB 0.26-0.27 / 0.33-0.40, 256 MiB 0.33-0.45 /
 // 0.28-0.34, 1 GiB 0.65-0.83 / 0.32-0.37. One curl of a cached 1 GiB file, ticks of
 // 10 ms per download over four rounds: mmap 79-87, copy 44-47, sendfile 48-59,
-// nginx 58-60; copy's downloads were also the fastest. Copying from a mapping walks
-// its page tables, 2 MiB of them for 1 GiB, which no longer stay in the CPU's caches;
+// nginx 58-60; copy's downloads were also the fastest. The two cross between 64 and
+// 256 MiB. The likely reason (not proven here): copying from a mapping walks its page
+// tables, 2 MiB of them for 1 GiB, which no longer stay in the CPU's caches, while
 // pread copies through the kernel's own huge-page mapping into a buffer that does.
-// Between 64 and 256 MiB the two cross.
 //
 // A NIC with scatter-gather DMA has none of this and keeps sendfile.
 const hugeMapping = 128 << 20
