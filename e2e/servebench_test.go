@@ -94,11 +94,11 @@ end
 		servers = append(servers, srv)
 	}
 	samples := map[string]map[string][]float64{}
+	for name := range targets {
+		samples[name] = map[string][]float64{}
+	}
 	for r := 0; r < min(cfg.rounds, 3); r++ {
 		for _, name := range append([]string{"nginx"}, methods...) {
-			if samples[name] == nil {
-				samples[name] = map[string][]float64{}
-			}
 			u := targets[name]
 			samples[name]["4k"] = append(samples[name]["4k"], wrk(u+"4k.bin", ""))
 			samples[name]["1m"] = append(samples[name]["1m"], wrk(u+"1m.bin", ""))

@@ -364,18 +364,9 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 	return nil
 }
 
-// choose picks the transfer method for a body of n bytes on this connection.
-//
-// auto: TLS never uses sendfile (the bytes are encrypted in user space), so complete
-// files are written from the mapping. Otherwise a body of up to smallBody bytes of a
-// complete file goes out with its header in one writev from the mapping, and larger
-// bodies, and files still filling (only present segments are sent), by sendfile,
-// with two exceptions measured here. Through an interface without scatter-gather
-// sendfile cannot hand pages over and copies them too, and complete bodies moved
-// faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
-// 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
-// on this host (loopback: no DMA, the receiver copies on our CPUs anyway) complete
-// bodies go from the mapping, and those over hugeMapping bytes by pread+write.
+// choose picks the transfer method for a body of n bytes on this connection: the
+// fixed --transfer method (by copy instead of sendfile under TLS), or autoMethod's.
+// Files not yet cached go by copy.
 func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.Method {
 	if !h.Cached() {
 		return zerocopy.Copy
@@ -389,7 +380,18 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 	return autoMethod(n, multi, complete, c.isTLS, c.egress)
 }
 
-// autoMethod is choose's rule for --transfer auto, given a cached file.
+// autoMethod is the rule of --transfer auto for a cached file.
+//
+// TLS never uses sendfile (the bytes are encrypted in user space), so complete
+// files are written from the mapping. Otherwise a body of up to smallBody bytes of a
+// complete file goes out with its header in one writev from the mapping, and larger
+// bodies, and files still filling (only present segments are sent), by sendfile,
+// with two exceptions measured here. Through an interface without scatter-gather
+// sendfile cannot hand pages over and copies them too, and complete bodies moved
+// faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
+// 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
+// on this host (loopback: no DMA, the receiver copies on our CPUs anyway) complete
+// bodies go from the mapping, and those over hugeMapping bytes by pread+write.
 func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
 	case isTLS:
