@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -271,6 +272,12 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// winMargin is how far a ratio must pass a strict goal ("> 1.0": beat the reference)
+// to count as a win. On loopback auto and --transfer mmap make the same choice for
+// every file of the mixed set, and their medians still differed by up to 3% between
+// runs; a closer result is reported as even.
+const winMargin = 0.05
+
 func printBenchTable(b testing.TB, rows []benchRow) {
 	var sb strings.Builder
 	sb.WriteString("\n| workload | reference | reference time | cachegate time | ratio | goal | result |\n|---|---|---|---|---|---|---|\n")
@@ -282,6 +289,8 @@ func printBenchTable(b testing.TB, rows []benchRow) {
 		switch {
 		case !strings.ContainsAny(r.goal, "<>"):
 			res = "-" // a reference figure, with no goal set
+		case strings.HasPrefix(r.goal, "> ") && math.Abs(r.ratio-goal) <= winMargin*goal:
+			res = "even"
 		case !pass:
 			res = "short"
 		}

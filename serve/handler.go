@@ -417,14 +417,24 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // each.
 //
 // To a loopback client, where the receiving side also runs on this host, sendfile
-// falls far behind above 1 MiB (nginx's sendfile falls behind the same way), and the
-// mapping is even with it or ahead below. wrk -t1 -c32, requests/s sendfile / mmap /
+// falls far behind above 1 MiB (nginx's sendfile falls behind the same way); below,
+// the two were close on 2026-11-28. wrk -t1 -c32, requests/s sendfile / mmap /
 // copy: 16 KiB 31108/34043/29285 and 31756/31590/30933, 256 KiB 6315/6031/6925 and
 // 7918/7561/6943, 1 MiB 1672/1479/1594 and 1735/1875/1882, 1.5 MiB 1041/1122/1090 and
 // 745/1022/1036, 2 MiB 532/773/811 and 521/760/756, 8 MiB 85/125/123 and 66/125/129.
 // On the mixed 1 KiB-8 MiB set of BenchmarkServe, sending everything from 12 KiB to
 // 1 MiB by sendfile instead of from the mapping moved 1-5% fewer requests in each of
 // four alternating rounds; the mapping moved 3-18% more than copy (eight rounds).
+//
+// Measured again 2026-11-29, one size at a time, sendfile / mmap: sendfile was ahead
+// from 64 KiB to 1 MiB (512 KiB in six rounds of six: 4138/3588, 4276/3519, 3933/3081,
+// 4102/3853, 3126/2728, 3049/2671; 64 and 256 KiB in four of four by 3-34%; 1 MiB in
+// five of six), behind at 1.5 MiB (three of four) and far behind at 2 MiB (518/788,
+// 535/821). Yet a build sending 12 KiB-1 MiB by sendfile and the rest from the mapping
+// moved fewer mixed-set requests than this rule in four of six rounds (1292/1624,
+// 1283/1517, 1612/1652, 1681/1717; ahead 1334/1237, even 1254/1254), as in the four
+// rounds of 2026-11-28: the gain one size at a time did not survive the mix, where
+// the large bodies carry most of the bytes, so the rule stays.
 //
 // One client at a time (wrk -c1), server CPU seconds per GiB sent, mmap / copy:
 // 8 MiB 0.29-0.30 / 0.32-0.35, 64 MiB 0.26-0.27 / 0.33-0.40, 256 MiB 0.33-0.45 /
