@@ -84,10 +84,10 @@ func s3BenchRun(tb testing.TB, cfg benchConfig, setenv func(k, v string)) []benc
 	var getT, coldT []time.Duration
 	var coldCPU []float64 // cachegate's CPU-s per GiB during the cold read
 	for r := 0; r < cfg.rounds; r++ {
-		timeCmd(tb, "sync")
+		settle(tb, cfg)
 		getT = append(getT, getObject())
 		m := startMount(tb, "s3://bench", "", "--s3-endpoint", v.Endpoint)
-		timeCmd(tb, "sync")
+		settle(tb, cfg)
 		c0 := procCPU(tb, m.cmd.Process.Pid)
 		coldT = append(coldT, timeCmd(tb, "cat", filepath.Join(m.Dir, "big.bin")))
 		coldCPU = append(coldCPU, (procCPU(tb, m.cmd.Process.Pid)-c0)/(float64(bigSize)/(1<<30)))

@@ -70,10 +70,10 @@ end
 	// Cold fill: a client of a cold cachegate against curl straight from nginx.
 	var curlT, coldT []time.Duration
 	for r := 0; r < cfg.rounds; r++ {
-		timeCmd(b, "sync")
+		settle(b, cfg)
 		curlT = append(curlT, timeCmd(b, "curl", "-sf", "-o", "/dev/null", ng.URL+"big.bin"))
 		srv := startServe(b, ng.URL, fmt.Sprintf("%s-cold%d", cacheDir, r))
-		timeCmd(b, "sync")
+		settle(b, cfg)
 		coldT = append(coldT, timeCmd(b, "curl", "-sf", "-o", "/dev/null", srv.URL+"big.bin"))
 		srv.stop()
 		os.RemoveAll(srv.CacheDir)
