@@ -84,15 +84,16 @@ func xTransfer(t *testing.T, ns, u string) string {
 }
 
 // `--transfer auto` decides per connection from the interface the bytes leave by:
-// complete files of 32 KiB and 1 MiB go to a client behind an interface with
+// complete files of 32 KiB and 2 MiB go to a client behind an interface with
 // scatter-gather by sendfile, behind one without from the mapping, and to a client
-// on this host (loopback, whatever address it dials) from the mapping too.
+// on this host (loopback, whatever address it dials) from the mapping too (between
+// them, 48 KiB to 1 MiB, loopback takes sendfile: TestServeSyscallsByMethod).
 func TestAutoFollowsScatterGather(t *testing.T) {
 	p := startNetns(t)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	writeRandom(t, filepath.Join(dir, "f32k"), 32<<10, 1)
-	writeRandom(t, filepath.Join(dir, "f1m"), 1<<20, 2)
+	writeRandom(t, filepath.Join(dir, "f2m"), 2<<20, 2)
 	cacheDir := filepath.Join(workDir, fmt.Sprintf("egress-cache-%d", os.Getpid()))
 	t.Cleanup(func() { os.RemoveAll(cacheDir) })
 
@@ -110,7 +111,7 @@ func TestAutoFollowsScatterGather(t *testing.T) {
 			}
 			return err == nil
 		})
-		for _, f := range []string{"f32k", "f1m"} {
+		for _, f := range []string{"f32k", "f2m"} {
 			u := "http://" + addr + "/" + f
 			xTransfer(t, p.NS, u) // fills the cache
 			want := map[string]string{"on": "sendfile", "off": "mmap"}[sg]

@@ -391,7 +391,8 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 // faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
 // 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
 // on this host (loopback: no DMA, the receiver copies on our CPUs anyway) complete
-// bodies go from the mapping, and those over hugeMapping bytes by pread+write.
+// bodies go by sendfile only from loopbackSendfileMin to loopbackSendfileMax bytes,
+// from the mapping otherwise, and those over hugeMapping bytes by pread+write.
 func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
 	case isTLS:
@@ -405,36 +406,42 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 		return zerocopy.Mmap
 	case complete && e == egressLoopback && n > hugeMapping:
 		return zerocopy.Copy
-	case complete && e == egressLoopback:
+	case complete && e == egressLoopback && (n < loopbackSendfileMin || n > loopbackSendfileMax):
 		return zerocopy.Mmap
 	}
 	return zerocopy.Sendfile
 }
 
+// loopbackSendfileMin and loopbackSendfileMax bound the complete bodies that go to
+// a client on this host by sendfile; the mapping moved more below and above. Measured
+// on this project's 2-core VM with servers side by side on the same cached files,
+// alternating, wrk -t1 -c32, requests/s sendfile / mmap.
+//
+// Above 1 MiB sendfile falls far behind (nginx's sendfile falls behind the same
+// way): 2026-11-28, 1.5 MiB 1041/1122 and 745/1022, 2 MiB 532/773 and 521/760, 8 MiB
+// 85/125 and 66/125; 2026-11-29, 1.5 MiB behind in three rounds of four, 2 MiB
+// 518/788 and 535/821. From 64 KiB to 1 MiB it was ahead, one size at a time:
+// 2026-11-29, 64 and 256 KiB in four rounds of four (by 3-34%), 512 KiB in six of
+// six (4138/3588, 4276/3519, 3933/3081, 4102/3853, 3126/2728, 3049/2671), 1 MiB in
+// five of six and in three BenchmarkServe runs (1876/1750, 1991/1891, 1803/1646);
+// 2026-11-28, 256 KiB 6315/6031 and 7918/7561, 1 MiB split (1672/1479, 1735/1875).
+// At 16 KiB the mapping was ahead in three rounds of four (24.7k/23.3k, 38.0k/26.2k,
+// 28.7k/25.7k; 39.8k/43.0k), so the lower bound sits between 16 and 64 KiB.
+//
+// On the mixed 1 KiB-8 MiB set of BenchmarkServe this rule and sending every complete
+// body from the mapping were even: over eight alternating rounds this rule moved
+// 96-102% of the mapping's requests (mean 99%). The large bodies carry most of that
+// set's bytes. Sending 12 KiB-1 MiB by sendfile (16 KiB included) moved 1-5% fewer
+// in four rounds of 2026-11-28 and fewer in four of six of 2026-11-29.
+const (
+	loopbackSendfileMin = 48 << 10
+	loopbackSendfileMax = 1 << 20
+)
+
 // hugeMapping is the body size above which complete bodies to loopback clients go by
-// pread+write instead of from the mapping. Measured 2026-11-28 on this project's 2-core
-// VM with servers side by side on the same cached files, alternating, two to four runs
-// each.
-//
-// To a loopback client, where the receiving side also runs on this host, sendfile
-// falls far behind above 1 MiB (nginx's sendfile falls behind the same way); below,
-// the two were close on 2026-11-28. wrk -t1 -c32, requests/s sendfile / mmap /
-// copy: 16 KiB 31108/34043/29285 and 31756/31590/30933, 256 KiB 6315/6031/6925 and
-// 7918/7561/6943, 1 MiB 1672/1479/1594 and 1735/1875/1882, 1.5 MiB 1041/1122/1090 and
-// 745/1022/1036, 2 MiB 532/773/811 and 521/760/756, 8 MiB 85/125/123 and 66/125/129.
-// On the mixed 1 KiB-8 MiB set of BenchmarkServe, sending everything from 12 KiB to
-// 1 MiB by sendfile instead of from the mapping moved 1-5% fewer requests in each of
-// four alternating rounds; the mapping moved 3-18% more than copy (eight rounds).
-//
-// Measured again 2026-11-29, one size at a time, sendfile / mmap: sendfile was ahead
-// from 64 KiB to 1 MiB (512 KiB in six rounds of six: 4138/3588, 4276/3519, 3933/3081,
-// 4102/3853, 3126/2728, 3049/2671; 64 and 256 KiB in four of four by 3-34%; 1 MiB in
-// five of six), behind at 1.5 MiB (three of four) and far behind at 2 MiB (518/788,
-// 535/821). Yet a build sending 12 KiB-1 MiB by sendfile and the rest from the mapping
-// moved fewer mixed-set requests than this rule in four of six rounds (1292/1624,
-// 1283/1517, 1612/1652, 1681/1717; ahead 1334/1237, even 1254/1254), as in the four
-// rounds of 2026-11-28: the gain one size at a time did not survive the mix, where
-// the large bodies carry most of the bytes, so the rule stays.
+// pread+write instead of from the mapping. Measured 2026-11-28 as above; the mapping
+// moved 3-18% more requests than copy on the mixed set (eight rounds), and copy
+// 1.5 MiB-8 MiB bodies about even with it.
 //
 // One client at a time (wrk -c1), server CPU seconds per GiB sent, mmap / copy:
 // 8 MiB 0.29-0.30 / 0.32-0.35, 64 MiB 0.26-0.27 / 0.33-0.40, 256 MiB 0.33-0.45 /
