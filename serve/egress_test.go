@@ -64,7 +64,8 @@ func TestAutoMethod(t *testing.T) {
 		{loopbackSendfileMax, false, true, true, egressLoopback, mmap}, // TLS
 		{hugeMapping, false, true, false, egressLoopback, mmap},
 		{hugeMapping + 1, false, true, false, egressLoopback, cp},
-		{hugeMapping + 1, false, false, false, egressLoopback, sendfile},
+		{hugeMapping, false, false, false, egressLoopback, sendfile}, // still filling
+		{hugeMapping + 1, false, false, false, egressLoopback, cp},
 	} {
 		if got := autoMethod(c.n, c.multi, c.complete, c.tls, c.e); got != c.want {
 			t.Errorf("autoMethod(n=%d, multi=%v, complete=%v, tls=%v, %v) = %v, want %v",
