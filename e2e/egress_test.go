@@ -86,8 +86,7 @@ func xTransfer(t *testing.T, ns, u string) string {
 // `--transfer auto` decides per connection from the interface the bytes leave by:
 // complete files of 32 KiB and 2 MiB go to a client behind an interface with
 // scatter-gather by sendfile, behind one without from the mapping, and to a client
-// on this host (loopback, whatever address it dials) from the mapping too (between
-// them, 48 KiB to 1 MiB, loopback takes sendfile: TestServeSyscallsByMethod).
+// on this host (loopback, whatever address it dials) from the mapping too.
 func TestAutoFollowsScatterGather(t *testing.T) {
 	p := startNetns(t)
 	dir := t.TempDir()

@@ -391,8 +391,7 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 // faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
 // 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
 // on this host (loopback: no DMA, the receiver copies on our CPUs anyway) complete
-// bodies go by sendfile only from loopbackSendfileMin to loopbackSendfileMax bytes,
-// from the mapping otherwise, and bodies over hugeMapping bytes, complete or still
+// bodies go from the mapping, and bodies over hugeMapping bytes, complete or still
 // filling, by pread+write.
 func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
@@ -407,16 +406,16 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 		return zerocopy.Mmap
 	case e == egressLoopback && n > hugeMapping:
 		return zerocopy.Copy
-	case complete && e == egressLoopback && (n < loopbackSendfileMin || n > loopbackSendfileMax):
+	case complete && e == egressLoopback:
 		return zerocopy.Mmap
 	}
 	return zerocopy.Sendfile
 }
 
-// loopbackSendfileMin and loopbackSendfileMax bound the complete bodies that go to
-// a client on this host by sendfile; the mapping moved more below and above. Measured
-// on this project's 2-core VM with servers side by side on the same cached files,
-// alternating, wrk -t1 -c32, requests/s sendfile / mmap.
+// The measurements behind autoMethod's loopback rule: why complete bodies to a
+// client on this host go from the mapping, not by sendfile, whatever their size.
+// Measured on this project's 2-core VM with servers side by side on the same cached
+// files, alternating, wrk -t1 -c32, requests/s sendfile / mmap.
 //
 // Above 1 MiB sendfile falls far behind (nginx's sendfile falls behind the same
 // way): 2026-11-28, 1.5 MiB 1041/1122 and 745/1022, 2 MiB 532/773 and 521/760, 8 MiB
@@ -426,18 +425,16 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // six (4138/3588, 4276/3519, 3933/3081, 4102/3853, 3126/2728, 3049/2671), 1 MiB in
 // five of six and in three BenchmarkServe runs (1876/1750, 1991/1891, 1803/1646);
 // 2026-11-28, 256 KiB 6315/6031 and 7918/7561, 1 MiB split (1672/1479, 1735/1875).
-// At 16 KiB the mapping was ahead in three rounds of four (24.7k/23.3k, 38.0k/26.2k,
-// 28.7k/25.7k; 39.8k/43.0k), so the lower bound sits between 16 and 64 KiB.
+// At 16 KiB the mapping was ahead in three rounds of four.
 //
-// On the mixed 1 KiB-8 MiB set of BenchmarkServe this rule and sending every complete
-// body from the mapping were even: over eight alternating rounds this rule moved
-// 96-102% of the mapping's requests (mean 99%). The large bodies carry most of that
-// set's bytes. Sending 12 KiB-1 MiB by sendfile (16 KiB included) moved 1-5% fewer
-// in four rounds of 2026-11-28 and fewer in four of six of 2026-11-29.
-const (
-	loopbackSendfileMin = 48 << 10
-	loopbackSendfileMax = 1 << 20
-)
+// Yet in a mix the mapping wins. On the mixed 1 KiB-8 MiB set of BenchmarkServe, a
+// rule sending 48 KiB-1 MiB by sendfile (and the rest from the mapping) moved 96-102%
+// of the all-mapping rule's requests over eight alternating rounds by hand, and then
+// 1.00x, 0.89x and 0.84x of --transfer mmap in three BenchmarkServe runs, while the
+// all-mapping rule came to 1.00-1.04x in four; sending 12 KiB-1 MiB by sendfile moved
+// 1-5% fewer in four rounds of 2026-11-28. The large bodies carry most of that set's
+// bytes, and sendfile's mid-size bodies slowed them. So the mapping it is, at the
+// cost of 1 MiB alone (0.87-0.93x nginx with the mapping, 0.99-1.06x with sendfile).
 
 // hugeMapping is the body size above which complete bodies to loopback clients go by
 // pread+write instead of from the mapping. Measured 2026-11-28 as above. Under load
