@@ -283,9 +283,8 @@ func median(ds []time.Duration) time.Duration {
 
 // winMargin is how far a ratio must pass a strict goal ("> 1.0": beat the reference)
 // to count as a win. Two servers making the same choice for every file of the mixed
-// set (auto and --transfer mmap on loopback, before auto took sendfile for 48 KiB-
-// 1 MiB) differed by up to 4% between medians of one run; a closer result is
-// reported as even.
+// set (auto and --transfer mmap on loopback) differed by up to 4% between medians of
+// one run; a closer result is reported as even.
 const winMargin = 0.05
 
 func printBenchTable(b testing.TB, rows []benchRow) {
