@@ -433,8 +433,9 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // 1.00x, 0.89x and 0.84x of --transfer mmap in three BenchmarkServe runs, while the
 // all-mapping rule came to 1.00-1.04x in four; sending 12 KiB-1 MiB by sendfile moved
 // 1-5% fewer in four rounds of 2026-11-28. The large bodies carry most of that set's
-// bytes, and sendfile's mid-size bodies slowed them. So the mapping it is, at the
-// cost of 1 MiB alone (0.87-0.93x nginx with the mapping, 0.99-1.06x with sendfile).
+// bytes; why sendfile's mid-size bodies among them cost the set more than they gained
+// is not established. So the mapping it is, at the cost of 1 MiB alone (0.87-0.93x
+// nginx with the mapping, 0.99-1.06x with sendfile).
 
 // hugeMapping is the body size above which complete bodies to loopback clients go by
 // pread+write instead of from the mapping. Measured 2026-11-28 as above. Under load
