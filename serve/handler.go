@@ -431,7 +431,7 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // rule sending 48 KiB-1 MiB by sendfile (and the rest from the mapping) moved 96-102%
 // of the all-mapping rule's requests over eight alternating rounds by hand, and then
 // 1.00x, 0.89x and 0.84x of --transfer mmap in three BenchmarkServe runs, while the
-// all-mapping rule came to 1.00-1.04x in four; sending 12 KiB-1 MiB by sendfile moved
+// all-mapping rule came to 0.98-1.04x in five; sending 12 KiB-1 MiB by sendfile moved
 // 1-5% fewer in four rounds of 2026-11-28. The large bodies carry most of that set's
 // bytes; why sendfile's mid-size bodies among them cost the set more than they gained
 // is not established. So the mapping it is, at the cost of 1 MiB alone (0.87-0.93x
