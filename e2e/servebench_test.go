@@ -58,9 +58,6 @@ request = function()
   return wrk.format(nil, paths[(counter %% #paths) + 1])
 end
 `, strings.Join(mixed, `", "`))), 0o644)
-	if !cfg.small {
-		prefaultMemory(b, 4<<30)
-	}
 	wrk := func(url, script string) float64 { return wrkRate(b, "", url, script, cfg.wrkTime) }
 
 	ng := launchNginx(b, dir, "json", false, b.Cleanup)
