@@ -38,8 +38,16 @@ type Options struct {
 	IdleTimeout       time.Duration // between keep-alive requests (60s)
 	SendTimeout       time.Duration // a write that makes no progress (60s)
 	MaxHeaderBytes    int           // a request header, all lines (16 KiB; 8 KiB a line)
-	Logger            *slog.Logger
+	// NotsentLowat bounds the bytes a connection's socket holds that TCP has not
+	// sent yet (TCP_NOTSENT_LOWAT): 0 means DefaultNotsentLowat, a negative value
+	// leaves the kernel's default (no bound). See zerocopy.LimitUnsent.
+	NotsentLowat int
+	Logger       *slog.Logger
 }
+
+// DefaultNotsentLowat is Options.NotsentLowat's default; the measurements behind it
+// are with zerocopy.LimitUnsent.
+const DefaultNotsentLowat = 64 << 10
 
 // Server serves one cache over HTTP.
 type Server struct {
@@ -85,6 +93,9 @@ func New(c *cache.Cache, opts Options) (*Server, error) {
 	}
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 16 << 10
+	}
+	if opts.NotsentLowat == 0 {
+		opts.NotsentLowat = DefaultNotsentLowat
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -190,6 +201,17 @@ func (s *Server) handle(nc net.Conn) {
 	defer s.active.Add(-1)
 	c := &conn{s: s, nc: nc}
 	c.egress = s.routes.classify(nc.LocalAddr(), nc.RemoteAddr())
+	if s.opts.NotsentLowat > 0 {
+		tc, _ := nc.(*net.TCPConn)
+		if t, ok := nc.(*tls.Conn); ok {
+			tc, _ = t.NetConn().(*net.TCPConn)
+		}
+		if tc != nil {
+			if err := zerocopy.LimitUnsent(tc, s.opts.NotsentLowat); err != nil {
+				s.log.Debug("TCP_NOTSENT_LOWAT not set", "err", err)
+			}
+		}
+	}
 	switch t := nc.(type) {
 	case *net.TCPConn:
 		sock, err := zerocopy.NewSocket(t, s.opts.SendTimeout)

@@ -25,11 +25,15 @@ type serverFlags struct {
 	AuthTokenFile string        `help:"Require 'Authorization: Bearer TOKEN' with the token in this file." type:"existingfile" placeholder:"FILE"`
 	MaxConns      int           `help:"Most concurrent client connections." default:"10000"`
 	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long (default: ${default})." default:"60s" placeholder:"DUR"`
+	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
 }
 
 // start listens on addr and serves c in the background.
 func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger) (*serve.Server, error) {
-	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout}
+	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout, NotsentLowat: int(f.NotsentLowat)}
+	if f.NotsentLowat <= 0 {
+		opts.NotsentLowat = -1
+	}
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
 	}

@@ -46,43 +46,65 @@ func TestMethodsSendExactBytes(t *testing.T) {
 	}
 	defer unix.Munmap(mem)
 	hdr := []byte("HEADER\r\n\r\n")
-	for m := Method(0); m < NumMethods; m++ {
-		for _, r := range [][2]int64{{0, int64(len(data))}, {4095, 1}, {1 << 20, 2<<20 + 17}, {5, 0}} {
-			srv, cli := pair(t)
-			sock, err := NewSocket(srv, time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := make(chan []byte)
-			go func() {
-				b, _ := io.ReadAll(cli)
-				got <- b
-			}()
-			off, n := r[0], r[1]
-			switch m {
-			case Copy:
-				err = sock.SendCopy(hdr, f, off, n, make([]byte, 64<<10))
-			case Mmap:
-				err = sock.SendMmap(hdr, mem[off:off+n])
-			case Sendfile:
-				err = sock.SendFile(hdr, f, off, n)
-			}
-			if err != nil {
-				t.Fatalf("%v %d+%d: %v", m, off, n, err)
-			}
-			srv.Close()
-			b := <-got
-			want := append(append([]byte{}, hdr...), data[off:off+n]...)
-			if !bytes.Equal(b, want) {
-				t.Fatalf("%v %d+%d: received %d bytes, want %d", m, off, n, len(b), len(want))
-			}
-			if m == Sendfile && n > 0 && (sock.Counts.Sendfile == 0 || sock.Counts.Write != 0) {
-				t.Errorf("sendfile counted %+v", sock.Counts)
-			}
-			if m == Mmap && sock.Counts.Pread != 0 {
-				t.Errorf("mmap counted %+v", sock.Counts)
+	// Every case with the kernel's unbounded send queue and with LimitUnsent's
+	// bound, under which sends stop short far more often.
+	for _, lowat := range []int{0, 16 << 10} {
+		for m := Method(0); m < NumMethods; m++ {
+			for _, r := range [][2]int64{{0, int64(len(data))}, {4095, 1}, {1 << 20, 2<<20 + 17}, {5, 0}} {
+				sendExact(t, data, f, mem, hdr, m, r[0], r[1], lowat)
 			}
 		}
+	}
+}
+
+// sendExact sends n bytes of f (whose bytes are data, mapped at mem) from off after
+// hdr by method m, over a loopback connection whose server end has TCP_NOTSENT_LOWAT
+// set to lowat (when above 0), and checks what the client received.
+func sendExact(t *testing.T, data []byte, f *os.File, mem, hdr []byte, m Method, off, n int64, lowat int) {
+	t.Helper()
+	srv, cli := pair(t)
+	if lowat > 0 {
+		if err := LimitUnsent(srv, lowat); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := srv.SyscallConn()
+		var got int
+		raw.Control(func(fd uintptr) { got, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT) })
+		if got != lowat {
+			t.Fatalf("TCP_NOTSENT_LOWAT is %d after LimitUnsent(%d)", got, lowat)
+		}
+	}
+	sock, err := NewSocket(srv, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(cli)
+		got <- b
+	}()
+	switch m {
+	case Copy:
+		err = sock.SendCopy(hdr, f, off, n, make([]byte, 64<<10))
+	case Mmap:
+		err = sock.SendMmap(hdr, mem[off:off+n])
+	case Sendfile:
+		err = sock.SendFile(hdr, f, off, n)
+	}
+	if err != nil {
+		t.Fatalf("%v %d+%d (lowat %d): %v", m, off, n, lowat, err)
+	}
+	srv.Close()
+	b := <-got
+	want := append(append([]byte{}, hdr...), data[off:off+n]...)
+	if !bytes.Equal(b, want) {
+		t.Fatalf("%v %d+%d (lowat %d): received %d bytes, want %d", m, off, n, lowat, len(b), len(want))
+	}
+	if m == Sendfile && n > 0 && (sock.Counts.Sendfile == 0 || sock.Counts.Write != 0) {
+		t.Errorf("sendfile counted %+v", sock.Counts)
+	}
+	if m == Mmap && sock.Counts.Pread != 0 {
+		t.Errorf("mmap counted %+v", sock.Counts)
 	}
 }
 
