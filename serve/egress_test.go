@@ -57,7 +57,10 @@ func TestAutoMethod(t *testing.T) {
 		{64 << 10, false, true, false, egressNoSG, mmap},
 		{64 << 10, false, false, false, egressNoSG, sendfile},
 		{smallBody + 1, false, true, false, egressLoopback, mmap},
-		{1 << 20, false, true, false, egressLoopback, mmap},
+		{loopbackSendfile.min, false, true, false, egressLoopback, mmap},
+		{loopbackSendfile.min + 1, false, true, false, egressLoopback, sendfile},
+		{loopbackSendfile.max, false, true, false, egressLoopback, sendfile},
+		{loopbackSendfile.max + 1, false, true, false, egressLoopback, mmap},
 		{hugeMapping, false, true, false, egressLoopback, mmap},
 		{hugeMapping + 1, false, true, false, egressLoopback, cp},
 		{hugeMapping, false, false, false, egressLoopback, sendfile}, // still filling

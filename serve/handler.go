@@ -390,9 +390,10 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 // sendfile cannot hand pages over and copies them too, and complete bodies moved
 // faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
 // 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
-// on this host (loopback: no DMA, the receiver copies on our CPUs anyway) complete
-// bodies go from the mapping, and bodies over hugeMapping bytes, complete or still
-// filling, by pread+write.
+// on this host (loopback: no DMA, the receiver copies on our CPUs anyway) only
+// complete bodies in loopbackSendfile's range go by sendfile, other complete bodies
+// from the mapping, and bodies over hugeMapping bytes, complete or still filling,
+// by pread+write.
 func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
 	case isTLS:
@@ -406,36 +407,42 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 		return zerocopy.Mmap
 	case e == egressLoopback && n > hugeMapping:
 		return zerocopy.Copy
-	case complete && e == egressLoopback:
+	case complete && e == egressLoopback && (n <= loopbackSendfile.min || n > loopbackSendfile.max):
 		return zerocopy.Mmap
 	}
 	return zerocopy.Sendfile
 }
 
-// The measurements behind autoMethod's loopback rule: why complete bodies to a
-// client on this host go from the mapping, not by sendfile, whatever their size.
+// loopbackSendfile is the range of body sizes (min exclusive, max inclusive) that
+// complete files send to clients on this host by sendfile; other complete bodies go
+// from the mapping.
+//
 // Measured on this project's 2-core VM with servers side by side on the same cached
-// files, alternating, wrk -t1 -c32, requests/s sendfile / mmap.
+// files, alternating, wrk -t1 -c32, requests/s sendfile / mmap. wrk runs at 100% of
+// a core there: what counts is how cheap a response is for the receiver.
 //
-// Above 1 MiB sendfile falls far behind (nginx's sendfile falls behind the same
-// way): 2026-11-28, 1.5 MiB 1041/1122 and 745/1022, 2 MiB 532/773 and 521/760, 8 MiB
-// 85/125 and 66/125; 2026-11-29, 1.5 MiB behind in three rounds of four, 2 MiB
-// 518/788 and 535/821. From 64 KiB to 1 MiB it was ahead, one size at a time:
-// 2026-11-29, 64 and 256 KiB in four rounds of four (by 3-34%), 512 KiB in six of
-// six (4138/3588, 4276/3519, 3933/3081, 4102/3853, 3126/2728, 3049/2671), 1 MiB in
-// five of six and in three BenchmarkServe runs (1876/1750, 1991/1891, 1803/1646);
-// 2026-11-28, 256 KiB 6315/6031 and 7918/7561, 1 MiB split (1672/1479, 1735/1875).
-// At 16 KiB the mapping was ahead in three rounds of four.
+// One size at a time sendfile was ahead from 64 KiB to 1 MiB: 2026-11-29, 64 and
+// 256 KiB in four rounds of four (by 3-34%), 512 KiB in six of six (4138/3588,
+// 4276/3519, 3933/3081, 4102/3853, 3126/2728, 3049/2671), 1 MiB in five of six. At
+// 16 KiB the mapping was ahead in three rounds of four. Above 1 MiB sendfile fell
+// far behind (nginx's sendfile too): 2026-11-28, 1.5 MiB 1041/1122 and 745/1022,
+// 2 MiB 532/773 and 521/760, 8 MiB 85/125 and 66/125; with the send queue bounded
+// (zerocopy.LimitUnsent) 2 MiB came to 1014/940 and 1030/990.
 //
-// Yet in a mix the mapping wins. On the mixed 1 KiB-8 MiB set of BenchmarkServe, a
-// rule sending 48 KiB-1 MiB by sendfile (and the rest from the mapping) moved 96-102%
-// of the all-mapping rule's requests over eight alternating rounds by hand, and then
-// 1.00x, 0.89x and 0.84x of --transfer mmap in three BenchmarkServe runs, while the
-// all-mapping rule came to 0.98-1.04x in five; sending 12 KiB-1 MiB by sendfile moved
-// 1-5% fewer in four rounds of 2026-11-28. The large bodies carry most of that set's
-// bytes; why sendfile's mid-size bodies among them cost the set more than they gained
-// is not established. So the mapping it is, at the cost of 1 MiB alone (0.87-0.93x
-// nginx with the mapping, 0.99-1.06x with sendfile).
+// In a mix the large bodies decide. On the mixed 1 KiB-8 MiB set of BenchmarkServe
+// (48 files, most of the bytes in those of 2-8 MiB) all by sendfile moved 15-19%
+// fewer requests than all from the mapping (1741/2074, 1735/2065 in BenchmarkServe),
+// so large bodies stay on the mapping. Sending 48 KiB-1 MiB by sendfile cost the set
+// nothing measurable once the send queue was bounded and BenchmarkServe stopped
+// always running auto first after nginx's turn and with its fill's writeback due:
+// 2026-11-29, 1.00x of --transfer mmap there in two runs (2058/2065, 2048/2039),
+// and by hand over six alternating rounds 1954/s on average against 1990/s for mmap
+// and 1981/s for the all-mapping rule. Before those two changes BenchmarkServe had
+// put the same rule at 0.83-0.89x of mmap in three runs of four. Alone, a 1 MiB
+// file went 2142-2219/s by sendfile and 1800-1888/s from the mapping in the four
+// BenchmarkServe runs with the bound (nginx 1879-1962/s); one run before the
+// ordering fix had 1814/1708 (nginx 1999).
+var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 
 // hugeMapping is the body size above which complete bodies to loopback clients go by
 // pread+write instead of from the mapping. Measured 2026-11-28 as above. Under load
