@@ -106,8 +106,8 @@ func NewSocket(c *net.TCPConn, idle time.Duration) (*Socket, error) {
 // side on the same cached files, requests/s, wrk at 100% of a core in every run):
 // 1 MiB by sendfile, no bound 1811/1880, 32 KiB 2028/2064, 64 KiB 2054/1899,
 // 128 KiB 2041/2028/2038/1756, 256 KiB 1941/1874, 512 KiB 1381/1769; nginx in the
-// same rounds 1777-1888. With the bound the server's CPU share rose (87 -> 175
-// ticks in 3 s) and wrk's system time fell (2.24 -> 2.09 s). From the mapping
+// same rounds 1777-1888. With 128 KiB the server's CPU rose (87 -> 175 ticks in
+// 3 s) and wrk's system time fell (2.24 -> 2.09 s). From the mapping
 // (serve --transfer auto on loopback), 64 KiB against no bound: 1 MiB 1423-1574/s
 // against 1339-1457/s over three rounds (nginx 1496-1571/s), the mixed 1 KiB-8 MiB
 // set of BenchmarkServe 1977-2174/s against 1721-1860/s over four. A cached 1 GiB
