@@ -439,9 +439,9 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // and by hand over six alternating rounds 1954/s on average against 1990/s for mmap
 // and 1981/s for the all-mapping rule. Before those two changes BenchmarkServe had
 // put the same rule at 0.83-0.89x of mmap in three runs of four. Alone, a 1 MiB
-// file went 2142-2219/s by sendfile and 1800-1888/s from the mapping in the four
-// BenchmarkServe runs with the bound (nginx 1879-1962/s); one run before the
-// ordering fix had 1814/1708 (nginx 1999).
+// file went by sendfile at 2142-2219/s in four of the five BenchmarkServe runs with
+// the bound and 1814/s in the fifth, from the mapping at 1708-1888/s (nginx
+// 1879-1999/s).
 var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 
 // hugeMapping is the body size above which complete bodies to loopback clients go by
