@@ -35,7 +35,13 @@ import (
 // with 40-60% less server CPU per request), so the same threshold holds there. At 8 MiB
 // the mapping moved more (1.19-1.54) for more CPU per request; a veth's receiver
 // copies on this host's CPUs, as loopback's does, so that is not taken as a rule
-// for NICs, which take sendfile's pages by DMA.
+// for NICs, which take sendfile's pages by DMA. Rerun twice with the send queue
+// bounded (zerocopy.LimitUnsent, 2026-11-29), mmap ÷ sendfile, scatter-gather on:
+// 16 KiB 1.04/1.07, 32 KiB 1.33/1.08, 64 KiB 1.34/1.02, 128 KiB 1.26/0.88, 256 KiB
+// 1.12/0.69, 1 MiB 1.03/0.92, 8 MiB 1.13/1.12; off: 16 KiB 0.89/0.92, 32 KiB
+// 0.87/0.87, 64 KiB 1.00/0.95, 128 KiB 0.95/1.03, 256 KiB 1.16/1.02, 1 MiB
+// 1.07/1.18, 8 MiB 1.54/2.10. The two runs disagree from 32 to 256 KiB with
+// scatter-gather, so the rules stay as measured before.
 const smallBody = 12 << 10
 
 // segment is how much of a body one send covers: the cache fills and the server
