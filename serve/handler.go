@@ -339,6 +339,7 @@ func (c *conn) send(h *cache.Handle, m zerocopy.Method, hdr []byte, off, n int64
 	if c.sock == nil {
 		return zerocopy.WriterSend(c.nc, m, hdr, h.File(), mem, off, n, c.copyBuf())
 	}
+	c.bound(m)
 	switch m {
 	case zerocopy.Sendfile:
 		return c.sock.SendFile(hdr, h.File(), off, n)
@@ -350,6 +351,7 @@ func (c *conn) send(h *cache.Handle, m zerocopy.Method, hdr []byte, off, n int64
 
 // sendUncached reads a segment from the origin (the cache had no room) and writes it.
 func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
+	c.bound(zerocopy.Copy)
 	buf := c.copyBuf()
 	for n > 0 {
 		k := min(n, int64(len(buf)))
@@ -448,6 +450,14 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // file went by sendfile at 2142-2219/s in four of the five BenchmarkServe runs with
 // the bound and 1814/s in the fifth, from the mapping at 1708-1888/s (nginx
 // 1879-1999/s).
+//
+// With the per-method send-queue bounds (DefaultNotsentLowatSendfile, 2026-11-29)
+// sendfile was ahead one size at a time up to 3 MiB, three or four rounds each,
+// requests/s sendfile / mmap: 1 MiB 2037/1862, 2 MiB 945/904 and 1011/974, 2.5 MiB
+// 807/683, 3 MiB 656/589; even at 3.7 and 4 MiB (489/486, 435/431); behind at
+// 8 MiB (192/206) and 64 MiB (20/26). Yet this range extended to 4 MiB cost the
+// mixed set: 0.94x the requests of --transfer mmap over ten paired rounds, for
+// 1.15x its server CPU per request. So it stays at 1 MiB.
 var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 
 // hugeMapping is the body size above which complete bodies to loopback clients go by

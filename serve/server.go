@@ -39,15 +39,32 @@ type Options struct {
 	SendTimeout       time.Duration // a write that makes no progress (60s)
 	MaxHeaderBytes    int           // a request header, all lines (16 KiB; 8 KiB a line)
 	// NotsentLowat bounds the bytes a connection's socket holds that TCP has not
-	// sent yet (TCP_NOTSENT_LOWAT): 0 means DefaultNotsentLowat, a negative value
-	// leaves the kernel's default (no bound). See zerocopy.LimitUnsent.
-	NotsentLowat int
-	Logger       *slog.Logger
+	// sent yet (TCP_NOTSENT_LOWAT) while a body is written from memory (the
+	// mapping, a copy, TLS); NotsentLowatSendfile while one goes by sendfile. 0
+	// means the default below, a negative value leaves the kernel's default (no
+	// bound). See zerocopy.LimitUnsent.
+	NotsentLowat         int
+	NotsentLowatSendfile int
+	Logger               *slog.Logger
 }
 
-// DefaultNotsentLowat is Options.NotsentLowat's default; the measurements behind it
-// are with zerocopy.LimitUnsent.
-const DefaultNotsentLowat = 64 << 10
+// DefaultNotsentLowat and DefaultNotsentLowatSendfile are the send-queue bounds'
+// defaults. The measurements behind the first are with zerocopy.LimitUnsent. The
+// second differs because sendfile and writes from memory each ran worst at the
+// other's best bound (2026-11-29, this project's 2-core VM, servers side by side,
+// alternating rounds, wrk -t1 -c32, requests/s and server CPU-µs per request).
+// On the mixed 1 KiB-8 MiB set of BenchmarkServe over loopback, all by sendfile:
+// 1434/s and 534 µs with 64 KiB against 1806/s and 242 µs with 32 KiB (five
+// rounds; 48 KiB was like 32 KiB, 64 and 80 KiB like each other). Over a veth into
+// a network namespace (scatter-gather on, MTU 1500): the mixed set 1403 against
+// 1604/s, 1 MiB 1662 against 1810/s, 8 MiB 197 against 222/s. From the mapping
+// the other way round: the mixed set 1597/s and 313 µs with 64 KiB, 1438/s and
+// 513 µs with 48 KiB, 1375/s with 32 KiB (five and six rounds). A copy through
+// user memory ran the same with 32 and 64 KiB (1607 and 1612/s).
+const (
+	DefaultNotsentLowat         = 64 << 10
+	DefaultNotsentLowatSendfile = 32 << 10
+)
 
 // Server serves one cache over HTTP.
 type Server struct {
@@ -96,6 +113,9 @@ func New(c *cache.Cache, opts Options) (*Server, error) {
 	}
 	if opts.NotsentLowat == 0 {
 		opts.NotsentLowat = DefaultNotsentLowat
+	}
+	if opts.NotsentLowatSendfile == 0 {
+		opts.NotsentLowatSendfile = DefaultNotsentLowatSendfile
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -194,6 +214,10 @@ type conn struct {
 	isTLS bool
 	// egress: the interface the connection's bytes leave by, as auto needs it.
 	egress egress
+	// tcp is the TCP socket under nc (also under TLS), lowat the send-queue bound
+	// set on it (0: the kernel's default).
+	tcp   *net.TCPConn
+	lowat int
 }
 
 func (s *Server) handle(nc net.Conn) {
@@ -201,16 +225,15 @@ func (s *Server) handle(nc net.Conn) {
 	defer s.active.Add(-1)
 	c := &conn{s: s, nc: nc}
 	c.egress = s.routes.classify(nc.LocalAddr(), nc.RemoteAddr())
-	if s.opts.NotsentLowat > 0 {
-		tc, _ := nc.(*net.TCPConn)
-		if t, ok := nc.(*tls.Conn); ok {
-			tc, _ = t.NetConn().(*net.TCPConn)
-		}
-		if tc != nil {
-			if err := zerocopy.LimitUnsent(tc, s.opts.NotsentLowat); err != nil {
-				s.log.Debug("TCP_NOTSENT_LOWAT not set", "err", err)
-			}
-		}
+	c.tcp, _ = nc.(*net.TCPConn)
+	if t, ok := nc.(*tls.Conn); ok {
+		c.tcp, _ = t.NetConn().(*net.TCPConn)
+		c.isTLS = true
+	}
+	if s.auto {
+		c.bound(zerocopy.Mmap)
+	} else {
+		c.bound(s.fixed)
 	}
 	switch t := nc.(type) {
 	case *net.TCPConn:
@@ -220,7 +243,6 @@ func (s *Server) handle(nc net.Conn) {
 		}
 		c.sock = sock
 	case *tls.Conn:
-		c.isTLS = true
 		t.SetDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
 		if err := t.Handshake(); err != nil {
 			return
@@ -301,6 +323,24 @@ func (s *Server) BytesByMethod() map[string]int64 {
 }
 
 // write sends bytes that are not file bodies (headers of empty answers, listings).
+// bound sets the socket's send-queue bound for a body sent with m, unless it is
+// set already: a connection pays one system call when its method changes.
+func (c *conn) bound(m zerocopy.Method) {
+	want := c.s.opts.NotsentLowat
+	if m == zerocopy.Sendfile && !c.isTLS {
+		want = c.s.opts.NotsentLowatSendfile
+	}
+	want = max(want, 0) // 0 restores the kernel's default
+	if want == c.lowat || c.tcp == nil {
+		return
+	}
+	if err := zerocopy.LimitUnsent(c.tcp, want); err != nil {
+		c.s.log.Debug("TCP_NOTSENT_LOWAT not set", "err", err)
+		return
+	}
+	c.lowat = want
+}
+
 func (c *conn) write(bufs ...[]byte) error {
 	if c.sock != nil {
 		return c.sock.Writev(bufs...)

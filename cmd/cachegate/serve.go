@@ -25,7 +25,9 @@ type serverFlags struct {
 	AuthTokenFile string        `help:"Require 'Authorization: Bearer TOKEN' with the token in this file." type:"existingfile" placeholder:"FILE"`
 	MaxConns      int           `help:"Most concurrent client connections." default:"10000"`
 	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long (default: ${default})." default:"60s" placeholder:"DUR"`
-	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
+	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue, while a body is written from memory (mapping, copy, TLS), before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
+	// Its own flag: the two methods each ran worst at the other's best bound.
+	NotsentLowatSendfile Size `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
 }
 
 // start listens on addr and serves c in the background.
@@ -33,6 +35,9 @@ func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger) (*ser
 	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout, NotsentLowat: int(f.NotsentLowat)}
 	if f.NotsentLowat <= 0 {
 		opts.NotsentLowat = -1
+	}
+	if opts.NotsentLowatSendfile = int(f.NotsentLowatSendfile); f.NotsentLowatSendfile <= 0 {
+		opts.NotsentLowatSendfile = -1
 	}
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
