@@ -62,8 +62,8 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("row %q was not measured: %+v", r.workload, r)
 		}
 	}
-	if len(rows) != 13 {
-		t.Errorf("%d rows, want 13", len(rows))
+	if len(rows) != 14 {
+		t.Errorf("%d rows, want 14", len(rows))
 	}
 	printBenchTable(t, rows)
 }
