@@ -230,11 +230,7 @@ func (s *Server) handle(nc net.Conn) {
 		c.tcp, _ = t.NetConn().(*net.TCPConn)
 		c.isTLS = true
 	}
-	if s.auto {
-		c.bound(zerocopy.Mmap)
-	} else {
-		c.bound(s.fixed)
-	}
+	c.bound(c.mainMethod())
 	switch t := nc.(type) {
 	case *net.TCPConn:
 		sock, err := zerocopy.NewSocket(t, s.opts.SendTimeout)
@@ -323,8 +319,27 @@ func (s *Server) BytesByMethod() map[string]int64 {
 }
 
 // write sends bytes that are not file bodies (headers of empty answers, listings).
-// bound sets the socket's send-queue bound for a body sent with m, unless it is
-// set already: a connection pays one system call when its method changes.
+// mainMethod is the method a connection is expected to send most of its bytes
+// with, whose send-queue bound it keeps: the fixed method, or for auto sendfile
+// behind an interface with scatter-gather and a write from memory otherwise (TLS,
+// no scatter-gather, and loopback, where auto sends larger bodies from the mapping).
+// The bound is set once, at accept. Switching it per response with the method
+// gained nothing measurable: auto moved 1.007x the mixed set's requests of
+// --transfer mmap over ten paired rounds on loopback that way, 1.013x over eight
+// with one bound, and BenchmarkServe's one run of the switching build put it at
+// 0.81x (1705/s against 2098/s; 2026-11-29).
+func (c *conn) mainMethod() zerocopy.Method {
+	switch {
+	case !c.s.auto:
+		return c.s.fixed
+	case c.egress == egressSG && !c.isTLS:
+		return zerocopy.Sendfile
+	}
+	return zerocopy.Mmap
+}
+
+// bound sets the socket's send-queue bound for bodies sent with m, unless it is
+// set already.
 func (c *conn) bound(m zerocopy.Method) {
 	want := c.s.opts.NotsentLowat
 	if m == zerocopy.Sendfile && !c.isTLS {
