@@ -63,3 +63,30 @@ func TestSendQueueBound(t *testing.T) {
 		}
 	}
 }
+
+// TestMainMethod pins which method's send-queue bound a connection keeps.
+func TestMainMethod(t *testing.T) {
+	for _, c := range []struct {
+		transfer string
+		e        egress
+		tls      bool
+		want     zerocopy.Method
+	}{
+		{"auto", egressSG, false, zerocopy.Sendfile},
+		{"auto", egressSG, true, zerocopy.Mmap},
+		{"auto", egressNoSG, false, zerocopy.Mmap},
+		{"auto", egressLoopback, false, zerocopy.Mmap},
+		{"sendfile", egressLoopback, false, zerocopy.Sendfile},
+		{"copy", egressSG, false, zerocopy.Copy},
+		{"mmap", egressSG, false, zerocopy.Mmap},
+	} {
+		s, err := New(nil, Options{Transfer: c.transfer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := &conn{s: s, egress: c.e, isTLS: c.tls}
+		if got := conn.mainMethod(); got != c.want {
+			t.Errorf("--transfer %s, %v, tls %v: keeps the bound of %v, want %v", c.transfer, c.e, c.tls, got, c.want)
+		}
+	}
+}
