@@ -326,8 +326,9 @@ func (s *Server) BytesByMethod() map[string]int64 {
 // The bound is set once, at accept. Switching it per response with the method
 // gained nothing measurable: auto moved 1.007x the mixed set's requests of
 // --transfer mmap over ten paired rounds on loopback that way, 1.013x over eight
-// with one bound, and BenchmarkServe's one run of the switching build put it at
-// 0.81x (1705/s against 2098/s; 2026-11-29).
+// with one bound; BenchmarkServe put the switching build at 0.81x (unpaired) and
+// 1.02x (paired ratios), for 1.10x the mapping's server CPU per request, as much as
+// with one bound (2026-11-29).
 func (c *conn) mainMethod() zerocopy.Method {
 	switch {
 	case !c.s.auto:
