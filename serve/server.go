@@ -50,8 +50,8 @@ type Options struct {
 
 // DefaultNotsentLowat and DefaultNotsentLowatSendfile are the send-queue bounds'
 // defaults. The measurements behind the first are with zerocopy.LimitUnsent. The
-// second differs because sendfile and writes from memory each ran worst at the
-// other's best bound (2026-11-29, this project's 2-core VM, servers side by side,
+// second differs because sendfile and writes from memory each ran far worse at
+// the other's best bound (2026-11-29, this project's 2-core VM, servers side by side,
 // alternating rounds, wrk -t1 -c32, requests/s and server CPU-µs per request).
 // On the mixed 1 KiB-8 MiB set of BenchmarkServe over loopback, all by sendfile:
 // 1434/s and 534 µs with 64 KiB against 1806/s and 242 µs with 32 KiB (five
@@ -318,7 +318,6 @@ func (s *Server) BytesByMethod() map[string]int64 {
 	return out
 }
 
-// write sends bytes that are not file bodies (headers of empty answers, listings).
 // mainMethod is the method a connection is expected to send most of its bytes
 // with, whose send-queue bound it keeps: the fixed method, or for auto sendfile
 // behind an interface with scatter-gather and a write from memory otherwise (TLS,
@@ -357,6 +356,7 @@ func (c *conn) bound(m zerocopy.Method) {
 	c.lowat = want
 }
 
+// write sends bytes that are not file bodies (headers of empty answers, listings).
 func (c *conn) write(bufs ...[]byte) error {
 	if c.sock != nil {
 		return c.sock.Writev(bufs...)

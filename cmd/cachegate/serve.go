@@ -26,7 +26,7 @@ type serverFlags struct {
 	MaxConns      int           `help:"Most concurrent client connections." default:"10000"`
 	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long (default: ${default})." default:"60s" placeholder:"DUR"`
 	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue, while a body is written from memory (mapping, copy, TLS), before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
-	// Its own flag: the two methods each ran worst at the other's best bound.
+	// Its own flag: each method ran far worse at the other's best bound (serve.DefaultNotsentLowatSendfile).
 	NotsentLowatSendfile Size `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
 }
 
