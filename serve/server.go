@@ -55,7 +55,8 @@ type Options struct {
 // alternating rounds, wrk -t1 -c32, requests/s and server CPU-µs per request).
 // On the mixed 1 KiB-8 MiB set of BenchmarkServe over loopback, all by sendfile:
 // 1434/s and 534 µs with 64 KiB against 1806/s and 242 µs with 32 KiB (five
-// rounds; 48 KiB was like 32 KiB, 64 and 80 KiB like each other). Over a veth into
+// rounds; in another run 48 KiB came close to 32 KiB, 1565 against 1640/s). One
+// 2.1 MiB file: 32 KiB 995/s, 48 KiB 978/s, 64 KiB 743/s, 80 KiB 800/s. Over a veth into
 // a network namespace (scatter-gather on, MTU 1500): the mixed set 1403 against
 // 1604/s, 1 MiB 1662 against 1810/s, 8 MiB 197 against 222/s. From the mapping
 // the other way round: the mixed set 1597/s and 313 µs with 64 KiB, 1438/s and
