@@ -455,7 +455,8 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // 807/683, 3 MiB 656/589; even at 3.7 and 4 MiB (489/486, 435/431); behind at
 // 8 MiB (192/206) and 64 MiB (20/26). Yet this range extended to 4 MiB cost the
 // mixed set: 0.94x the requests of --transfer mmap over ten paired rounds, for
-// 1.15x its server CPU per request. So it stays at 1 MiB.
+// 1.15x its server CPU per request (a build that set each response's bound by its
+// method; connections now keep one). So it stays at 1 MiB.
 var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 
 // hugeMapping is the body size above which complete bodies to loopback clients go by
