@@ -1,13 +1,37 @@
 package serve
 
 import (
+	"bufio"
+	"crypto/rand"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 	"golang.org/x/sys/unix"
 )
+
+// notsentLowat reads a socket's TCP_NOTSENT_LOWAT.
+func notsentLowat(t *testing.T, nc net.Conn) int {
+	t.Helper()
+	raw, err := nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	raw.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT) })
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return v
+}
 
 // TestSendQueueBound checks that a connection's TCP_NOTSENT_LOWAT follows the method
 // of the body it sends, that "no bound" restores the kernel's default, and that TLS
@@ -28,16 +52,6 @@ func TestSendQueueBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	lowat := func() int {
-		raw, _ := nc.(*net.TCPConn).SyscallConn()
-		var v int
-		var gerr error
-		raw.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT) })
-		if gerr != nil {
-			t.Fatal(gerr)
-		}
-		return v
-	}
 	s := &Server{log: slog.Default(), opts: Options{NotsentLowat: 64 << 10, NotsentLowatSendfile: 32 << 10}}
 	c := &conn{s: s, nc: nc, tcp: nc.(*net.TCPConn)}
 	for _, step := range []struct {
@@ -58,13 +72,13 @@ func TestSendQueueBound(t *testing.T) {
 		}
 		c.isTLS = step.tls
 		c.bound(step.m)
-		if got := lowat(); got != step.want || c.lowat != step.want {
+		if got := notsentLowat(t, nc); got != step.want || c.lowat != step.want {
 			t.Errorf("after a %v body (tls %v): TCP_NOTSENT_LOWAT %d, conn records %d, want %d", step.m, step.tls, got, c.lowat, step.want)
 		}
 	}
 }
 
-// TestMainMethod pins which method's send-queue bound a connection keeps.
+// TestMainMethod pins which method's send-queue bound a connection gets at accept.
 func TestMainMethod(t *testing.T) {
 	for _, c := range []struct {
 		transfer string
@@ -86,7 +100,90 @@ func TestMainMethod(t *testing.T) {
 		}
 		conn := &conn{s: s, egress: c.e, isTLS: c.tls}
 		if got := conn.mainMethod(); got != c.want {
-			t.Errorf("--transfer %s, %v, tls %v: keeps the bound of %v, want %v", c.transfer, c.e, c.tls, got, c.want)
+			t.Errorf("--transfer %s, %v, tls %v: gets the bound of %v at accept, want %v", c.transfer, c.e, c.tls, got, c.want)
+		}
+	}
+}
+
+// TestBodySetsBound serves cached files with --transfer auto to a loopback client over
+// one keep-alive connection and checks the socket's send-queue bound after each
+// response: sendfile's for a body auto sends by sendfile, the writes' for one it
+// writes from the mapping.
+func TestBodySetsBound(t *testing.T) {
+	dir := t.TempDir()
+	sizes := map[string]int{"small.bin": 4 << 10, "mid.bin": 100 << 10, "big.bin": 2 << 20}
+	for name, size := range sizes {
+		b := make([]byte, size)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := origin.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.Open(o, cache.Options{Dir: t.TempDir(), Limit: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := New(c, Options{Transfer: "auto", NotsentLowat: 64 << 10, NotsentLowatSendfile: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.handle(nc); close(done) }()
+	defer func() { client.Close(); <-done }()
+
+	br := bufio.NewReader(client)
+	get := func(name string) string {
+		t.Helper()
+		if _, err := io.WriteString(client, "GET /"+name+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != int64(sizes[name]) || resp.StatusCode != 200 {
+			t.Fatalf("GET /%s: status %d, %d bytes, %v", name, resp.StatusCode, n, err)
+		}
+		return resp.Header.Get("X-Transfer")
+	}
+	for name := range sizes {
+		get(name) // fill the cache: a file not yet cached goes by copy
+	}
+	for _, step := range []struct {
+		name, transfer string
+		lowat          int
+	}{
+		{"mid.bin", "sendfile", 32 << 10},
+		{"big.bin", "mmap", 64 << 10},
+		{"mid.bin", "sendfile", 32 << 10},
+		{"small.bin", "mmap", 64 << 10},
+	} {
+		if got := get(step.name); got != step.transfer {
+			t.Fatalf("GET /%s: X-Transfer %q, want %q", step.name, got, step.transfer)
+		}
+		if got := notsentLowat(t, nc); got != step.lowat {
+			t.Errorf("after /%s by %s: TCP_NOTSENT_LOWAT %d, want %d", step.name, step.transfer, got, step.lowat)
 		}
 	}
 }
