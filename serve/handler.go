@@ -339,7 +339,6 @@ func (c *conn) send(h *cache.Handle, m zerocopy.Method, hdr []byte, off, n int64
 	if c.sock == nil {
 		return zerocopy.WriterSend(c.nc, m, hdr, h.File(), mem, off, n, c.copyBuf())
 	}
-	c.bound(m)
 	switch m {
 	case zerocopy.Sendfile:
 		return c.sock.SendFile(hdr, h.File(), off, n)
@@ -351,7 +350,6 @@ func (c *conn) send(h *cache.Handle, m zerocopy.Method, hdr []byte, off, n int64
 
 // sendUncached reads a segment from the origin (the cache had no room) and writes it.
 func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
-	c.bound(zerocopy.Copy)
 	buf := c.copyBuf()
 	for n > 0 {
 		k := min(n, int64(len(buf)))

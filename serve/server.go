@@ -320,19 +320,22 @@ func (s *Server) BytesByMethod() map[string]int64 {
 }
 
 // mainMethod is the method a connection is expected to send most of its bytes
-// with, whose send-queue bound it gets at accept: the fixed method, or for auto
-// sendfile behind an interface with scatter-gather and a write from memory
-// otherwise (TLS, no scatter-gather, and loopback, where auto sends larger bodies
-// from the mapping). Then each body sets its own method's bound (bound, called by
-// send), one setsockopt when the method changes. With one bound per connection,
-// auto's sendfile bodies to loopback clients went with the writes' 64 KiB and cost
-// the server about twice their CPU: 48 KiB-1 MiB files of the mixed set alone
-// (2026-11-29, five rotated rounds of wrk -t1 -c32, server CPU-µs per request),
-// auto with one bound 120-160, switching per body 62-77, --transfer sendfile
-// 71-91, mmap 92-106; switching moved the most requests (5859/s on average, one
-// bound 5719/s). On the whole mixed set switching cost as much as one bound (280
-// and 279 µs per request over six rounds, mmap 246) and moved as many requests
-// (1.007x the mapping's over ten paired rounds, one bound 1.013x).
+// with, whose send-queue bound it keeps: the fixed method, or for auto sendfile
+// behind an interface with scatter-gather and a write from memory otherwise (TLS,
+// no scatter-gather, and loopback, where auto sends larger bodies from the mapping).
+// The bound is set once, at accept.
+//
+// What that costs, and why the bound is not switched per body with the method:
+// auto's sendfile bodies to loopback clients (complete, 48 KiB-1 MiB) go with the
+// writes' 64 KiB and cost the server about twice their CPU. Those files of the
+// mixed set alone (2026-11-29, five rotated rounds of wrk -t1 -c32, server CPU-µs
+// per request): auto 120-160, auto switching the bound per body 62-77,
+// --transfer sendfile 71-91, mmap 92-106; requests/s alike (5719, 5859, 5494,
+// 5709 on average). But on the whole mixed set, where auto must match the
+// mapping, switching moved fewer requests: 0.973x the mapping's (median of ten
+// paired rounds by hand; one bound 1.009x), and in BenchmarkServe 0.81x (unpaired),
+// 0.83x and 1.02x (paired) in three runs, where one bound ran 0.97-1.19x in four.
+// Its CPU per mixed request was no lower either (345 against 338 µs by hand).
 func (c *conn) mainMethod() zerocopy.Method {
 	switch {
 	case !c.s.auto:
