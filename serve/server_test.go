@@ -146,6 +146,7 @@ func TestConnKeepsBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer nc.Close()
 	done := make(chan struct{})
 	go func() { s.handle(nc); close(done) }()
 	defer func() { client.Close(); <-done }()
