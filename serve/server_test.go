@@ -17,6 +17,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// loopbackPair returns both ends of a TCP connection over loopback, closed when the
+// test ends.
+func loopbackPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
 // notsentLowat reads a socket's TCP_NOTSENT_LOWAT.
 func notsentLowat(t *testing.T, nc net.Conn) int {
 	t.Helper()
@@ -37,21 +59,7 @@ func notsentLowat(t *testing.T, nc net.Conn) int {
 // of the body it sends, that "no bound" restores the kernel's default, and that TLS
 // keeps the bound of writes.
 func TestSendQueueBound(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := loopbackPair(t)
 	s := &Server{log: slog.Default(), opts: Options{NotsentLowat: 64 << 10, NotsentLowatSendfile: 32 << 10}}
 	c := &conn{s: s, nc: nc, tcp: nc.(*net.TCPConn)}
 	for _, step := range []struct {
@@ -132,21 +140,7 @@ func TestConnKeepsBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	client, nc := loopbackPair(t)
 	done := make(chan struct{})
 	go func() { s.handle(nc); close(done) }()
 	defer func() { client.Close(); <-done }()
