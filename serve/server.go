@@ -346,8 +346,9 @@ func (c *conn) mainMethod() zerocopy.Method {
 	return zerocopy.Mmap
 }
 
-// bound sets the socket's send-queue bound for bodies sent with m, unless it is
-// set already.
+// bound sets the socket's send-queue bound for bodies sent with m (handle calls it
+// once, for mainMethod). It remembers what it set, so that asking for the kernel's
+// default on a fresh socket, or for the bound already set, costs no system call.
 func (c *conn) bound(m zerocopy.Method) {
 	want := c.s.opts.NotsentLowat
 	if m == zerocopy.Sendfile && !c.isTLS {

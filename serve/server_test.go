@@ -55,9 +55,9 @@ func notsentLowat(t *testing.T, nc net.Conn) int {
 	return v
 }
 
-// TestSendQueueBound checks that a connection's TCP_NOTSENT_LOWAT follows the method
-// of the body it sends, that "no bound" restores the kernel's default, and that TLS
-// keeps the bound of writes.
+// TestSendQueueBound checks that bound gives a socket the TCP_NOTSENT_LOWAT of the
+// method it is asked for (handle asks once, for mainMethod), that "no bound" restores
+// the kernel's default, and that TLS takes the bound of writes.
 func TestSendQueueBound(t *testing.T) {
 	_, nc := loopbackPair(t)
 	s := &Server{log: slog.Default(), opts: Options{NotsentLowat: 64 << 10, NotsentLowatSendfile: 32 << 10}}
