@@ -30,15 +30,19 @@ type serverFlags struct {
 	NotsentLowatSendfile Size `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
 }
 
+// lowat turns a --notsent-lowat flag into serve.Options' form: the flag's 0 (the
+// kernel's default, no bound) is the options' -1, since their 0 means "the default".
+func lowat(flag Size) int {
+	if flag <= 0 {
+		return -1
+	}
+	return int(flag)
+}
+
 // start listens on addr and serves c in the background.
 func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger) (*serve.Server, error) {
-	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout, NotsentLowat: int(f.NotsentLowat)}
-	if f.NotsentLowat <= 0 {
-		opts.NotsentLowat = -1
-	}
-	if opts.NotsentLowatSendfile = int(f.NotsentLowatSendfile); f.NotsentLowatSendfile <= 0 {
-		opts.NotsentLowatSendfile = -1
-	}
+	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout,
+		NotsentLowat: lowat(f.NotsentLowat), NotsentLowatSendfile: lowat(f.NotsentLowatSendfile)}
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
 	}
