@@ -233,7 +233,9 @@ func TestCacheSizeCapHolds(t *testing.T) {
 }
 
 // Acceptance 5: a restart keeps the cache; a kill -9 during cold reads leaves a dead
-// mount that cachegate unmount clears, and the restarted mount reads everything right.
+// mount that cachegate unmount clears, even while a file there is still open (a live
+// mount with an open file is refused as busy), and the restarted mount reads
+// everything right.
 func TestRestartAndKill(t *testing.T) {
 	tr := sharedTree(t)
 	srv := startNginx(t, tr.Root, "json")
@@ -254,6 +256,16 @@ func TestRestartAndKill(t *testing.T) {
 	}
 	if extra := srv.originBytes(t, "") - before; extra != 0 {
 		t.Fatalf("re-reading cached files after a restart cost %d origin bytes", extra)
+	}
+
+	// A file held open across the kill keeps the mount busy.
+	held, err := os.Open(filepath.Join(m.Dir, tr.Medium[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if out, code := runCLI(t, "unmount", m.Dir); code != 1 || !strings.Contains(out, "busy") || !isMounted(m.Dir) {
+		t.Errorf("cachegate unmount of a live mount with an open file: exit %d, %q; want exit 1 saying it is busy, still mounted", code, out)
 	}
 
 	// Eight concurrent cold readers, then kill -9 in the middle.
@@ -281,12 +293,17 @@ func TestRestartAndKill(t *testing.T) {
 	if out, code := runCLI(t, "mount", srv.URL, m.Dir, "--cache-dir", filepath.Join(workDir, "unused-cache")); code != 1 || !strings.Contains(out, "cachegate unmount") {
 		t.Errorf("mount over a dead mount: exit %d, %q; want exit 1 telling to run cachegate unmount", code, out)
 	}
-	if out, code := runCLI(t, "unmount", m.Dir); code != 0 {
-		t.Fatalf("cachegate unmount of a dead mount: exit %d: %s", code, out)
+	out, code := runCLI(t, "unmount", m.Dir)
+	if code != 0 {
+		t.Fatalf("cachegate unmount of a dead mount with a file open: exit %d: %s", code, out)
+	}
+	if !strings.Contains(out, "detached") {
+		t.Errorf("cachegate unmount of a dead, busy mount said %q; want it to say it detached the mount", out)
 	}
 	if isMounted(m.Dir) {
 		t.Fatal("dead mount still mounted after cachegate unmount")
 	}
+	held.Close()
 	m = startMount(t, srv.URL, cacheDir)
 	for _, p := range append(tr.Medium, tr.Big, tr.Huge) {
 		if sha256File(t, filepath.Join(m.Dir, p)) != tr.Sums[p] {

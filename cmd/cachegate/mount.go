@@ -277,15 +277,38 @@ func (u *unmountCmd) Run(g *globals) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, unix.EBUSY) && deadMount(mp):
+		// Its process is gone, so every access there fails anyway; waiting for the
+		// holders to close their files only keeps the mount point from being reused.
+		// Detach it now, as fusermount3 -uz would; the kernel frees it when the last
+		// holder lets go.
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s (its process died): %v", mp, err)
+		}
+		fmt.Fprintf(os.Stderr, "cachegate: %s: its process had died and files there were still open; detached it (their holders get errors until they close them)\n", mp)
+		return nil
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("%s is busy: close the files and shells using it (see fuser -vm %s) and retry", mp, mp)
 	case errors.Is(err, unix.EPERM):
 		// Not root: fusermount3 is setuid and may unmount the user's own mounts.
-		out, ferr := exec.Command("fusermount3", "-u", mp).CombinedOutput()
+		args := []string{"-u", mp}
+		if deadMount(mp) {
+			args = []string{"-uz", mp}
+		}
+		out, ferr := exec.Command("fusermount3", args...).CombinedOutput()
 		if ferr != nil {
 			return fmt.Errorf("unmount %s: %s", mp, strings.TrimSpace(string(out)))
 		}
 		return nil
 	}
 	return fmt.Errorf("unmount %s: %v", mp, err)
+}
+
+// deadMount reports whether the FUSE mount at mp has lost its process: statfs, which
+// always asks the process (stat may be answered from cached attributes), fails with
+// ENOTCONN (connection gone) or ECONNABORTED (aborted through /sys/fs/fuse/connections).
+func deadMount(mp string) bool {
+	var st unix.Statfs_t
+	err := unix.Statfs(mp, &st)
+	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
 }
