@@ -457,6 +457,13 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // mixed set: 0.94x the requests of --transfer mmap over ten paired rounds, for
 // 1.15x its server CPU per request (a build that set each response's bound by its
 // method; connections now keep one). So it stays at 1 MiB.
+//
+// These rules suit a local client that has a core of its own. When the client needs
+// both cores (wrk -t2 on the mixed set, 2026-11-29, 15 rotated rounds) the server's
+// CPU decides: --transfer sendfile moved the most in 14 rounds and this rule 0.91x
+// of it (median). Sending loopback clients everything above smallBody by sendfile
+// instead came to 1.01x there but 0.95-0.98x of the mapping with wrk -t1. Numbers in
+// e2e/RESULTS.md.
 var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 
 // hugeMapping is the body size above which complete bodies to loopback clients go by
