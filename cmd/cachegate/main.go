@@ -27,7 +27,7 @@ type globals struct {
 type cli struct {
 	globals
 	Mount   mountCmd   `cmd:"" help:"Mount ORIGIN read-only at MOUNTPOINT through the disk cache (runs in the foreground)."`
-	Unmount unmountCmd `cmd:"" help:"Unmount a cachegate mount, also one whose process died."`
+	Unmount unmountCmd `cmd:"" help:"Unmount a cachegate mount. One whose process died is detached even while files there are open."`
 	Serve   serveCmd   `cmd:"" help:"Serve ORIGIN over HTTP through the disk cache (sendfile, mmap or copy per file)."`
 	Cache   cacheCmd   `cmd:"" help:"Manage the cache: ls, stat, warm, pin, unpin, evict, verify, gc, clear (also while a mount or server runs)."`
 	Status  statusCmd  `cmd:"" help:"Show the cache's use, hits and misses, and the server's traffic by transfer method."`
