@@ -307,8 +307,19 @@ func (u *unmountCmd) Run(g *globals) error {
 // deadMount reports whether the FUSE mount at mp has lost its process: statfs, which
 // always asks the process (stat may be answered from cached attributes), fails with
 // ENOTCONN (connection gone) or ECONNABORTED (aborted through /sys/fs/fuse/connections).
+// A process that is alive but does not answer within a second counts as alive: a
+// hung mount is not detached behind its owner's back, and the command does not hang
+// with it (the statfs is abandoned with the process).
 func deadMount(mp string) bool {
-	var st unix.Statfs_t
-	err := unix.Statfs(mp, &st)
-	return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+	res := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		res <- unix.Statfs(mp, &st)
+	}()
+	select {
+	case err := <-res:
+		return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+	case <-time.After(time.Second):
+		return false
+	}
 }
