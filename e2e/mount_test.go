@@ -234,8 +234,8 @@ func TestCacheSizeCapHolds(t *testing.T) {
 
 // Acceptance 5: a restart keeps the cache; a kill -9 during cold reads leaves a dead
 // mount that cachegate unmount clears, even while a file there is still open (a live
-// mount with an open file is refused as busy), and the restarted mount reads
-// everything right.
+// or stopped mount with an open file is refused as busy), and the restarted mount
+// reads everything right.
 func TestRestartAndKill(t *testing.T) {
 	tr := sharedTree(t)
 	srv := startNginx(t, tr.Root, "json")
@@ -258,14 +258,28 @@ func TestRestartAndKill(t *testing.T) {
 		t.Fatalf("re-reading cached files after a restart cost %d origin bytes", extra)
 	}
 
-	// A file held open across the kill keeps the mount busy.
-	held, err := os.Open(filepath.Join(m.Dir, tr.Medium[0]))
-	if err != nil {
+	// A file held open across the kill keeps the mount busy. Another process holds
+	// it: a file of the mount open in this one would make every fork here wait on
+	// the stopped mount below (exec closes it, and a close asks the mount to flush).
+	holder := exec.Command("sh", "-c", "exec sleep 600 < \"$0\"", filepath.Join(m.Dir, tr.Medium[0]))
+	if err := holder.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer held.Close()
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	for start := time.Now(); !holdsOpen(holder.Process.Pid, m.Dir); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the holder never opened its file")
+		}
+	}
 	if out, code := runCLI(t, "unmount", m.Dir); code != 1 || !strings.Contains(out, "busy") || !isMounted(m.Dir) {
 		t.Errorf("cachegate unmount of a live mount with an open file: exit %d, %q; want exit 1 saying it is busy, still mounted", code, out)
+	}
+	// Stopped, the process cannot answer: refused too, and said so, without hanging.
+	m.cmd.Process.Signal(syscall.SIGSTOP)
+	out, code := runCLI(t, "unmount", m.Dir)
+	m.cmd.Process.Signal(syscall.SIGCONT)
+	if code != 1 || !strings.Contains(out, "does not answer") || !isMounted(m.Dir) {
+		t.Errorf("cachegate unmount of a stopped mount with an open file: exit %d, %q; want exit 1 saying its process does not answer, still mounted", code, out)
 	}
 
 	// Eight concurrent cold readers, then kill -9 in the middle.
@@ -293,7 +307,7 @@ func TestRestartAndKill(t *testing.T) {
 	if out, code := runCLI(t, "mount", srv.URL, m.Dir, "--cache-dir", filepath.Join(workDir, "unused-cache")); code != 1 || !strings.Contains(out, "cachegate unmount") {
 		t.Errorf("mount over a dead mount: exit %d, %q; want exit 1 telling to run cachegate unmount", code, out)
 	}
-	out, code := runCLI(t, "unmount", m.Dir)
+	out, code = runCLI(t, "unmount", m.Dir)
 	if code != 0 {
 		t.Fatalf("cachegate unmount of a dead mount with a file open: exit %d: %s", code, out)
 	}
@@ -303,7 +317,7 @@ func TestRestartAndKill(t *testing.T) {
 	if isMounted(m.Dir) {
 		t.Fatal("dead mount still mounted after cachegate unmount")
 	}
-	held.Close()
+	holder.Process.Kill()
 	m = startMount(t, srv.URL, cacheDir)
 	for _, p := range append(tr.Medium, tr.Big, tr.Huge) {
 		if sha256File(t, filepath.Join(m.Dir, p)) != tr.Sums[p] {
@@ -458,4 +472,15 @@ func TestMountBadInput(t *testing.T) {
 	if isMounted(mp) {
 		t.Fatal("refused mount left something mounted")
 	}
+}
+
+// holdsOpen reports whether process pid has a file under dir open.
+func holdsOpen(pid int, dir string) bool {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(target, dir+"/") {
+			return true
+		}
+	}
+	return false
 }

@@ -274,10 +274,15 @@ func (u *unmountCmd) Run(g *globals) error {
 		return fmt.Errorf("%s is not mounted", mp)
 	}
 	err := unix.Unmount(mp, 0)
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.Is(err, unix.EBUSY) && deadMount(mp):
+	}
+	state := mountAnswers
+	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EPERM) {
+		state = probeMount(mp)
+	}
+	switch {
+	case errors.Is(err, unix.EBUSY) && state == mountDead:
 		// Its process is gone, so every access there fails anyway; waiting for the
 		// holders to close their files only keeps the mount point from being reused.
 		// Detach it now, as fusermount3 -uz would; the kernel frees it when the last
@@ -287,12 +292,14 @@ func (u *unmountCmd) Run(g *globals) error {
 		}
 		fmt.Fprintf(os.Stderr, "cachegate: %s: its process had died and files there were still open; detached it (their holders get errors until they close them)\n", mp)
 		return nil
+	case errors.Is(err, unix.EBUSY) && state == mountSilent:
+		return fmt.Errorf("%s is busy and the cachegate process serving it does not answer (stopped or hung): resume or kill that process and retry", mp)
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("%s is busy: close the files and shells using it (see fuser -vm %s) and retry", mp, mp)
 	case errors.Is(err, unix.EPERM):
 		// Not root: fusermount3 is setuid and may unmount the user's own mounts.
 		args := []string{"-u", mp}
-		if deadMount(mp) {
+		if state == mountDead {
 			args = []string{"-uz", mp}
 		}
 		out, ferr := exec.Command("fusermount3", args...).CombinedOutput()
@@ -304,13 +311,21 @@ func (u *unmountCmd) Run(g *globals) error {
 	return fmt.Errorf("unmount %s: %v", mp, err)
 }
 
-// deadMount reports whether the FUSE mount at mp has lost its process: statfs, which
-// always asks the process (stat may be answered from cached attributes), fails with
-// ENOTCONN (connection gone) or ECONNABORTED (aborted through /sys/fs/fuse/connections).
-// A process that is alive but does not answer within a second counts as alive: a
-// hung mount is not detached behind its owner's back, and the command does not hang
-// with it (the statfs is abandoned with the process).
-func deadMount(mp string) bool {
+// mountState is what probeMount found of a FUSE mount's process.
+type mountState int
+
+const (
+	mountAnswers mountState = iota // it answered (with or without an error)
+	mountDead                      // the connection is gone: the process died or was aborted
+	mountSilent                    // no answer within a second: stopped or hung
+)
+
+// probeMount asks the FUSE mount at mp's process for its filesystem's statistics.
+// statfs always reaches the process (stat may be answered from cached attributes); a
+// dead one is ENOTCONN (connection gone) or ECONNABORTED (aborted through
+// /sys/fs/fuse/connections). A hung one is given a second, so that the command does
+// not hang with it (the statfs is abandoned when the command exits).
+func probeMount(mp string) mountState {
 	res := make(chan error, 1)
 	go func() {
 		var st unix.Statfs_t
@@ -318,8 +333,11 @@ func deadMount(mp string) bool {
 	}()
 	select {
 	case err := <-res:
-		return errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED)
+		if errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			return mountDead
+		}
+		return mountAnswers
 	case <-time.After(time.Second):
-		return false
+		return mountSilent
 	}
 }
