@@ -276,8 +276,10 @@ func TestRestartAndKill(t *testing.T) {
 	}
 	// Stopped, the process cannot answer: refused too, and said so, without hanging.
 	m.cmd.Process.Signal(syscall.SIGSTOP)
-	out, code := runCLI(t, "unmount", m.Dir)
-	m.cmd.Process.Signal(syscall.SIGCONT)
+	out, code := func() (string, int) {
+		defer m.cmd.Process.Signal(syscall.SIGCONT) // also if runCLI fails the test
+		return runCLI(t, "unmount", m.Dir)
+	}()
 	if code != 1 || !strings.Contains(out, "does not answer") || !isMounted(m.Dir) {
 		t.Errorf("cachegate unmount of a stopped mount with an open file: exit %d, %q; want exit 1 saying its process does not answer, still mounted", code, out)
 	}
