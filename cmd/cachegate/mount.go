@@ -184,11 +184,12 @@ func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, 
 
 // checkMountpoint refuses a missing, non-directory, dead or already-mounted mountpoint.
 func checkMountpoint(mp string) error {
-	// statfs always asks the filesystem (stat of a FUSE root can be answered from
-	// cached attributes), so a mount whose daemon died answers ENOTCONN here.
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(mp, &sfs); errors.Is(err, syscall.ENOTCONN) {
+	// Before anything that would wait on a hung mount's process.
+	switch probeMount(mp) {
+	case mountDead:
 		return fmt.Errorf("%s is a dead mount whose process is gone: run cachegate unmount %s", mp, mp)
+	case mountSilent:
+		return fmt.Errorf("%s is a mount whose process does not answer (stopped or hung): resume or kill that process, then run cachegate unmount %s", mp, mp)
 	}
 	fi, err := os.Stat(mp)
 	switch {
@@ -320,11 +321,12 @@ const (
 	mountSilent                    // no answer within a second: stopped or hung
 )
 
-// probeMount asks the FUSE mount at mp's process for its filesystem's statistics.
-// statfs always reaches the process (stat may be answered from cached attributes); a
-// dead one is ENOTCONN (connection gone) or ECONNABORTED (aborted through
-// /sys/fs/fuse/connections). A hung one is given a second, so that the command does
-// not hang with it (the statfs is abandoned when the command exits).
+// probeMount asks the FUSE mount at mp's process, if mp is one, for its filesystem's
+// statistics (any other path just answers). statfs always reaches the process (stat
+// may be answered from cached attributes); a dead one is ENOTCONN (connection gone)
+// or ECONNABORTED (aborted through /sys/fs/fuse/connections). A hung one is given a
+// second, so that the command does not hang with it (the statfs is abandoned when
+// the command exits).
 func probeMount(mp string) mountState {
 	res := make(chan error, 1)
 	go func() {
