@@ -62,7 +62,7 @@ func TestAutoMethod(t *testing.T) {
 		{loopbackSendfile.max, false, true, false, egressLoopback, sendfile},
 		{loopbackSendfile.max + 1, false, true, false, egressLoopback, mmap},
 		{hugeMapping, false, true, false, egressLoopback, mmap},
-		{hugeMapping + 1, false, true, false, egressLoopback, cp},
+		{hugeMapping + 1, false, true, false, egressLoopback, sendfile},
 		{hugeMapping, false, false, false, egressLoopback, sendfile}, // still filling
 		{hugeMapping + 1, false, false, false, egressLoopback, cp},
 	} {

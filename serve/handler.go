@@ -398,8 +398,8 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 // 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
 // on this host (loopback: no DMA, the receiver copies on our CPUs anyway) only
 // complete bodies in loopbackSendfile's range go by sendfile, other complete bodies
-// from the mapping, and bodies over hugeMapping bytes, complete or still filling,
-// by pread+write.
+// up to hugeMapping bytes from the mapping; above that, complete bodies go by
+// sendfile and bodies still filling by pread+write.
 func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
 	case isTLS:
@@ -412,6 +412,9 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 	case complete && e == egressNoSG:
 		return zerocopy.Mmap
 	case e == egressLoopback && n > hugeMapping:
+		if complete {
+			return zerocopy.Sendfile
+		}
 		return zerocopy.Copy
 	case complete && e == egressLoopback && (n <= loopbackSendfile.min || n > loopbackSendfile.max):
 		return zerocopy.Mmap
@@ -466,8 +469,9 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 // e2e/RESULTS.md.
 var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 
-// hugeMapping is the body size above which complete bodies to loopback clients go by
-// pread+write instead of from the mapping. Measured 2026-11-28 as above. Under load
+// hugeMapping is the body size above which bodies to loopback clients no longer go
+// from the mapping: complete ones by sendfile, those still filling by pread+write.
+// Measured 2026-11-28 as above. Under load
 // (wrk -t1 -c32, requests/s mmap / copy) the two were about even from 1.5 to 8 MiB
 // (1122/1090, 1022/1036, 773/811, 760/756, 125/123, 125/129), and the mapping moved
 // 3-18% more requests than copy on the mixed set (eight rounds).
@@ -481,7 +485,16 @@ var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 // tables, 2 MiB of them for 1 GiB, which no longer stay in the CPU's caches, while
 // pread copies through the kernel's own huge-page mapping into a buffer that does.
 //
-// Files still filling take the same path: a cold 1 GiB file through a fresh server to
+// Copy did not stay ahead: on 2026-12-02 the VM ran on a faster host (nginx served
+// 1.8x the 4 KiB requests/s of 2026-11-29), where BenchmarkServe put this rule's CPU
+// per GiB at 1.30x nginx's, and by hand (one curl of a cached 1 GiB file per server,
+// servers side by side, five rounds, ticks of 10 ms) copy took 39-54, the mapping
+// 35-43, sendfile 16-34 and nginx 23-39; with sendfile for complete bodies here,
+// `auto` took 25-30 against nginx's 18-43 and finished first. On the earlier host
+// sendfile took about a fifth more than copy and less than nginx, so sendfile is the choice that
+// held on both.
+//
+// Files still filling keep pread+write: a cold 1 GiB file through a fresh server to
 // one curl on loopback (2026-11-29, alternating) finished first by pread+write in
 // seven rounds of eight against sendfile (1186-1319 ms vs 1242-1413 ms, and one
 // sendfile round at 2123 ms) and in four of four against the mapping (1346-1488 ms).
