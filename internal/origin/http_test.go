@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -187,7 +189,7 @@ func TestHTTPBodyStopsWithContext(t *testing.T) {
 				t.Fatal("the http:// body cannot splice")
 			}
 			f, _ := os.Create(filepath.Join(t.TempDir(), "out"))
-			err = fw.WriteToFile(f, 0, 10)
+			err = fw.WriteToFile(f, 0, 10, nil)
 			f.Close()
 		} else {
 			_, err = io.ReadAll(rc)
@@ -226,7 +228,7 @@ func spliceBody(t *testing.T, body []byte, write func(http.ResponseWriter, []byt
 	}
 	defer f.Close()
 	for _, piece := range pieces {
-		if err := rc.(FileWriter).WriteToFile(f, piece[0], piece[1]); err != nil {
+		if err := rc.(FileWriter).WriteToFile(f, piece[0], piece[1], nil); err != nil {
 			t.Fatalf("WriteToFile(%d, %d): %v", piece[0], piece[1], err)
 		}
 	}
@@ -266,3 +268,64 @@ func TestHTTPSpliceBufferedBody(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// WriteToFile holds the caller's mutex only while it writes into the file: a body
+// stalled at the origin leaves the mutex free for the object's other fetches.
+func TestHTTPSpliceLocksOnlyToWrite(t *testing.T) {
+	body := make([]byte, 3<<20)
+	for i := range body {
+		body[i] = byte(i*13 + i>>9)
+	}
+	stalled, resume := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(body)-1, len(body)))
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(body[:2<<20])
+		w.(http.Flusher).Flush()
+		close(stalled)
+		<-resume
+		w.Write(body[2<<20:])
+	}))
+	defer srv.Close()
+	o, _ := NewHTTP(srv.URL, Options{Timeout: time.Minute})
+	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var mu countingMutex
+	done := make(chan error, 1)
+	go func() { done <- rc.(FileWriter).WriteToFile(f, 0, int64(len(body)), &mu) }()
+	<-stalled
+	time.Sleep(300 * time.Millisecond) // the first 2 MiB have been written by now
+	if !mu.TryLock() {
+		close(resume)
+		<-done
+		t.Fatal("WriteToFile holds the mutex while the origin sends nothing")
+	}
+	mu.Unlock()
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if mu.locks.Load() == 0 {
+		t.Error("WriteToFile never took the mutex")
+	}
+	if got, _ := os.ReadFile(f.Name()); !bytes.Equal(got, body) {
+		t.Error("spliced bytes differ from the body")
+	}
+}
+
+type countingMutex struct {
+	sync.Mutex
+	locks atomic.Int32
+}
+
+func (m *countingMutex) Lock() { m.Mutex.Lock(); m.locks.Add(1) }

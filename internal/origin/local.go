@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -172,13 +173,15 @@ func (r *localReader) recheck() error {
 
 // WriteToFile copies the next n bytes into f inside the kernel (copy_file_range; a
 // reflink where the filesystem shares extents).
-func (r *localReader) WriteToFile(f *os.File, off, n int64) error {
+func (r *localReader) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 	if n > r.end-r.pos {
 		return fmt.Errorf("%s: asked for %d bytes, %d left", r.p, n, r.end-r.pos)
 	}
 	for n > 0 {
 		src, dst := r.pos, off
+		lock(mu)
 		m, err := unix.CopyFileRange(int(r.f.Fd()), &src, int(f.Fd()), &dst, int(n), 0)
+		unlock(mu)
 		if err != nil {
 			return err
 		}

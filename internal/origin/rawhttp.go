@@ -24,8 +24,11 @@ import (
 // uses it for the fill path: a cold read then costs one kernel copy per byte instead of
 // a socket-to-user copy and a user-to-page-cache copy.
 type FileWriter interface {
-	// WriteToFile writes the next n bytes of the range to f at off.
-	WriteToFile(f *os.File, off, n int64) error
+	// WriteToFile writes the next n bytes of the range to f at off. mu, when not
+	// nil, is held around each write into f and never while waiting for the origin:
+	// a filesystem like ext4 lets one writer of a file in at a time, and waiters on
+	// its inode lock spin in the kernel, where a caller's mutex makes them sleep.
+	WriteToFile(f *os.File, off, n int64, mu sync.Locker) error
 }
 
 // rawClient sends ranged GETs over plain HTTP/1.1 connections it owns, so that a body
@@ -254,7 +257,7 @@ func putPipe(p [2]int) {
 
 // WriteToFile splices the next n body bytes into f at off: socket to pipe, pipe to
 // file, never through user memory.
-func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
+func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 	if b.err != nil {
 		return b.err
 	}
@@ -317,10 +320,12 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 		if inPipe < n {
 			drain = 1 << (bits.Len64(uint64(inPipe)) - 1)
 		}
+		lock(mu)
 		for drain > 0 {
 			o := off
 			m, err := unix.Splice(p[0], nil, fd, &o, int(drain), unix.SPLICE_F_MOVE)
 			if err != nil {
+				unlock(mu)
 				return err // a file error (ENOSPC): the caller decides
 			}
 			off += m
@@ -328,8 +333,21 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64) error {
 			n -= m
 			drain -= m
 		}
+		unlock(mu)
 	}
 	return nil
+}
+
+func lock(mu sync.Locker) {
+	if mu != nil {
+		mu.Lock()
+	}
+}
+
+func unlock(mu sync.Locker) {
+	if mu != nil {
+		mu.Unlock()
+	}
 }
 
 // spliceIn moves up to want body bytes from the socket into the pipe pw, waiting
