@@ -86,7 +86,8 @@ func xTransfer(t *testing.T, ns, u string) string {
 // `--transfer auto` decides per connection from the interface the bytes leave by:
 // complete files of 32 KiB and 2 MiB go to a client behind an interface with
 // scatter-gather by sendfile, behind one without from the mapping, and to a client
-// on this host (loopback, whatever address it dials) from the mapping too.
+// on this host (loopback, whatever address it dials) by sendfile, whatever the
+// interface of the address it dialled does.
 func TestAutoFollowsScatterGather(t *testing.T) {
 	p := startNetns(t)
 	dir := t.TempDir()
@@ -117,8 +118,8 @@ func TestAutoFollowsScatterGather(t *testing.T) {
 			if got := xTransfer(t, p.NS, u); got != want {
 				t.Errorf("%s through a veth with scatter-gather %s: X-Transfer %s, want %s", f, sg, got, want)
 			}
-			if got := xTransfer(t, "", u); got != "mmap" {
-				t.Errorf("%s from this host to %s: X-Transfer %s, want mmap (loopback)", f, addr, got)
+			if got := xTransfer(t, "", u); got != "sendfile" {
+				t.Errorf("%s from this host to %s: X-Transfer %s, want sendfile (loopback)", f, addr, got)
 			}
 		}
 		srv.stop()

@@ -56,15 +56,12 @@ func TestAutoMethod(t *testing.T) {
 		{1 << 30, false, false, true, egressSG, cp},
 		{64 << 10, false, true, false, egressNoSG, mmap},
 		{64 << 10, false, false, false, egressNoSG, sendfile},
-		{smallBody + 1, false, true, false, egressLoopback, mmap},
-		{loopbackSendfile.min, false, true, false, egressLoopback, mmap},
-		{loopbackSendfile.min + 1, false, true, false, egressLoopback, sendfile},
-		{loopbackSendfile.max, false, true, false, egressLoopback, sendfile},
-		{loopbackSendfile.max + 1, false, true, false, egressLoopback, mmap},
-		{hugeMapping, false, true, false, egressLoopback, mmap},
-		{hugeMapping + 1, false, true, false, egressLoopback, sendfile},
-		{hugeMapping, false, false, false, egressLoopback, sendfile}, // still filling
-		{hugeMapping + 1, false, false, false, egressLoopback, cp},
+		{smallBody, false, true, false, egressLoopback, mmap},
+		{smallBody + 1, false, true, false, egressLoopback, sendfile},
+		{8 << 20, false, true, false, egressLoopback, sendfile},
+		{hugeFilling + 1, false, true, false, egressLoopback, sendfile},
+		{hugeFilling, false, false, false, egressLoopback, sendfile}, // still filling
+		{hugeFilling + 1, false, false, false, egressLoopback, cp},
 	} {
 		if got := autoMethod(c.n, c.multi, c.complete, c.tls, c.e); got != c.want {
 			t.Errorf("autoMethod(n=%d, multi=%v, complete=%v, tls=%v, %v) = %v, want %v",

@@ -396,10 +396,26 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 // sendfile cannot hand pages over and copies them too, and complete bodies moved
 // faster from the mapping (BenchmarkEgress, sg off, requests/s mmap ÷ sendfile:
 // 0.93-1.12 from 16 to 256 KiB, 1.48-1.83 at 1 MiB, 1.37-1.59 at 8 MiB). To a client
-// on this host (loopback: no DMA, the receiver copies on our CPUs anyway) only
-// complete bodies in loopbackSendfile's range go by sendfile, other complete bodies
-// up to hugeMapping bytes from the mapping; above that, complete bodies go by
-// sendfile and bodies still filling by pread+write.
+// on this host, bodies over hugeFilling bytes of files still filling go by
+// pread+write.
+//
+// A client on this host (loopback: no DMA, the receiver copies on our CPUs anyway)
+// gets the scatter-gather rule. Until 2026-12-02 only its complete bodies of
+// 48 KiB-1 MiB went by sendfile and other complete ones from the mapping. On the
+// VM's host of 2026-11-29, with wrk -t1 -c32 at 100% of a core, that rule tied the
+// mapping on BenchmarkServe's mixed 1 KiB-8 MiB set (0.97-1.00x), where this rule
+// came to 0.95-0.98x of the mapping by hand (six rounds); with the client on both
+// cores (wrk -t2) the old rule fell to 0.91x of sendfile (median of 15 rounds) and
+// this one came to 1.01x. On 2026-12-02 the VM ran on a faster host, where sendfile
+// was the best fixed method with wrk -t1 too: the old rule came to 0.97x and 0.92x
+// of it in two BenchmarkServe runs, at 1.32x and 1.60x its server CPU per mixed
+// request (its sendfile bodies went at the writes' send-queue bound, see
+// mainMethod); this rule to 1.05x (2773 vs 2644 requests/s: the small bodies'
+// header+body writev is what it adds), at 0.98x its CPU per request, and 1 MiB at
+// 1.81x nginx's requests/s. It was never more than 5% behind in any regime
+// measured, the old rule 8-9% behind in two, and sendfile cost the server the
+// least CPU on both hosts. The per-size measurements behind the old rule are in
+// e2e/RESULTS.md.
 func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
 	case isTLS:
@@ -411,88 +427,14 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 		return zerocopy.Mmap
 	case complete && e == egressNoSG:
 		return zerocopy.Mmap
-	case e == egressLoopback && n > hugeMapping:
-		if complete {
-			return zerocopy.Sendfile
-		}
+	case !complete && e == egressLoopback && n > hugeFilling:
 		return zerocopy.Copy
-	case complete && e == egressLoopback && (n <= loopbackSendfile.min || n > loopbackSendfile.max):
-		return zerocopy.Mmap
 	}
 	return zerocopy.Sendfile
 }
 
-// loopbackSendfile is the range of body sizes (min exclusive, max inclusive) that
-// complete files send to clients on this host by sendfile; other complete bodies go
-// from the mapping.
-//
-// Measured on this project's 2-core VM with servers side by side on the same cached
-// files, alternating, wrk -t1 -c32, requests/s sendfile / mmap. wrk runs at 100% of
-// a core there: what counts is how cheap a response is for the receiver.
-//
-// One size at a time sendfile was ahead from 64 KiB to 1 MiB: 2026-11-29, 64 and
-// 256 KiB in four rounds of four (by 3-34%), 512 KiB in six of six (4138/3588,
-// 4276/3519, 3933/3081, 4102/3853, 3126/2728, 3049/2671), 1 MiB in five of six. At
-// 16 KiB the mapping was ahead in three rounds of four. Above 1 MiB sendfile fell
-// far behind (nginx's sendfile too): 2026-11-28, 1.5 MiB 1041/1122 and 745/1022,
-// 2 MiB 532/773 and 521/760, 8 MiB 85/125 and 66/125; with the send queue bounded
-// (zerocopy.LimitUnsent) 2 MiB came to 1014/940 and 1030/990.
-//
-// In a mix the large bodies decide. On the mixed 1 KiB-8 MiB set of BenchmarkServe
-// (48 files, most of the bytes in those of 2-8 MiB) all by sendfile moved 15-19%
-// fewer requests than all from the mapping (1741/2074, 1735/2065 in BenchmarkServe),
-// so large bodies stay on the mapping. Sending 48 KiB-1 MiB by sendfile cost the set
-// nothing measurable once the send queue was bounded and BenchmarkServe stopped
-// always running auto first after nginx's turn and with its fill's writeback due:
-// 2026-11-29, 1.00x of --transfer mmap there in two runs (2058/2065, 2048/2039),
-// and by hand over six alternating rounds 1954/s on average against 1990/s for mmap
-// and 1981/s for the all-mapping rule. Before those two changes BenchmarkServe had
-// put the same rule at 0.83-0.89x of mmap in three runs of four. Alone, a 1 MiB
-// file went by sendfile at 2142-2219/s in four of the five BenchmarkServe runs with
-// the bound and 1814/s in the fifth, from the mapping at 1708-1888/s (nginx
-// 1879-1999/s).
-//
-// With the per-method send-queue bounds (DefaultNotsentLowatSendfile, 2026-11-29)
-// sendfile was ahead one size at a time up to 3 MiB, three or four rounds each,
-// requests/s sendfile / mmap: 1 MiB 2037/1862, 2 MiB 945/904 and 1011/974, 2.5 MiB
-// 807/683, 3 MiB 656/589; even at 3.7 and 4 MiB (489/486, 435/431); behind at
-// 8 MiB (192/206) and 64 MiB (20/26). Yet this range extended to 4 MiB cost the
-// mixed set: 0.94x the requests of --transfer mmap over ten paired rounds, for
-// 1.15x its server CPU per request (a build that set each response's bound by its
-// method; connections now keep one). So it stays at 1 MiB.
-//
-// These rules suit a local client that has a core of its own. When the client needs
-// both cores (wrk -t2 on the mixed set, 2026-11-29, 15 rotated rounds) the server's
-// CPU decides: --transfer sendfile moved the most in 14 rounds and this rule 0.91x
-// of it (median). Sending loopback clients everything above smallBody by sendfile
-// instead came to 1.01x there but 0.95-0.98x of the mapping with wrk -t1. Numbers in
-// e2e/RESULTS.md.
-var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
-
-// hugeMapping is the body size above which bodies to loopback clients no longer go
-// from the mapping: complete ones by sendfile, those still filling by pread+write.
-// Measured 2026-11-28 as above. Under load
-// (wrk -t1 -c32, requests/s mmap / copy) the two were about even from 1.5 to 8 MiB
-// (1122/1090, 1022/1036, 773/811, 760/756, 125/123, 125/129), and the mapping moved
-// 3-18% more requests than copy on the mixed set (eight rounds).
-//
-// One client at a time (wrk -c1), server CPU seconds per GiB sent, mmap / copy:
-// 8 MiB 0.29-0.30 / 0.32-0.35, 64 MiB 0.26-0.27 / 0.33-0.40, 256 MiB 0.33-0.45 /
-// 0.28-0.34, 1 GiB 0.65-0.83 / 0.32-0.37. One curl of a cached 1 GiB file, ticks of
-// 10 ms per download over four rounds: mmap 79-87, copy 44-47, sendfile 48-59,
-// nginx 58-60; copy's downloads were also the fastest. The two cross between 64 and
-// 256 MiB. The likely reason (not proven here): copying from a mapping walks its page
-// tables, 2 MiB of them for 1 GiB, which no longer stay in the CPU's caches, while
-// pread copies through the kernel's own huge-page mapping into a buffer that does.
-//
-// Copy did not stay ahead: on 2026-12-02 the VM ran on a faster host (nginx served
-// 1.8x the 4 KiB requests/s of 2026-11-29), where BenchmarkServe put this rule's CPU
-// per GiB at 1.30x nginx's, and by hand (one curl of a cached 1 GiB file per server,
-// servers side by side, five rounds, ticks of 10 ms) copy took 39-54, the mapping
-// 35-43, sendfile 16-34 and nginx 23-39; with sendfile for complete bodies here,
-// `auto` took 25-30 against nginx's 18-43 and finished first. On the earlier host
-// sendfile took about a fifth more than copy and less than nginx, so sendfile is the choice that
-// held on both.
+// hugeFilling is the body size above which files still filling go to loopback
+// clients by pread+write instead of sendfile (complete files go by sendfile).
 //
 // Files still filling keep pread+write: a cold 1 GiB file through a fresh server to
 // one curl on loopback (2026-11-29, alternating) finished first by pread+write in
@@ -502,7 +444,7 @@ var loopbackSendfile = struct{ min, max int64 }{48 << 10, 1 << 20}
 // sendfile.
 //
 // A NIC with scatter-gather DMA has none of this and keeps sendfile.
-const hugeMapping = 128 << 20
+const hugeFilling = 128 << 20
 
 // xCache tells HIT (all of the range was on disk), PARTIAL (some) or MISS (none).
 func xCache(h *cache.Handle, off, n int64) string {

@@ -321,26 +321,26 @@ func (s *Server) BytesByMethod() map[string]int64 {
 
 // mainMethod is the method a connection is expected to send most of its bytes
 // with, whose send-queue bound it keeps: the fixed method, or for auto sendfile
-// behind an interface with scatter-gather and a write from memory otherwise (TLS,
-// no scatter-gather, and loopback, where auto sends larger bodies from the mapping).
-// The bound is set once, at accept.
+// (behind an interface with scatter-gather, and to loopback clients) and a write
+// from memory otherwise (TLS, no scatter-gather). The bound is set once, at accept.
 //
-// What that costs, and why the bound is not switched per body with the method:
-// auto's sendfile bodies to loopback clients (complete, 48 KiB-1 MiB) go with the
-// writes' 64 KiB and cost the server about twice their CPU. Those files of the
+// Why the bound is not switched per body with the method: when loopback clients
+// got complete bodies of 48 KiB-1 MiB by sendfile and larger ones from the mapping
+// (until 2026-12-02), their connections kept the writes' 64 KiB bound, and those
+// sendfile bodies cost the server about twice their CPU at it. Those files of the
 // mixed set alone (2026-11-29, five rotated rounds of wrk -t1 -c32, server CPU-µs
 // per request): auto 120-160, auto switching the bound per body 62-77,
 // --transfer sendfile 71-91, mmap 92-106; requests/s alike (5719, 5859, 5494,
-// 5709 on average). But on the whole mixed set, where auto must match the
-// mapping, switching moved fewer requests: 0.973x the mapping's (median of ten
-// paired rounds by hand; one bound 1.009x), and in BenchmarkServe 0.81x (unpaired),
-// 0.83x and 1.02x (paired) in three runs, where one bound ran 0.97-1.19x in four.
-// Its CPU per mixed request was no lower either (345 against 338 µs by hand).
+// 5709 on average). But on the whole mixed set switching moved fewer requests:
+// 0.973x the mapping's (median of ten paired rounds by hand; one bound 1.009x),
+// and in BenchmarkServe 0.81x (unpaired), 0.83x and 1.02x (paired) in three runs,
+// where one bound ran 0.97-1.19x in four. Its CPU per mixed request was no lower
+// either (345 against 338 µs by hand).
 func (c *conn) mainMethod() zerocopy.Method {
 	switch {
 	case !c.s.auto:
 		return c.s.fixed
-	case c.egress == egressSG && !c.isTLS:
+	case c.egress != egressNoSG && !c.isTLS:
 		return zerocopy.Sendfile
 	}
 	return zerocopy.Mmap
