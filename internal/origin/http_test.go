@@ -189,7 +189,7 @@ func TestHTTPBodyStopsWithContext(t *testing.T) {
 				t.Fatal("the http:// body cannot splice")
 			}
 			f, _ := os.Create(filepath.Join(t.TempDir(), "out"))
-			err = fw.WriteToFile(f, 0, 10, nil)
+			err = fw.WriteToFile(f, 0, 10, new(sync.Mutex))
 			f.Close()
 		} else {
 			_, err = io.ReadAll(rc)
@@ -204,9 +204,10 @@ func TestHTTPBodyStopsWithContext(t *testing.T) {
 	}
 }
 
-// spliceBody serves body as a 206 of the whole object, written by write, and splices
-// it into a file in the pieces given (offset, length), returning the file's bytes.
-func spliceBody(t *testing.T, body []byte, write func(http.ResponseWriter, []byte), pieces [][2]int64) []byte {
+// bodyToSplice serves body as a 206 of the whole object, written by write, and
+// returns the origin's reader of it and an empty file to splice it into; both are
+// closed when the test ends.
+func bodyToSplice(t *testing.T, body []byte, write func(http.ResponseWriter, []byte)) (FileWriter, *os.File) {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", `"v1"`)
@@ -215,20 +216,28 @@ func spliceBody(t *testing.T, body []byte, write func(http.ResponseWriter, []byt
 		w.WriteHeader(http.StatusPartialContent)
 		write(w, body)
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	o, _ := NewHTTP(srv.URL, Options{Timeout: time.Minute})
 	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, int64(len(body)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
+	t.Cleanup(func() { rc.Close() })
 	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return rc.(FileWriter), f
+}
+
+// spliceBody serves body as bodyToSplice does and splices it into a file in the
+// pieces given (offset, length), returning the file's bytes.
+func spliceBody(t *testing.T, body []byte, write func(http.ResponseWriter, []byte), pieces [][2]int64) []byte {
+	t.Helper()
+	fw, f := bodyToSplice(t, body, write)
 	for _, piece := range pieces {
-		if err := rc.(FileWriter).WriteToFile(f, piece[0], piece[1], nil); err != nil {
+		if err := fw.WriteToFile(f, piece[0], piece[1], new(sync.Mutex)); err != nil {
 			t.Fatalf("WriteToFile(%d, %d): %v", piece[0], piece[1], err)
 		}
 	}
@@ -277,32 +286,16 @@ func TestHTTPSpliceLocksOnlyToWrite(t *testing.T) {
 		body[i] = byte(i*13 + i>>9)
 	}
 	stalled, resume := make(chan struct{}), make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("ETag", `"v1"`)
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(body)-1, len(body)))
-		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-		w.WriteHeader(http.StatusPartialContent)
-		w.Write(body[:2<<20])
+	fw, f := bodyToSplice(t, body, func(w http.ResponseWriter, b []byte) {
+		w.Write(b[:2<<20])
 		w.(http.Flusher).Flush()
 		close(stalled)
 		<-resume
-		w.Write(body[2<<20:])
-	}))
-	defer srv.Close()
-	o, _ := NewHTTP(srv.URL, Options{Timeout: time.Minute})
-	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, int64(len(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+		w.Write(b[2<<20:])
+	})
 	var mu countingMutex
 	done := make(chan error, 1)
-	go func() { done <- rc.(FileWriter).WriteToFile(f, 0, int64(len(body)), &mu) }()
+	go func() { done <- fw.WriteToFile(f, 0, int64(len(body)), &mu) }()
 	<-stalled
 	time.Sleep(300 * time.Millisecond) // the first 2 MiB have been written by now
 	if !mu.TryLock() {

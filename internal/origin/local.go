@@ -179,9 +179,9 @@ func (r *localReader) WriteToFile(f *os.File, off, n int64, mu sync.Locker) erro
 	}
 	for n > 0 {
 		src, dst := r.pos, off
-		lock(mu)
+		mu.Lock()
 		m, err := unix.CopyFileRange(int(r.f.Fd()), &src, int(f.Fd()), &dst, int(n), 0)
-		unlock(mu)
+		mu.Unlock()
 		if err != nil {
 			return err
 		}

@@ -24,9 +24,9 @@ import (
 // uses it for the fill path: a cold read then costs one kernel copy per byte instead of
 // a socket-to-user copy and a user-to-page-cache copy.
 type FileWriter interface {
-	// WriteToFile writes the next n bytes of the range to f at off. mu, when not
-	// nil, is held around each write into f and never while waiting for the origin:
-	// a filesystem like ext4 lets one writer of a file in at a time, and waiters on
+	// WriteToFile writes the next n bytes of the range to f at off. mu is held
+	// around each write into f and never while waiting for the origin: a
+	// filesystem like ext4 lets one writer of a file in at a time, and waiters on
 	// its inode lock spin in the kernel, where a caller's mutex makes them sleep.
 	WriteToFile(f *os.File, off, n int64, mu sync.Locker) error
 }
@@ -320,12 +320,12 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 		if inPipe < n {
 			drain = 1 << (bits.Len64(uint64(inPipe)) - 1)
 		}
-		lock(mu)
+		mu.Lock()
 		for drain > 0 {
 			o := off
 			m, err := unix.Splice(p[0], nil, fd, &o, int(drain), unix.SPLICE_F_MOVE)
 			if err != nil {
-				unlock(mu)
+				mu.Unlock()
 				return err // a file error (ENOSPC): the caller decides
 			}
 			off += m
@@ -333,21 +333,9 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 			n -= m
 			drain -= m
 		}
-		unlock(mu)
-	}
-	return nil
-}
-
-func lock(mu sync.Locker) {
-	if mu != nil {
-		mu.Lock()
-	}
-}
-
-func unlock(mu sync.Locker) {
-	if mu != nil {
 		mu.Unlock()
 	}
+	return nil
 }
 
 // spliceIn moves up to want body bytes from the socket into the pipe pw, waiting
