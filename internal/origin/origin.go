@@ -30,6 +30,13 @@ type Entry struct {
 	// Exact is true when Size and ModTime are authoritative. Listings that round sizes
 	// ("1.2K") or times (to the minute) produce inexact entries; Stat is always exact.
 	Exact bool
+	// HasOwner is true for origins with owners and permission bits (local
+	// directories): the mount shows Uid, Gid and Perm and lets the kernel check them,
+	// and the server refuses a file that is not world-readable. Web and S3 origins
+	// have none.
+	HasOwner bool
+	Uid, Gid uint32
+	Perm     fs.FileMode // permission bits only (fs.ModePerm)
 }
 
 // Origin is a read-only source of files.
