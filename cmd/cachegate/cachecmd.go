@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,11 +197,11 @@ func (c *cacheLsCmd) Run() error {
 	defer s.close()
 	walk := c.Prefix != "" && !c.CachedOnly
 	var objs []cache.ObjectInfo
-	q := "/v1/objects?prefix=" + queryEscape(prefix)
+	q := url.Values{"prefix": {prefix}}
 	if walk {
-		q += "&origin=1"
+		q.Set("origin", "1")
 	}
-	if err := s.client.Get(q, &objs); err != nil {
+	if err := s.client.Get(verbURL("/v1/objects", q), &objs); err != nil {
 		return notFoundHint(err)
 	}
 	if c.JSON {
@@ -241,7 +242,7 @@ func (c *cacheStatCmd) Run() error {
 	}
 	defer s.close()
 	var info cache.ObjectInfo
-	if err := s.client.Get("/v1/object?path="+queryEscape(p), &info); err != nil {
+	if err := s.client.Get(verbURL("/v1/object", url.Values{"path": {p}}), &info); err != nil {
 		return notFoundHint(err)
 	}
 	if c.JSON {
@@ -267,7 +268,7 @@ func notFoundHint(err error) error {
 // warmArgs are the arguments of warm and pin.
 type warmArgs struct {
 	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
-	Parallel int      `help:"Files fetched at once." default:"4"`
+	Parallel int      `help:"Files fetched at once (1 to 64)." default:"4"`
 	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
 	cacheVerbFlags
 }
@@ -282,6 +283,9 @@ func (c *cachePinCmd) Run() error { return warmOrPin(c.warmArgs, true) }
 
 func warmOrPin(a warmArgs, pin bool) error {
 	f, parallel := a.cacheVerbFlags, a.Parallel
+	if parallel < 1 || parallel > control.MaxParallel {
+		return usagef("--parallel %d is out of range: use 1 to %d", parallel, control.MaxParallel)
+	}
 	paths, err := resolvePaths(a.Paths)
 	if err != nil {
 		return err
@@ -501,9 +505,11 @@ func (c *statusCmd) Run() error {
 	return nil
 }
 
-func queryEscape(s string) string {
-	r := strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", "#", "%23", " ", "%20", "?", "%3F", "=", "%3D")
-	return r.Replace(s)
+// verbURL is a control verb's URL with its parameters escaped by net/url: a
+// hand-made escaper left ';' as is, which net/url's parser refuses, so `cache stat
+// 'a;b'` asked about the path "".
+func verbURL(verb string, params url.Values) string {
+	return verb + "?" + params.Encode()
 }
 
 func isTerminal(f *os.File) bool {
