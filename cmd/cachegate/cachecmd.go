@@ -138,7 +138,7 @@ func cachegateMountOf(path string) string {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		for i := range f {
-			if f[i] == "-" && i+1 < len(f) && f[i+1] == "fuse.cachegate" && len(f) > 4 {
+			if f[i] == "-" && i+1 < len(f) && f[i+1] == cachegateFSType && len(f) > 4 {
 				mp := unescapeMountinfo(f[4])
 				if (path == mp || strings.HasPrefix(path, mp+"/")) && len(mp) > len(best) {
 					best = mp

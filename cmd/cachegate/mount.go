@@ -207,7 +207,8 @@ func checkMountpoint(mp string) error {
 }
 
 // isMountpoint reports whether path is the mount point of an entry of
-// /proc/self/mountinfo, and that mount's filesystem type.
+// /proc/self/mountinfo, and the filesystem type of the one on top (the one umount
+// would remove, listed last), e.g. "tmpfs" or "fuse.cachegate".
 func isMountpoint(path string) (bool, string) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -218,24 +219,28 @@ func isMountpoint(path string) (bool, string) {
 		return false, ""
 	}
 	defer f.Close()
+	mounted, fstype := false, ""
 	s := bufio.NewScanner(f)
 	s.Buffer(make([]byte, 64<<10), 1<<20)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
-		if len(fields) < 10 {
+		if len(fields) < 10 || unescapeMountinfo(fields[4]) != abs {
 			continue
 		}
-		if unescapeMountinfo(fields[4]) == abs {
-			for i, fl := range fields {
-				if fl == "-" && i+1 < len(fields) {
-					return true, fields[i+1]
-				}
+		mounted, fstype = true, ""
+		for i, fl := range fields {
+			if fl == "-" && i+1 < len(fields) {
+				fstype = fields[i+1]
+				break
 			}
-			return true, ""
 		}
 	}
-	return false, ""
+	return mounted, fstype
 }
+
+// cachegateFSType is the type of cachegate's mounts in mountinfo: FUSE with the
+// subtype fusefs.Mount gives them (MountOptions.Name "cachegate").
+const cachegateFSType = "fuse.cachegate"
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo paths.
 func unescapeMountinfo(s string) string {
@@ -271,8 +276,16 @@ type unmountCmd struct {
 
 func (u *unmountCmd) Run(g *globals) error {
 	mp := u.Mountpoint
-	if mounted, _ := isMountpoint(mp); !mounted {
+	mounted, fstype := isMountpoint(mp)
+	switch {
+	case !mounted:
 		return fmt.Errorf("%s is not mounted", mp)
+	case fstype != cachegateFSType:
+		// A typo must not take down an NFS or data mount: only cachegate's are ours.
+		if fstype == "" {
+			fstype = "unknown"
+		}
+		return fmt.Errorf("%s is a %s mount, not cachegate's: use umount", mp, fstype)
 	}
 	err := unix.Unmount(mp, 0)
 	if err == nil {
