@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestUnmountRefusesOtherMounts: `cachegate unmount` of a mount that is not
@@ -36,4 +42,103 @@ func TestUnmountRefusesOtherMounts(t *testing.T) {
 	if out, code := runCLI(t, "unmount", m.Dir); code != 0 || isMounted(m.Dir) {
 		t.Errorf("cachegate unmount of a cachegate mount: exit %d, %q, mounted afterwards: %v", code, out, isMounted(m.Dir))
 	}
+}
+
+// stalledOrigin is an HTTP origin that lists one file, /stall, and never answers
+// anything else (HEAD or GET of it): each such request waits until its client goes.
+type stalledOrigin struct {
+	URL     string
+	stalled chan string // receives the method and path of each request it holds
+}
+
+func startStalledOrigin(t *testing.T) *stalledOrigin {
+	t.Helper()
+	o := &stalledOrigin{stalled: make(chan string, 16)}
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `[{"name":"stall","type":"file","mtime":"Mon, 30 Nov 2026 10:00:00 GMT","size":5}]`)
+			return
+		}
+		select {
+		case o.stalled <- r.Method + " " + r.URL.Path:
+		default:
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(func() { close(release); srv.Close() })
+	o.URL = srv.URL + "/"
+	return o
+}
+
+// waitStalled waits until the origin holds a request.
+func (o *stalledOrigin) waitStalled(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case req := <-o.stalled:
+		t.Logf("%s: the origin holds %s", what, req)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s never reached the origin", what)
+	}
+}
+
+// sigtermWithin sends SIGTERM and fails unless the process exits 0 within limit.
+func sigtermWithin(t *testing.T, p *proc, limit time.Duration) {
+	t.Helper()
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		t.Logf("exited %v after SIGTERM (%v)", time.Since(start).Round(time.Millisecond), p.cmd.ProcessState)
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("exit status %d after SIGTERM; want 0", code)
+		}
+	case <-time.After(limit):
+		t.Fatalf("still running %v after SIGTERM with a request stuck on the origin", limit)
+	}
+}
+
+// TestSigtermEndsStuckWork: SIGTERM ends a server, or a mount serving too, within
+// 10 s although requests wait on an origin that never answers (with --origin-timeout
+// far longer), and leaves nothing mounted.
+func TestSigtermEndsStuckWork(t *testing.T) {
+	requireRoot(t)
+	t.Run("serve", func(t *testing.T) {
+		o := startStalledOrigin(t)
+		s := startServe(t, o.URL, "", "--origin-timeout", "2m")
+		go func() {
+			c := &http.Client{Timeout: time.Minute}
+			if resp, err := c.Get(s.URL + "stall"); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		o.waitStalled(t, "GET /stall from the server")
+		sigtermWithin(t, s.proc, 10*time.Second)
+	})
+	t.Run("mount", func(t *testing.T) {
+		o := startStalledOrigin(t)
+		port := freePort(t)
+		m := startMount(t, o.URL, "", "--origin-timeout", "2m", "--serve", fmt.Sprintf("127.0.0.1:%d", port))
+		cat := exec.Command("cat", filepath.Join(m.Dir, "stall"))
+		if err := cat.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cat.Process.Kill(); cat.Wait() })
+		o.waitStalled(t, "cat of the mount's /stall")
+		go func() {
+			c := &http.Client{Timeout: time.Minute}
+			if resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/stall", port)); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		time.Sleep(200 * time.Millisecond) // the GET joins the stuck fetch
+		sigtermWithin(t, m.proc, 10*time.Second)
+		if isMounted(m.Dir) {
+			t.Error("the mount is still there after its process exited")
+		}
+	})
 }

@@ -154,18 +154,51 @@ func notifyStop() chan os.Signal {
 	return sig
 }
 
+// stopGrace bounds the graceful part of a stop. Requests and FUSE calls waiting on an
+// origin that does not answer would each hold the process for up to --origin-timeout
+// (a listing's per-entry HEADs for far longer); past stopGrace they are abandoned and
+// the process exits, so SIGTERM ends it within seconds whatever is in flight.
+const stopGrace = 5 * time.Second
+
+// bounded makes sure the stop that begins now ends the process: when it has not
+// finished within stopGrace, or a second signal comes, force is called (it must not
+// block: it detaches the mount) and the process exits 0, as a stop does. Abandoned
+// work is as safe as after kill -9: the cache re-verifies what was being written.
+func bounded(sig <-chan os.Signal, log *slog.Logger, force func()) {
+	go func() {
+		select {
+		case <-time.After(stopGrace):
+			log.Warn("work still in flight (waiting on the origin?); exiting without it", "after", stopGrace)
+		case s := <-sig:
+			log.Warn("second signal; exiting now", "signal", s.String())
+		}
+		if force != nil {
+			force()
+		}
+		os.Exit(0)
+	}()
+}
+
 // serveUntilSignal waits until the mount goes away (someone unmounted it) or a signal
-// asks to stop, in which case it unmounts.
+// asks to stop, in which case it unmounts. Either way the rest of the stop is bounded.
 func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, sig <-chan os.Signal) error {
 	done := make(chan struct{})
 	go func() { server.Wait(); close(done) }()
 	select {
 	case <-done:
 		log.Info("unmounted", "mountpoint", mountpoint)
+		bounded(sig, log, nil)
 		return nil
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	}
+	bounded(sig, log, func() {
+		// Exiting closes /dev/fuse, which fails the requests still waiting; the
+		// mount must not stay behind as a dead one.
+		if mounted, fstype := isMountpoint(mountpoint); mounted && fstype == cachegateFSType {
+			unix.Unmount(mountpoint, unix.MNT_DETACH)
+		}
+	})
 	if err := server.Unmount(); err != nil {
 		// Busy (a shell sits in it): detach, so the mount disappears now and the kernel
 		// finishes the open files' requests with errors rather than hanging them.
