@@ -142,3 +142,64 @@ func TestSigtermEndsStuckWork(t *testing.T) {
 		}
 	})
 }
+
+// TestOriginPasswordNeverPrinted: with credentials in the origin URL, nothing
+// cachegate prints or logs shows the password: the server's and the mount's logs,
+// status, /-/status, cache ls and stat (with and without an owner), and the error of
+// an origin that cannot be reached.
+func TestOriginPasswordNeverPrinted(t *testing.T) {
+	const password = "Pa55w0rd"
+	dir := filepath.Join(workDir, "password-origin")
+	writeRandom(t, filepath.Join(dir, "d/f.bin"), 100<<10, 19)
+	ng := startNginx(t, dir, "json") // no auth_basic: nginx ignores the credentials
+	withCreds := strings.Replace(ng.URL, "http://", "http://alice:"+password+"@", 1)
+	var printed []string
+	show := func(what, out string) {
+		printed = append(printed, what+":\n"+out)
+	}
+
+	s := startServe(t, withCreds, "", "--log-level", "debug")
+	for _, u := range []string{"d/f.bin", "-/status", "nothing-here"} {
+		resp, err := http.Get(s.URL + u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if u != "nothing-here" {
+			show("GET /"+u+" headers", fmt.Sprint(resp.Header))
+			if u == "-/status" {
+				show("GET /-/status", string(b))
+			}
+		}
+	}
+	for _, args := range [][]string{{"status"}, {"status", "--json"}, {"cache", "ls", "d"}, {"cache", "ls", "--json"}, {"cache", "stat", "d/f.bin"}, {"cache", "stat", "d/f.bin", "--json"}} {
+		show(strings.Join(args, " "), cli(t, s.CacheDir, args...))
+	}
+	sigtermWithin(t, s.proc, 10*time.Second)
+	show("serve log", s.logs.String())
+	// No owner: the verbs open the cache with the origin the last owner used.
+	show("cache stat without an owner", cli(t, s.CacheDir, "cache", "stat", "d/f.bin", "--log-level", "debug"))
+	show("status without an owner", cli(t, s.CacheDir, "status", "--json"))
+
+	m := startMount(t, withCreds, "", "--log-level", "debug")
+	sha256File(t, filepath.Join(m.Dir, "d/f.bin"))
+	sigtermWithin(t, m.proc, 10*time.Second)
+	show("mount log", m.logs.String())
+
+	down := fmt.Sprintf("http://alice:%s@127.0.0.1:%d/", password, freePort(t))
+	out, code := runCLI(t, "serve", down, "--cache-dir", t.TempDir(), "--origin-timeout", "2s", "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	if code == 0 {
+		t.Errorf("serve of an unreachable origin exited 0: %s", out)
+	}
+	show("serve of an unreachable origin", out)
+
+	for _, p := range printed {
+		if strings.Contains(p, password) {
+			t.Errorf("the password shows in %s", p)
+		}
+	}
+	if !strings.Contains(strings.Join(printed, "\n"), "alice:xxxxx@") {
+		t.Errorf("the origin is never named (redacted) in what was printed:\n%s", strings.Join(printed, "\n"))
+	}
+}

@@ -85,6 +85,7 @@ func openSession(dir, originFlag string) (*session, error) {
 	if info.Origin == "" {
 		return nil, usagef("no cachegate has used %s yet and no --origin was given", dir)
 	}
+	hideCredentials(info.Origin)
 	o, err := origin.New(info.Origin, origin.Options{Timeout: 30 * time.Second})
 	if err != nil {
 		return nil, err
@@ -92,7 +93,7 @@ func openSession(dir, originFlag string) (*session, error) {
 	if info.CacheSize <= 0 {
 		info.CacheSize = 10 << 30
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(scrubHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})})
 	c, err := cache.Open(o, cache.Options{Dir: dir, Limit: info.CacheSize, ChunkSize: info.ChunkSize, Logger: log})
 	if err != nil {
 		return nil, err
@@ -249,7 +250,7 @@ func (c *cacheStatCmd) Run() error {
 		return printJSON(info)
 	}
 	fmt.Printf("path:          /%s\norigin:        %s\nversion:       %s\nsize:          %s (%d bytes)\ncached:        %s in %d of %d chunks of %s\ncomplete:      %v\npinned:        %v\nlast access:   %s\nopen handles:  %d\ndata file:     %s\n",
-		info.Path, info.Origin, info.Version, units.FormatSize(info.Size), info.Size, units.FormatSize(info.CachedBytes),
+		info.Path, control.Redact(info.Origin), info.Version, units.FormatSize(info.Size), info.Size, units.FormatSize(info.CachedBytes),
 		info.ChunksPresent, info.Chunks, units.FormatSize(info.ChunkSize), info.Complete, info.Pinned,
 		info.LastAccess.Local().Format(time.RFC3339), info.OpenHandles, info.DataFile)
 	return nil

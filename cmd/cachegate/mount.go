@@ -39,6 +39,7 @@ type cacheFlags struct {
 
 // open opens the origin, checks that it answers, and opens the cache directory.
 func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
+	hideCredentials(spec)
 	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region})
 	if err != nil {
 		return nil, err
@@ -50,11 +51,11 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	if err != nil {
 		var ne net.Error
 		if !errors.As(err, &ne) {
-			return nil, fmt.Errorf("origin %s: %v", o, err)
+			return nil, fmt.Errorf("origin %s: %v", control.Redact(o.String()), err)
 		}
-		unreachable = fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", o, err)
+		unreachable = fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", control.Redact(o.String()), err)
 	} else if !e.IsDir {
-		return nil, usagef("origin %s is not a directory", o)
+		return nil, usagef("origin %s is not a directory", control.Redact(o.String()))
 	}
 	if f.ChunkSize <= 0 || f.ChunkSize%4096 != 0 {
 		return nil, usagef("--chunk-size %d is not a positive multiple of 4KiB", f.ChunkSize)
@@ -143,7 +144,7 @@ func (m *mountCmd) Run(g *globals) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
-	log.Info("mounted", "origin", c.Origin().String(), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	log.Info("mounted", "origin", control.Redact(c.Origin().String()), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
 	return serveUntilSignal(server, m.Mountpoint, log, sig)
 }
 

@@ -123,9 +123,9 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 			reply(w, nil, err)
 		case q.Get("origin") == "1":
 			objs, err := c.ObjectsInOrigin(r.Context(), prefix)
-			reply(w, objs, err)
+			reply(w, redacted(objs), err)
 		default:
-			reply(w, c.Objects(prefix), nil)
+			reply(w, redacted(c.Objects(prefix)), nil)
 		}
 	})
 	mux.HandleFunc("GET /v1/object", func(w http.ResponseWriter, r *http.Request) {
@@ -139,6 +139,7 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 			return
 		}
 		info, err := c.Object(r.Context(), p)
+		info.Origin = Redact(info.Origin)
 		reply(w, info, err)
 	})
 	mux.HandleFunc("POST /v1/warm", func(w http.ResponseWriter, r *http.Request) { s.warm(w, r, false) })
@@ -356,6 +357,18 @@ func cleanPath(p string) (string, error) {
 		return "", &badRequest{"bad control request: " + err.Error()}
 	}
 	return c, nil
+}
+
+// redacted names the origin of each object without its password.
+func redacted(infos []cache.ObjectInfo) []cache.ObjectInfo {
+	var name, red string // one origin in practice: parse it once
+	for i := range infos {
+		if o := infos[i].Origin; o != name {
+			name, red = o, Redact(o)
+		}
+		infos[i].Origin = red
+	}
+	return infos
 }
 
 // Redact returns an origin spec or URL for printing: a password in it is replaced by
