@@ -194,7 +194,7 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 		}
 		reply(w, map[string]int{"objects": c.Clear()}, nil)
 	})
-	s.srv = &http.Server{Handler: s.logLeavers(mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s.srv = &http.Server{Handler: s.logLeavers(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go s.srv.Serve(ln)
 	return s, nil
 }
