@@ -35,12 +35,22 @@ func TestUnmountRefusesOtherMounts(t *testing.T) {
 		t.Fatal("cachegate unmount removed a tmpfs it never mounted")
 	}
 
-	// Its own mounts (fuse.cachegate in mountinfo) it still unmounts.
+	// Its own mounts (fuse.cachegate in mountinfo) it still unmounts, live or dead.
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
 	m := startMount(t, src, "")
 	if out, code := runCLI(t, "unmount", m.Dir); code != 0 || isMounted(m.Dir) {
 		t.Errorf("cachegate unmount of a cachegate mount: exit %d, %q, mounted afterwards: %v", code, out, isMounted(m.Dir))
+	}
+	select {
+	case <-m.done: // its process ends with its mount
+	case <-time.After(10 * time.Second):
+		t.Error("the mount's process still runs 10s after its mount went")
+	}
+	m = startMount(t, src, "")
+	m.kill9()
+	if out, code := runCLI(t, "unmount", m.Dir); code != 0 || isMounted(m.Dir) {
+		t.Errorf("cachegate unmount of a dead cachegate mount: exit %d, %q, mounted afterwards: %v", code, out, isMounted(m.Dir))
 	}
 }
 

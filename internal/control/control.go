@@ -372,7 +372,8 @@ func redacted(infos []cache.ObjectInfo) []cache.ObjectInfo {
 }
 
 // Redact returns an origin spec or URL for printing: a password in it is replaced by
-// "xxxxx" (net/url's URL.Redacted). Anything that is not such a URL is returned as is.
+// "xxxxx" (net/url's URL.Redacted); in a URL net/url cannot parse, all that stands
+// before an '@' is hidden. Specs without userinfo are returned as they are.
 func Redact(spec string) string {
 	u, err := url.Parse(spec)
 	if err == nil {
