@@ -132,6 +132,7 @@ func (s *serveCmd) Run(g *globals) error {
 	defer ctl.Close()
 	got := <-sig
 	log.Info("stopping", "signal", got.String())
+	bounded(sig, log, nil)
 	srv.Close()
 	return nil
 }
