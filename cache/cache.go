@@ -192,8 +192,8 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// maxIdleOpen bounds the objects whose files stay open with no handle (3 descriptors
-// or mappings each: data file, sidecar map, data map).
+// maxIdleOpen bounds the objects whose files stay open with no handle (2 descriptors,
+// the sidecar's copy in memory and the data file's mapping each).
 const maxIdleOpen = 1024
 
 // Close closes idle files and releases the lock. Handles must be closed first.

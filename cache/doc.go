@@ -8,8 +8,9 @@
 // objects/, two files per object version, named by a hash of origin, path and version:
 //
 //   - KEY.data: a sparse file as long as the object; only present chunks occupy blocks.
-//   - KEY.meta: the sidecar, mapped into memory while the object is open: an
-//     immutable, checksummed header (origin, path, version, size, chunk size), then a
+//   - KEY.meta: the sidecar, read into memory while the object is open and written
+//     back as chunks land (never mapped: a truncated mapping faults): an immutable,
+//     checksummed header (origin, path, version, size, chunk size), then a
 //     chunk-presence bitmap and a CRC32C per chunk (see sidecar.go for the layout).
 //
 // # Invariants

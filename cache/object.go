@@ -144,18 +144,20 @@ func (o *object) openFilesVerify(check bool) error {
 	if err != nil {
 		return err
 	}
-	side, info, err := mapSidecar(mf)
-	mf.Close()
-	if err != nil {
-		return err
+	side, info, err := loadSidecar(mf)
+	if err == nil && (info.Path != o.Path || info.Version != o.Version || info.Size != o.Size) {
+		err = fmt.Errorf("%w: it names another object", errBadSidecar)
 	}
-	if info.Path != o.Path || info.Version != o.Version || info.Size != o.Size {
-		side.unmap()
-		return fmt.Errorf("%w: sidecar of %s changed under us", errBadSidecar, o.Path)
+	if err != nil {
+		mf.Close()
+		if errors.Is(err, errBadSidecar) {
+			c.log.Warn("dropping a cache object whose sidecar is damaged; it will be fetched again", "path", o.Path, "file", mf.Name(), "err", err)
+		}
+		return err
 	}
 	data, err := os.OpenFile(c.objectPath(o.key, ".data"), os.O_RDWR, 0)
 	if err != nil {
-		side.unmap()
+		side.close()
 		return err
 	}
 	o.data, o.side = data, side
@@ -166,7 +168,7 @@ func (o *object) openFilesVerify(check bool) error {
 	return nil
 }
 
-// closeFiles releases the mapping and descriptor. o.mu must be held, refs zero.
+// closeFiles closes the files and releases the data mapping. o.mu must be held, refs zero.
 func (o *object) closeFiles() {
 	if o.data == nil {
 		return
@@ -175,7 +177,7 @@ func (o *object) closeFiles() {
 	la := o.lastAccess
 	o.c.mu.Unlock()
 	o.side.setLastAccess(la)
-	o.side.unmap()
+	o.side.close()
 	if o.mapping != nil {
 		unix.Munmap(o.mapping)
 		o.mapping = nil
