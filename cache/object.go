@@ -103,7 +103,7 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o700); err != nil {
 		return fail(err)
 	}
-	f, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := createFile(dataPath)
 	if err != nil {
 		return fail(err)
 	}
@@ -113,7 +113,13 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 		return fail(err)
 	}
 	tmp := c.objectPath(key, ".meta.tmp")
-	if err := os.WriteFile(tmp, img, 0o600); err != nil {
+	if f, err = createFile(tmp); err == nil {
+		_, err = f.Write(img)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return fail(err)
 	}
@@ -140,7 +146,7 @@ func (o *object) openFilesVerify(check bool) error {
 		return nil
 	}
 	c := o.c
-	mf, err := os.OpenFile(c.objectPath(o.key, ".meta"), os.O_RDWR, 0)
+	mf, err := openFile(c.objectPath(o.key, ".meta"), os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
@@ -155,7 +161,7 @@ func (o *object) openFilesVerify(check bool) error {
 		}
 		return err
 	}
-	data, err := os.OpenFile(c.objectPath(o.key, ".data"), os.O_RDWR, 0)
+	data, err := openFile(c.objectPath(o.key, ".data"), os.O_RDWR, 0)
 	if err != nil {
 		side.close()
 		return err
