@@ -369,14 +369,14 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 		return nil, fmt.Errorf("%w: name does not match contents", errBadSidecar)
 	}
 	dataPath := strings.TrimSuffix(metaPath, ".meta") + ".data"
-	f, err := openFile(dataPath, os.O_RDWR, 0)
-	if err != nil {
+	// Lstat, not an open: a restart looks at every object, and the data file is
+	// opened (by openFile, with the same checks) only when the object is read.
+	var st unix.Stat_t
+	if err := unix.Lstat(dataPath, &st); err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, err
+	if uid := uint32(os.Geteuid()); st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uid {
+		return nil, fmt.Errorf("%s is not a regular file of uid %d (mode %o, owner %d)", dataPath, uid, st.Mode, st.Uid)
 	}
 	if st.Size != info.Size {
 		return nil, fmt.Errorf("data file is %d bytes, object %d", st.Size, info.Size)
@@ -395,12 +395,15 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if st.Blocks*512 > presentDisk {
 		// A crash during a fetch leaves blocks allocated (fallocate) for chunks whose
 		// bits never got set: give them back, so the disk holds what is counted.
-		for i := 0; i < n; i++ {
-			if !present(i) {
-				unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i)))
+		if f, err := openFile(dataPath, os.O_RDWR, 0); err == nil {
+			for i := 0; i < n; i++ {
+				if !present(i) {
+					unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i)))
+				}
 			}
+			unix.Fstat(int(f.Fd()), &st)
+			f.Close()
 		}
-		unix.Fstat(int(f.Fd()), &st)
 	}
 	// Count what the disk really holds (more than the present chunks only if the
 	// punching above failed).
