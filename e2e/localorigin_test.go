@@ -192,3 +192,58 @@ func TestLocalOriginSymlinksAreSymlinks(t *testing.T) {
 		t.Errorf("cache ls /: exit %d, %d objects, want 20:\n%.2000s", code, len(objs), o)
 	}
 }
+
+// A sidecar truncated under a running mount used to kill it with SIGBUS at the next
+// read of a chunk whose record lay past the new end (the mount then gave ENOTCONN).
+// Now the mount lives on and reads stay right; the damaged sidecar is dropped, with a
+// log line, when the object is next opened from disk (here: at a restart).
+func TestTruncatedSidecarKeepsTheMount(t *testing.T) {
+	dir := newLocalOrigin(t, "sidecar-origin")
+	const size = 8 << 20
+	want := writeRandom(t, filepath.Join(dir, "s.bin"), size, 16)
+	// 4 KiB chunks: the sidecar spans three pages, so high chunks' CRCs lie beyond
+	// the page a truncated file still backs.
+	flags := []string{"--chunk-size", "4KiB", "--cache-size", "64MiB"}
+	m := startMount(t, dir, "", flags...)
+	p := filepath.Join(m.Dir, "s.bin")
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	metas, _ := filepath.Glob(filepath.Join(m.CacheDir, "objects", "*", "*.meta"))
+	if len(metas) != 1 {
+		t.Fatalf("sidecars: %q, want one", metas)
+	}
+	if err := os.Truncate(metas[0], 100); err != nil {
+		t.Fatal(err)
+	}
+	off := int64(size - 2*4096)
+	n, err := f.ReadAt(buf, off)
+	if err != nil {
+		t.Logf("read of a high range after the truncation: %d bytes, %v", n, err)
+	}
+	if !isMounted(m.Dir) {
+		t.Fatal("the mount is gone")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the mount no longer answers: %v", err)
+	}
+	if got := sha256File(t, p); got != want {
+		t.Fatal("whole read after the sidecar's truncation differs from the origin")
+	}
+	f.Close()
+
+	m.stop(t)
+	m = startMount(t, dir, m.CacheDir, flags...)
+	if got := sha256File(t, filepath.Join(m.Dir, "s.bin")); got != want {
+		t.Fatal("read after a restart differs from the origin")
+	}
+	if !strings.Contains(m.logs.String(), "dropping unreadable cache object") {
+		t.Errorf("the restart did not drop the damaged sidecar:\n%s", m.logs.String())
+	}
+}
