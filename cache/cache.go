@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -132,6 +133,9 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create cache dir: %w", err)
 	}
+	if err := checkDir(opts.Dir, true); err != nil {
+		return nil, err
+	}
 	lock, err := lockDir(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -164,6 +168,10 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lock.Close()
 		return nil, fmt.Errorf("create cache dir: %w", err)
 	}
+	if err := checkDir(c.objDir, false); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	start := time.Now()
 	if err := c.load(); err != nil {
 		lock.Close()
@@ -173,10 +181,67 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	return c, nil
 }
 
+// checkDir refuses a cache directory that another user could have prepared or can
+// still change: one owned by another user, or writable by group or others. Such a
+// directory could hold links or files that make this process (often root) write
+// where it must not. With follow, dir may be a symlink to the directory (a user's
+// choice of where the cache lives); without, it must be the directory itself.
+func checkDir(dir string, follow bool) error {
+	var st unix.Stat_t
+	stat := unix.Lstat
+	if follow {
+		stat = unix.Stat
+	}
+	if err := stat(dir, &st); err != nil {
+		return fmt.Errorf("cache dir %s: %w", dir, err)
+	}
+	uid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("cache dir %s is not a directory (a symlink or a file): remove it or pick another --cache-dir", dir)
+	case st.Uid != uid:
+		return fmt.Errorf("cache dir %s is owned by uid %d, not %d: chown it or pick another --cache-dir", dir, st.Uid, uid)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("cache dir %s is writable by group or others (mode %04o): chmod go-w %s or pick another --cache-dir", dir, st.Mode&0o7777, dir)
+	}
+	return nil
+}
+
+// openFile opens a file of the cache directory, never through a symlink and only if
+// it is a regular file of this user: nothing planted there redirects a write.
+func openFile(p string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(p, flag|unix.O_NOFOLLOW, perm)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%s is a symlink, which cachegate never follows in its cache dir: remove it", p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if uid := uint32(os.Geteuid()); st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uid {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file of uid %d (mode %o, owner %d): remove it", p, uid, st.Mode, st.Uid)
+	}
+	return f, nil
+}
+
+// createFile creates the file p of the cache directory, which must not exist: a
+// leftover is removed first (a symlink is removed, not followed).
+func createFile(p string) (*os.File, error) {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return openFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+}
+
 // lockDir takes the cache directory's lock, naming the holder when it is taken.
 func lockDir(dir string) (*os.File, error) {
 	p := filepath.Join(dir, "lock")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open cache lock: %w", err)
 	}
@@ -187,13 +252,21 @@ func lockDir(dir string) (*os.File, error) {
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b[:n])))
 		return nil, &LockedError{Dir: dir, Pid: pid}
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	// The pid tells a second owner who holds the lock; without it that owner's
+	// error would name pid 0.
+	err = f.Truncate(0)
+	if err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write cache lock %s: %w", p, err)
+	}
 	return f, nil
 }
 
-// maxIdleOpen bounds the objects whose files stay open with no handle (3 descriptors
-// or mappings each: data file, sidecar map, data map).
+// maxIdleOpen bounds the objects whose files stay open with no handle (2 descriptors,
+// the sidecar's copy in memory and the data file's mapping each).
 const maxIdleOpen = 1024
 
 // Close closes idle files and releases the lock. Handles must be closed first.
@@ -279,7 +352,12 @@ func (c *Cache) load() error {
 }
 
 func (c *Cache) loadObject(key, metaPath string) (*object, error) {
-	b, err := os.ReadFile(metaPath)
+	mf, err := openFile(metaPath, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(mf, maxSidecarSize+1))
+	mf.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -290,10 +368,15 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if objectKey(info.Origin, info.Path, info.Version) != key {
 		return nil, fmt.Errorf("%w: name does not match contents", errBadSidecar)
 	}
-	var st unix.Stat_t
 	dataPath := strings.TrimSuffix(metaPath, ".meta") + ".data"
-	if err := unix.Stat(dataPath, &st); err != nil {
+	// Lstat, not an open: a restart looks at every object, and the data file is
+	// opened (by openFile, with the same checks) only when the object is read.
+	var st unix.Stat_t
+	if err := unix.Lstat(dataPath, &st); err != nil {
 		return nil, err
+	}
+	if uid := uint32(os.Geteuid()); st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uid {
+		return nil, fmt.Errorf("%s is not a regular file of uid %d (mode %o, owner %d)", dataPath, uid, st.Mode, st.Uid)
 	}
 	if st.Size != info.Size {
 		return nil, fmt.Errorf("data file is %d bytes, object %d", st.Size, info.Size)
@@ -312,7 +395,7 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if st.Blocks*512 > presentDisk {
 		// A crash during a fetch leaves blocks allocated (fallocate) for chunks whose
 		// bits never got set: give them back, so the disk holds what is counted.
-		if f, err := os.OpenFile(dataPath, os.O_RDWR, 0); err == nil {
+		if f, err := openFile(dataPath, os.O_RDWR, 0); err == nil {
 			for i := 0; i < n; i++ {
 				if !present(i) {
 					unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i)))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -31,12 +32,46 @@ type ownerInfo struct {
 	ChunkSize int64  `json:"chunk_size"`
 }
 
-func writeOwnerInfo(dir string, info ownerInfo) {
-	b, _ := json.MarshalIndent(info, "", "  ")
-	tmp := filepath.Join(dir, ownerFile+".tmp")
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, filepath.Join(dir, ownerFile))
+// writeOwnerInfo replaces dir's owner.json through a new temporary file: a leftover
+// (or a planted symlink) is removed, never written through.
+func writeOwnerInfo(dir string, info ownerInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
 	}
+	tmp := filepath.Join(dir, ownerFile+".tmp")
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("write %s: %w", ownerFile, err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", ownerFile, err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, ownerFile))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", ownerFile, err)
+	}
+	return nil
+}
+
+// readOwnerInfo reads dir's owner.json (not through a symlink); zero when there is
+// none or it cannot be read.
+func readOwnerInfo(dir string) ownerInfo {
+	var info ownerInfo
+	f, err := os.OpenFile(filepath.Join(dir, ownerFile), os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return info
+	}
+	defer f.Close()
+	json.NewDecoder(io.LimitReader(f, 64<<10)).Decode(&info)
+	return info
 }
 
 // cacheVerbFlags are shared by the `cache` verbs and `status`.
@@ -75,10 +110,7 @@ func openSession(dir, originFlag string) (*session, error) {
 	if !errors.Is(err, control.ErrNoOwner) {
 		return nil, err
 	}
-	var info ownerInfo
-	if b, err := os.ReadFile(filepath.Join(dir, ownerFile)); err == nil {
-		json.Unmarshal(b, &info)
-	}
+	info := readOwnerInfo(dir)
 	if originFlag != "" {
 		info.Origin = originFlag
 	}

@@ -89,7 +89,10 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		}
 		log.Warn("origin unreachable; serving what is cached until it answers", "err", unreachable)
 	}
-	writeOwnerInfo(f.CacheDir, ownerInfo{Origin: spec, CacheSize: int64(f.CacheSize), ChunkSize: int64(f.ChunkSize)})
+	if err := writeOwnerInfo(f.CacheDir, ownerInfo{Origin: spec, CacheSize: int64(f.CacheSize), ChunkSize: int64(f.ChunkSize)}); err != nil {
+		// Only the cache verbs run without an owner need it (they can be given --origin).
+		log.Warn("cannot record the cache's origin for the cache verbs", "dir", f.CacheDir, "err", err)
+	}
 	st := c.Status()
 	log.Info("cache opened", "dir", f.CacheDir, "objects", st.Objects, "used", st.UsedBytes, "limit", st.LimitBytes)
 	return c, nil
