@@ -98,6 +98,10 @@ func TestReadRequest(t *testing.T) {
 		"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 40\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\nContent-Length: 0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n",
 	} {
 		if _, err := readRequest(bufio.NewReader(strings.NewReader(bad)), 16<<10); err == nil {
 			t.Errorf("accepted %q", bad)
