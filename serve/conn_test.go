@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +94,9 @@ func TestRequestContextCancelledOnClientGone(t *testing.T) {
 			t.Fatal("the handler still waits for the origin 5 s after its client left")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(ts.logs.String(), "level=ERROR") {
+		t.Errorf("a departed client logged as an error:\n%s", ts.logs)
 	}
 }
 

@@ -26,8 +26,7 @@ func (c *conn) directory(req *request, p, query string) bool {
 		if e, serr := c.s.c.Stat(c.context(), p); serr == nil && !e.IsDir {
 			return c.simple(404, "not found", req.keepAlive)
 		}
-		c.s.log.Error("list failed", "path", "/"+p, "err", err)
-		return c.simple(502, "origin error: "+oneLine(err), req.keepAlive)
+		return c.originFailed(req, "list", p, err)
 	}
 	var body []byte
 	var ct string
