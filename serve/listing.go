@@ -74,7 +74,9 @@ func htmlIndex(p string, entries []origin.Entry) []byte {
 		b.WriteString("<a href=\"../\">../</a>\n")
 	}
 	for _, e := range entries {
-		href, name, size := escapePath(e.Name), e.Name, units.FormatSize(e.Size)
+		// "./" keeps every href relative: a name such as "javascript:alert(1)" would
+		// otherwise be read as a URL scheme.
+		href, name, size := "./"+escapePath(e.Name), e.Name, units.FormatSize(e.Size)
 		if e.IsDir {
 			href, name, size = href+"/", name+"/", "-"
 		}
