@@ -32,10 +32,18 @@ func (c *conn) directory(req *request, p, query string) bool {
 	var ct string
 	if wantsJSON(req.accept, query) {
 		items := make([]origin.ListingEntry, 0, len(l.Entries))
+		// Exact entries may cost one origin request each: watch for the client
+		// leaving (Done starts the watch) and stop asking once it has.
+		ctx := c.context()
+		ctx.Done()
 		for _, e := range l.Entries {
+			if ctx.Err() != nil {
+				c.s.log.Debug("listing abandoned: the client went away", "path", "/"+p)
+				return false
+			}
 			if !e.IsDir && !e.Exact {
 				// The listing we read guessed sizes or times; ours must be exact.
-				if x, err := c.s.c.Stat(c.context(), origin.Join(p, e.Name)); err == nil {
+				if x, err := c.s.c.Stat(ctx, origin.Join(p, e.Name)); err == nil {
 					e = x
 				}
 			}

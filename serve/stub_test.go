@@ -32,11 +32,23 @@ type stubOrigin struct {
 	// gate, when set, is called by ReadRange before it answers; it may block.
 	gate  func(ctx context.Context, p string, off, n int64)
 	reads int // ReadRange calls
+	// inexact makes List's file entries inexact, as from an HTML listing, without
+	// calling Stat; statGate, when set, is called by Stat first.
+	inexact  bool
+	statGate func()
+	stats    int // Stat calls
 }
 
 var stubTime = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 func (o *stubOrigin) Stat(ctx context.Context, p string) (origin.Entry, error) {
+	o.mu.Lock()
+	o.stats++
+	gate := o.statGate
+	o.mu.Unlock()
+	if gate != nil {
+		gate()
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.statErr != nil {
@@ -57,7 +69,7 @@ func (o *stubOrigin) Stat(ctx context.Context, p string) (origin.Entry, error) {
 
 func (o *stubOrigin) List(ctx context.Context, p string) ([]origin.Entry, error) {
 	o.mu.Lock()
-	err := o.listErr
+	err, inexact := o.listErr, o.inexact
 	var names []string
 	dir := p
 	if dir == "" {
@@ -74,6 +86,10 @@ func (o *stubOrigin) List(ctx context.Context, p string) ([]origin.Entry, error)
 	}
 	var out []origin.Entry
 	for _, n := range names {
+		if inexact {
+			out = append(out, origin.Entry{Name: path.Base(n), Size: 1000, ModTime: stubTime})
+			continue
+		}
 		e, err := o.Stat(ctx, n)
 		if err != nil {
 			return nil, err
@@ -101,6 +117,12 @@ func (o *stubOrigin) ReadRange(ctx context.Context, p, version string, off, n in
 }
 
 func (o *stubOrigin) String() string { return "stub" }
+
+func (o *stubOrigin) statCount() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.stats
+}
 
 func (o *stubOrigin) readCount() int {
 	o.mu.Lock()
