@@ -323,3 +323,36 @@ func TestWriteFileHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRoomReadsThrough: when the cache cannot hold a segment, the answer is read
+// from the origin instead, for single and multipart answers, whatever the method.
+func TestNoRoomReadsThrough(t *testing.T) {
+	const size = 20 << 20
+	data := randomBytes(size)
+	for _, transfer := range []string{"auto", "mmap", "sendfile", "copy"} {
+		t.Run(transfer, func(t *testing.T) {
+			o := &stubOrigin{files: map[string][]byte{"f": data}}
+			ts := startTestServer(t, o, cache.Options{Limit: 4 << 20, Readahead: 1 << 20}, Options{Transfer: transfer})
+			if r := ts.get(t, "/f"); r.StatusCode != 200 || !bytes.Equal(r.body, data) {
+				t.Errorf("whole file: %d, %d bytes", r.StatusCode, len(r.body))
+			}
+			if r := ts.get(t, "/f", "Range: bytes=100-9000000"); r.StatusCode != 206 || !bytes.Equal(r.body, data[100:9000001]) {
+				t.Errorf("one range: %d, %d bytes", r.StatusCode, len(r.body))
+			}
+			r := ts.get(t, "/f", fmt.Sprintf("Range: bytes=0-9,%d-%d", 9<<20, 18<<20))
+			if r.StatusCode != 206 {
+				t.Fatalf("two ranges: %d", r.StatusCode)
+			}
+			got := parts(t, r)
+			if !bytes.Equal(got[fmt.Sprintf("bytes 0-9/%d", size)], data[:10]) || !bytes.Equal(got[fmt.Sprintf("bytes %d-%d/%d", 9<<20, 18<<20, size)], data[9<<20:18<<20+1]) {
+				t.Errorf("two ranges: wrong parts")
+			}
+			if used, limit := ts.c.Used(); used > limit {
+				t.Errorf("cache holds %d bytes, limit %d", used, limit)
+			}
+			if _, _, _, uncached := ts.c.Snapshot(); uncached == 0 {
+				t.Error("nothing was read through: the test did not run out of room")
+			}
+		})
+	}
+}
