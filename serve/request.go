@@ -35,13 +35,13 @@ var errHeaderTooLarge = errors.New("request header too large")
 // errBadRequest wraps malformed requests: answer 400 and close.
 var errBadRequest = errors.New("bad request")
 
-// readRequest reads one request header from br, at most max bytes of it.
-func readRequest(br *bufio.Reader, max int) (*request, error) {
+// readRequest reads one request header from br, at most limit bytes of it.
+func readRequest(br *bufio.Reader, limit int) (*request, error) {
 	total := 0
 	readLine := func() ([]byte, error) {
 		line, err := br.ReadSlice('\n')
 		total += len(line)
-		if err == bufio.ErrBufferFull || total > max {
+		if err == bufio.ErrBufferFull || total > limit {
 			return nil, errHeaderTooLarge
 		}
 		if err != nil {
