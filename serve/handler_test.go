@@ -356,3 +356,29 @@ func TestNoRoomReadsThrough(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadErrorsHaveNoBody: an error answer to HEAD carries no body, or the next
+// answer on the connection would start with it.
+func TestHeadErrorsHaveNoBody(t *testing.T) {
+	data := []byte("data\n")
+	o := &stubOrigin{
+		files:   map[string][]byte{"f": data, "secret": data},
+		entries: map[string]origin.Entry{"secret": {Name: "secret", Size: 5, Version: `"v"`, HasOwner: true, Perm: 0o600}},
+	}
+	ts := startTestServer(t, o, cache.Options{}, Options{})
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(nc)
+	for _, p := range []string{"/missing", "/secret", "/%2f", "/-/nothing"} {
+		fmt.Fprintf(nc, "HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n", p)
+		readResponse(t, br, "HEAD "+p)
+		fmt.Fprintf(nc, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n")
+		if r := readResponse(t, br, "GET /f after HEAD "+p); r.StatusCode != 200 || !bytes.Equal(r.body, data) {
+			t.Fatalf("GET /f after HEAD %s: %d %q", p, r.StatusCode, r.body)
+		}
+	}
+}

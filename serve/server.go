@@ -221,8 +221,10 @@ type conn struct {
 	// set on it (0: the kernel's default).
 	tcp   *net.TCPConn
 	lowat int
-	// ctx is the context of the request being served (see reqCtx).
-	ctx *reqCtx
+	// ctx is the context of the request being served (see reqCtx); head is
+	// whether it is a HEAD request, whose answers carry no body.
+	ctx  *reqCtx
+	head bool
 }
 
 func (s *Server) handle(nc net.Conn) {
@@ -261,6 +263,7 @@ func (s *Server) handle(nc net.Conn) {
 			}
 		}
 		nc.SetReadDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+		c.head = false
 		req, err := readRequest(c.br, s.opts.MaxHeaderBytes)
 		if err != nil {
 			// Fixed texts: the request line or header is not echoed back.
@@ -274,6 +277,7 @@ func (s *Server) handle(nc net.Conn) {
 			return
 		}
 		nc.SetReadDeadline(time.Time{})
+		c.head = req.method == "HEAD"
 		if req.hasBody() {
 			// The server never reads a body: a client announcing one could trickle it
 			// with no deadline, and before the token is checked. GET and HEAD carry
@@ -418,13 +422,16 @@ func (c *conn) ok(req *request, ct string, body []byte, extra ...string) bool {
 	return c.write(c.hdr, body) == nil && req.keepAlive
 }
 
-// simple answers with a short text body.
+// simple answers with a short text body (none for HEAD).
 func (c *conn) simple(code int, msg string, keep bool) bool {
 	body := []byte(msg + "\n")
 	c.startHeader(code, keep)
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
+	if c.head {
+		body = nil
+	}
 	err := c.write(c.hdr, body)
 	c.s.m.request(code)
 	return err == nil && keep
