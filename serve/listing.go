@@ -32,7 +32,7 @@ func (c *conn) directory(req *request, p, query string) bool {
 	var ct string
 	if wantsJSON(req.accept, query) {
 		items := make([]origin.ListingEntry, 0, len(l.Entries))
-		// Exact entries may cost one origin request each: watch for the client
+		// Inexact entries cost one origin stat each: watch for the client
 		// leaving (Done starts the watch) and stop asking once it has.
 		ctx := c.context()
 		ctx.Done()
