@@ -165,8 +165,8 @@ func TestRequestContext(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("not ended 5 s after its client closed the connection")
 	}
-	if ctx.Err() != errClientGone {
-		t.Errorf("Err %v, want errClientGone", ctx.Err())
+	if ctx.Err() != context.Canceled {
+		t.Errorf("Err %v, want context.Canceled", ctx.Err())
 	}
 
 	client, c = newConn()

@@ -509,9 +509,6 @@ func (c *conn) context() context.Context {
 	return c.ctx
 }
 
-// errClientGone ends a request context whose client closed or broke the connection.
-var errClientGone = errors.New("client went away")
-
 // reqCtx is a request's context. It is cancelled when its client goes away (the
 // connection reads EOF or fails), when the server closes the connection, and when
 // the request has been answered, so that origin work nobody waits for stops.
@@ -530,7 +527,7 @@ type reqCtx struct {
 	stopped chan struct{} // closed when the watch ends; nil when none started
 
 	mu  sync.Mutex
-	err error // guarded by mu; set once, when done is closed
+	err error // guarded by mu; context.Canceled once done is closed
 }
 
 func (c *conn) newReqCtx() *reqCtx {
@@ -551,11 +548,13 @@ func (r *reqCtx) Done() <-chan struct{} {
 	return r.done
 }
 
-func (r *reqCtx) cancel(err error) {
+// cancel ends the context. Err says context.Canceled whatever the reason, as
+// context.Context's contract asks.
+func (r *reqCtx) cancel() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err == nil {
-		r.err = err
+		r.err = context.Canceled
 		close(r.done)
 	}
 }
@@ -589,11 +588,10 @@ func (r *reqCtx) watch() {
 				return true // gone, or the client sent its next request
 			}
 		})
-		switch {
-		case gone:
-			r.cancel(errClientGone)
-		case err != nil && !errors.Is(err, os.ErrDeadlineExceeded):
-			r.cancel(errClientGone) // the connection was closed (server shutdown)
+		// A deadline error is end's doing; any other is the connection closed
+		// under the watch (server shutdown).
+		if gone || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			r.cancel()
 		}
 	}()
 }
@@ -606,5 +604,5 @@ func (r *reqCtx) end() {
 		r.c.nc.SetReadDeadline(time.Unix(1, 0))
 		<-r.stopped
 	}
-	r.cancel(context.Canceled)
+	r.cancel()
 }
