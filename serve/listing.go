@@ -26,17 +26,24 @@ func (c *conn) directory(req *request, p, query string) bool {
 		if e, serr := c.s.c.Stat(c.context(), p); serr == nil && !e.IsDir {
 			return c.simple(404, "not found", req.keepAlive)
 		}
-		c.s.log.Error("list failed", "path", "/"+p, "err", err)
-		return c.simple(502, "origin error: "+oneLine(err), req.keepAlive)
+		return c.originFailed(req, "list", p, err)
 	}
 	var body []byte
 	var ct string
 	if wantsJSON(req.accept, query) {
 		items := make([]origin.ListingEntry, 0, len(l.Entries))
+		// Inexact entries cost one origin stat each: watch for the client
+		// leaving (Done starts the watch) and stop asking once it has.
+		ctx := c.context()
+		ctx.Done()
 		for _, e := range l.Entries {
+			if ctx.Err() != nil {
+				c.s.log.Debug("listing abandoned: the client went away", "path", "/"+p)
+				return false
+			}
 			if !e.IsDir && !e.Exact {
 				// The listing we read guessed sizes or times; ours must be exact.
-				if x, err := c.s.c.Stat(c.context(), origin.Join(p, e.Name)); err == nil {
+				if x, err := c.s.c.Stat(ctx, origin.Join(p, e.Name)); err == nil {
 					e = x
 				}
 			}
@@ -75,7 +82,9 @@ func htmlIndex(p string, entries []origin.Entry) []byte {
 		b.WriteString("<a href=\"../\">../</a>\n")
 	}
 	for _, e := range entries {
-		href, name, size := escapePath(e.Name), e.Name, units.FormatSize(e.Size)
+		// "./" keeps every href relative: a name such as "javascript:alert(1)" would
+		// otherwise be read as a URL scheme.
+		href, name, size := "./"+escapePath(e.Name), e.Name, units.FormatSize(e.Size)
 		if e.IsDir {
 			href, name, size = href+"/", name+"/", "-"
 		}

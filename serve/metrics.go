@@ -143,7 +143,7 @@ func (c *conn) admin(req *request, p string) bool {
 		body = []byte("ok\n")
 	case "/-/metrics", "/-/status":
 		if c.s.opts.AuthToken != "" && !c.authorized(req) {
-			return c.simple(401, "unauthorized", req.keepAlive)
+			return c.unauthorized(req)
 		}
 		if p == "/-/metrics" {
 			body, ct = c.s.m.render(), "text/plain; version=0.0.4; charset=utf-8"

@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 )
@@ -219,6 +221,10 @@ type conn struct {
 	// set on it (0: the kernel's default).
 	tcp   *net.TCPConn
 	lowat int
+	// ctx is the context of the request being served (see reqCtx); head is
+	// whether it is a HEAD request, whose answers carry no body.
+	ctx  *reqCtx
+	head bool
 }
 
 func (s *Server) handle(nc net.Conn) {
@@ -257,38 +263,60 @@ func (s *Server) handle(nc net.Conn) {
 			}
 		}
 		nc.SetReadDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+		c.head = false
 		req, err := readRequest(c.br, s.opts.MaxHeaderBytes)
 		if err != nil {
+			// Fixed texts: the request line or header is not echoed back.
 			switch {
 			case errors.Is(err, errHeaderTooLarge):
 				c.simple(431, "request header too large", false)
 			case errors.Is(err, errBadRequest):
-				c.simple(400, err.Error(), false)
+				s.log.Debug("bad request", "client", nc.RemoteAddr(), "err", err)
+				c.simple(400, "bad request", false)
 			}
 			return
 		}
 		nc.SetReadDeadline(time.Time{})
-		if req.chunked {
-			c.simple(501, "request bodies are not accepted", false)
-			return
-		}
-		if req.contentLength > 0 {
-			// GET and HEAD carry no body; drain a small one, refuse a large one.
-			if req.contentLength > 64<<10 {
-				c.simple(413, "request body too large", false)
+		c.head = req.method == "HEAD"
+		if req.hasBody() {
+			// The server never reads a body: a client announcing one could trickle it
+			// with no deadline, and before the token is checked. GET and HEAD carry
+			// none (400); other methods get their 401 or 405, and the connection is
+			// closed since the body is left unread.
+			if req.method == "GET" || req.method == "HEAD" {
+				c.simple(400, "a GET or HEAD request has no body", false)
+				c.lingerClose()
 				return
 			}
-			if _, err := io.CopyN(io.Discard, c.br, req.contentLength); err != nil {
-				return
-			}
+			req.keepAlive = false
 		}
 		nc.SetWriteDeadline(time.Now().Add(s.opts.SendTimeout))
+		c.ctx = c.newReqCtx()
 		keep := c.serve(req)
+		c.ctx.end()
 		s.requests.Add(1)
+		if req.hasBody() {
+			c.lingerClose()
+			return
+		}
 		if !keep || !req.keepAlive || s.closed.Load() {
 			return
 		}
 	}
+}
+
+// lingerClose ends a connection whose client may still be sending a body the server
+// did not read: closing with unread bytes makes the kernel send a reset, which can
+// destroy the answer before the client reads it. So the sending side is shut first
+// and what arrives is drained for a short, bounded time (net/http's
+// closeWriteAndWait).
+func (c *conn) lingerClose() {
+	if c.tcp == nil || c.isTLS {
+		return
+	}
+	c.tcp.CloseWrite()
+	c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, c.nc, 256<<10)
 }
 
 // flushCounts adds the connection's syscall counts to the server's.
@@ -394,13 +422,16 @@ func (c *conn) ok(req *request, ct string, body []byte, extra ...string) bool {
 	return c.write(c.hdr, body) == nil && req.keepAlive
 }
 
-// simple answers with a short text body.
+// simple answers with a short text body (none for HEAD).
 func (c *conn) simple(code int, msg string, keep bool) bool {
 	body := []byte(msg + "\n")
 	c.startHeader(code, keep)
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
+	if c.head {
+		body = nil
+	}
 	err := c.write(c.hdr, body)
 	c.s.m.request(code)
 	return err == nil && keep
@@ -425,7 +456,8 @@ const timeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"
 var statusText = map[int]string{
 	200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
 	400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-	405: "Method Not Allowed", 413: "Content Too Large", 416: "Range Not Satisfiable",
+	405: "Method Not Allowed", 412: "Precondition Failed", 413: "Content Too Large",
+	416: "Range Not Satisfiable",
 	431: "Request Header Fields Too Large", 500: "Internal Server Error",
 	501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
@@ -467,5 +499,110 @@ func (c *conn) copyBuf() []byte {
 	return c.buf
 }
 
-// context returns a context for cache work on behalf of this connection.
-func (c *conn) context() context.Context { return context.Background() }
+// context returns the context for cache work on behalf of the request being served:
+// it ends when the client goes away, the server closes the connection, or the
+// request is answered.
+func (c *conn) context() context.Context {
+	if c.ctx == nil { // a conn driven by a test without handle
+		c.ctx = c.newReqCtx()
+	}
+	return c.ctx
+}
+
+// reqCtx is a request's context. It is cancelled when its client goes away (the
+// connection reads EOF or fails), when the server closes the connection, and when
+// the request has been answered, so that origin work nobody waits for stops.
+//
+// Noticing a departed client takes a goroutine waiting for the socket to become
+// readable (net/http's background read). That is started only when someone waits
+// on Done: a request served from the cache never does, one that waits for the origin
+// does. The watch peeks at the socket and reads nothing, so a pipelined request is
+// left where it is (it also ends the watch: its client is there).
+type reqCtx struct {
+	c         *conn
+	pipelined bool // the next request was already buffered: nothing to watch
+	done      chan struct{}
+
+	once    sync.Once     // starts the watch, or rules it out once the request ends
+	stopped chan struct{} // closed when the watch ends; nil when none started
+
+	mu  sync.Mutex
+	err error // guarded by mu; context.Canceled once done is closed
+}
+
+func (c *conn) newReqCtx() *reqCtx {
+	return &reqCtx{c: c, pipelined: c.br != nil && c.br.Buffered() > 0, done: make(chan struct{})}
+}
+
+func (r *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (r *reqCtx) Value(key any) any           { return nil }
+
+func (r *reqCtx) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *reqCtx) Done() <-chan struct{} {
+	r.once.Do(r.watch)
+	return r.done
+}
+
+// cancel ends the context. Err says context.Canceled whatever the reason, as
+// context.Context's contract asks.
+func (r *reqCtx) cancel() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		r.err = context.Canceled
+		close(r.done)
+	}
+}
+
+// watch starts the goroutine that cancels r when the client goes away. It runs
+// inside r.once.
+func (r *reqCtx) watch() {
+	if r.pipelined || r.c.tcp == nil {
+		return
+	}
+	raw, err := r.c.tcp.SyscallConn()
+	if err != nil {
+		return
+	}
+	r.stopped = make(chan struct{})
+	go func() {
+		defer close(r.stopped)
+		gone := false
+		err := raw.Read(func(fd uintptr) bool {
+			var b [1]byte
+			for {
+				n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+				switch {
+				case err == unix.EINTR:
+					continue
+				case err == unix.EAGAIN:
+					return false // nothing yet: wait until the socket is readable
+				case err != nil || n == 0: // reset, or end of stream
+					gone = true
+				}
+				return true // gone, or the client sent its next request
+			}
+		})
+		// A deadline error is end's doing; any other is the connection closed
+		// under the watch (server shutdown).
+		if gone || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			r.cancel()
+		}
+	}()
+}
+
+// end finishes the request: it stops the watch (a read deadline in the past wakes
+// it; handle sets the next one before reading again) and cancels the context.
+func (r *reqCtx) end() {
+	r.once.Do(func() {})
+	if r.stopped != nil {
+		r.c.nc.SetReadDeadline(time.Unix(1, 0))
+		<-r.stopped
+	}
+	r.cancel()
+}
