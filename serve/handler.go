@@ -204,7 +204,7 @@ func (c *conn) file(req *request, p string, h *cache.Handle) bool {
 	fh := fileHeader{keep: req.keepAlive, etag: v.etag, lastModified: formatTime(v.modTime), transfer: zerocopy.Copy}
 	code, rangeH := checkPreconditions(req, v)
 	if code != 0 { // 304 (no body, no length) or 412
-		fh.code, fh.length, fh.xCache = code, -1, xCache(h, 0, e.Size)
+		fh.code, fh.length, fh.xCache, fh.noBody = code, -1, xCache(h, 0, e.Size), true
 		if code == 412 {
 			fh.length = 0
 		}
@@ -214,7 +214,7 @@ func (c *conn) file(req *request, p string, h *cache.Handle) bool {
 	ranges, unsat := selectRanges(rangeH, e.Size)
 	if unsat {
 		c.writeFileHeader(fileHeader{code: 416, keep: req.keepAlive, contentType: "text/plain; charset=utf-8", length: 0,
-			contentRange: "bytes */" + strconv.FormatInt(e.Size, 10), xCache: xCache(h, 0, 0), transfer: zerocopy.Copy})
+			contentRange: "bytes */" + strconv.FormatInt(e.Size, 10), xCache: xCache(h, 0, 0), noBody: true})
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
 	fh.contentType = contentType(p)
@@ -246,9 +246,9 @@ func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh f
 	if st.uncached {
 		st.m = zerocopy.Copy
 	}
-	fh.transfer = st.m
+	fh.transfer, fh.noBody = st.m, req.method == "HEAD" || r.length == 0
 	c.writeFileHeader(fh)
-	if req.method == "HEAD" || r.length == 0 {
+	if fh.noBody {
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
 	st.pend = append(st.pend, c.hdr)
@@ -285,6 +285,7 @@ type fileHeader struct {
 	etag, lastModified string // omitted when ""
 	xCache             string
 	transfer           zerocopy.Method
+	noBody             bool // no body bytes follow (HEAD, 304, 412, empty): X-Transfer: none
 }
 
 // writeFileHeader builds fh's header in c.hdr, to go out with the body's first bytes,
@@ -310,7 +311,11 @@ func (c *conn) writeFileHeader(fh fileHeader) {
 		c.header("Last-Modified", fh.lastModified)
 	}
 	c.header("X-Cache", fh.xCache)
-	c.header("X-Transfer", fh.transfer.String())
+	transfer := fh.transfer.String()
+	if fh.noBody {
+		transfer = "none"
+	}
+	c.header("X-Transfer", transfer)
 	c.endHeader()
 	c.s.m.request(fh.code)
 }
@@ -625,7 +630,7 @@ func (c *conn) multipart(req *request, p string, h *cache.Handle, ranges []byteR
 		st.m = zerocopy.Copy
 	}
 	st.gather = st.m == zerocopy.Mmap
-	fh.code, fh.length, fh.transfer = 206, total, st.m
+	fh.code, fh.length, fh.transfer, fh.noBody = 206, total, st.m, req.method == "HEAD"
 	fh.contentType = "multipart/byteranges; boundary=" + boundary
 	c.writeFileHeader(fh)
 	if req.method == "HEAD" {

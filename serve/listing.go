@@ -31,7 +31,7 @@ func (c *conn) directory(req *request, p, query string) bool {
 	var body []byte
 	var ct string
 	if wantsJSON(req.accept, query) {
-		items := make([]origin.ListingEntry, 0, len(l.Entries))
+		items := make([]listingEntry, 0, len(l.Entries))
 		// Inexact entries cost one origin stat each: watch for the client
 		// leaving (Done starts the watch) and stop asking once it has.
 		ctx := c.context()
@@ -47,11 +47,13 @@ func (c *conn) directory(req *request, p, query string) bool {
 					e = x
 				}
 			}
-			it := origin.ListingEntry{Name: e.Name, Type: "file", MTime: e.ModTime.UTC().Format(http.TimeFormat), Size: e.Size}
-			if e.IsDir {
-				it.Type, it.Size = "directory", 0
-			} else if e.Version != "" {
-				it.ETag = etagFor(e.Version)
+			it := listingEntry{Name: e.Name, Type: "directory", MTime: e.ModTime.UTC().Format(http.TimeFormat)}
+			if !e.IsDir {
+				size := e.Size
+				it.Type, it.Size = "file", &size
+				if e.Version != "" {
+					it.ETag = etagFor(e.Version)
+				}
 			}
 			items = append(items, it)
 		}
@@ -63,6 +65,17 @@ func (c *conn) directory(req *request, p, query string) bool {
 		ct = "text/html; charset=utf-8"
 	}
 	return c.ok(req, ct, body, "Vary", "Accept")
+}
+
+// listingEntry is origin.ListingEntry as this server writes it: a file's size is
+// always there, 0 included (an empty file is not one of unknown size); a
+// directory has none, as in nginx's autoindex_format json.
+type listingEntry struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	MTime string `json:"mtime"`
+	Size  *int64 `json:"size,omitempty"`
+	ETag  string `json:"etag,omitempty"`
 }
 
 func wantsJSON(accept, query string) bool {

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -61,5 +62,23 @@ func TestListingStopsWhenClientLeaves(t *testing.T) {
 	time.Sleep(time.Second) // 100 more stats at 10 ms each if nothing stops them
 	if n := o.statCount(); n > at+10 {
 		t.Errorf("%d stats after the client left (%d before), of 200 entries", n-at, at)
+	}
+}
+
+// TestJSONListingEmptyFileSize: a 0-byte file's entry says "size": 0, so a client
+// can tell an empty file from one whose size is not known (issue 20 point 13).
+func TestJSONListingEmptyFileSize(t *testing.T) {
+	ts := startTestServer(t, &stubOrigin{files: map[string][]byte{"d/empty": {}, "d/x": []byte("abc")}}, cache.Options{}, Options{})
+	r := ts.get(t, "/d/?format=json")
+	var items []map[string]any
+	if err := json.Unmarshal(r.body, &items); err != nil {
+		t.Fatalf("%v: %s", err, r.body)
+	}
+	sizes := map[string]any{}
+	for _, it := range items {
+		sizes[it["name"].(string)] = it["size"]
+	}
+	if sizes["empty"] != float64(0) || sizes["x"] != float64(3) {
+		t.Errorf("sizes %v, want empty: 0, x: 3 (%s)", sizes, r.body)
 	}
 }
