@@ -72,7 +72,7 @@ func (c *conn) serve(req *request) bool {
 		c.header("Allow", "GET, HEAD")
 		c.headerInt("Content-Length", 0)
 		c.endHeader()
-		c.s.m.request(405)
+		c.answered(405)
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
 	p, err := cleanURLPath(rawPath)
@@ -122,11 +122,11 @@ func (c *conn) unauthorized(req *request) bool {
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
-	c.s.m.request(401)
+	c.answered(401)
 	if req.method == "HEAD" {
 		body = nil
 	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.writeBody(body) && req.keepAlive
 }
 
 // cleanURLPath turns a URL path into an origin path. Encoded slashes and NULs are
@@ -165,11 +165,11 @@ func (c *conn) redirect(req *request, loc string) bool {
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
-	c.s.m.request(301)
+	c.answered(301)
 	if req.method == "HEAD" {
 		body = nil
 	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.writeBody(body) && req.keepAlive
 }
 
 // etagFor returns a strong ETag for an object version: the origin's own ETag when it
@@ -317,7 +317,8 @@ func (c *conn) writeFileHeader(fh fileHeader) {
 	}
 	c.header("X-Transfer", transfer)
 	c.endHeader()
-	c.s.m.request(fh.code)
+	c.answered(fh.code)
+	c.rec.xCache, c.rec.xTransfer = fh.xCache, transfer
 }
 
 // stream sends the body of one answer: ranges of one object, each after the bytes
@@ -406,7 +407,7 @@ func (st *stream) segment(off, n int64) error {
 		err := c.sendUncached(st.h, joinPending(st.pend), off, n)
 		st.pend = st.pend[:0]
 		if err == nil {
-			c.s.bytesByMethod[zerocopy.Copy].Add(n)
+			c.sentBody(zerocopy.Copy, n)
 		}
 		return err
 	case st.gather:
@@ -423,7 +424,7 @@ func (st *stream) segment(off, n int64) error {
 	err := c.send(st.h, st.m, joinPending(st.pend), off, n)
 	st.pend = st.pend[:0]
 	if err == nil {
-		c.s.bytesByMethod[st.m].Add(n)
+		c.sentBody(st.m, n)
 	}
 	return err
 }
@@ -451,7 +452,7 @@ func (st *stream) flush() error {
 	}
 	err := st.c.write(st.pend...)
 	if err == nil && st.pendFile > 0 {
-		st.c.s.bytesByMethod[st.m].Add(st.pendFile)
+		st.c.sentBody(st.m, st.pendFile)
 	}
 	st.pend, st.pendFile = st.pend[:0], 0
 	return err
@@ -649,7 +650,7 @@ func (c *conn) multipart(req *request, p string, h *cache.Handle, ranges []byteR
 	if err := st.flush(); err != nil {
 		return c.cutShort(p, err)
 	}
-	c.s.bytesByMethod[st.m].Add(framing)
+	c.sentBody(st.m, framing)
 	return req.keepAlive
 }
 

@@ -118,6 +118,9 @@ func (m *mountCmd) Run(g *globals) error {
 	defer signal.Stop(sig)
 	log := slog.Default()
 	startPprof(m.Pprof, log)
+	if m.AccessLog != "" && m.Serve == "" {
+		return usagef("--access-log logs the HTTP server's requests: add --serve ADDR")
+	}
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}

@@ -27,7 +27,9 @@ type serverFlags struct {
 	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long (default: ${default})." default:"60s" placeholder:"DUR"`
 	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue, while a body is written from memory (mapping, copy, TLS), before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
 	// Its own flag: each method ran far worse at the other's best bound (serve.DefaultNotsentLowatSendfile).
-	NotsentLowatSendfile Size `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
+	NotsentLowatSendfile Size   `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
+	AccessLog            string `help:"Log every HTTP request to this file (- for standard output), reopened on SIGHUP (logrotate)." placeholder:"FILE|-"`
+	AccessLogFormat      string `help:"Access log format: combined (nginx's, then request time, X-Cache and X-Transfer) or json (one object per line) (default: ${default})." default:"combined" enum:"combined,json"`
 }
 
 // lowat turns a --notsent-lowat flag into serve.Options' form: the flag's 0 (the
@@ -61,6 +63,10 @@ func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger) (*ser
 		if opts.AuthToken = strings.TrimSpace(string(b)); opts.AuthToken == "" {
 			return nil, usagef("--auth-token-file %s is empty", f.AuthTokenFile)
 		}
+	}
+	var err error
+	if opts.AccessLog, err = f.openAccessLog(log); err != nil {
+		return nil, err
 	}
 	srv, err := serve.New(c, opts)
 	if err != nil {
