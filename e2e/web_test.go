@@ -1,14 +1,23 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/png"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/html"
 )
 
 // httpGet fetches u with a User-Agent and returns the status and body.
@@ -59,10 +68,14 @@ func TestAccessLogRotate(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "a.txt"), []byte("hello\n"), 0o644)
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	s := startServe(t, root, "", "--access-log", logPath)
+	// Each line is waited for: lines of requests on different connections may
+	// come in any order.
 	if code, _ := httpGet(t, "GET", s.URL+"a.txt", `probe "one"`); code != 200 {
 		t.Fatalf("GET a.txt: %d", code)
 	}
+	waitLines(t, logPath, 1)
 	httpGet(t, "HEAD", s.URL+"a.txt", "probe-two")
+	waitLines(t, logPath, 2)
 	httpGet(t, "GET", s.URL+"missing", "probe-three")
 	lines := waitLines(t, logPath, 3)
 	for i, want := range []string{
@@ -107,5 +120,258 @@ func TestAccessLogRotate(t *testing.T) {
 	}
 	if s.cmd.ProcessState != nil {
 		t.Fatalf("serve exited on SIGHUP")
+	}
+}
+
+// chromium returns the path of Debian's chromium, skipping the test when it is
+// missing outside CI (e2e/run installs it; in CI its absence is a failure).
+func chromium(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chromium is not installed (e2e/run installs it: apt-get install chromium)")
+		}
+		t.Skip("chromium is not installed (apt-get install chromium, or run e2e/run)")
+	}
+	return p
+}
+
+// headless runs chromium headless with args, within a minute, and returns stdout.
+func headless(t *testing.T, bin string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A profile of its own: concurrent runs must not share one.
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--user-data-dir=" + t.TempDir()}
+	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.Bytes())
+	}
+	return out
+}
+
+// domPage is what the test reads of the rendered DOM.
+type domPage struct {
+	title  string
+	crumbs []string   // the heading's link targets
+	rows   [][]string // each body row's cells' text
+	sorts  map[string]string
+	links  []string // every href in the table's name cells
+	tags   map[string]int
+}
+
+// renderIndex loads u in headless chromium and reads the DOM it ends with.
+func renderIndex(t *testing.T, bin, u string) domPage {
+	t.Helper()
+	doc, err := html.Parse(bytes.NewReader(headless(t, bin, "--dump-dom", u)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := url.Parse(u)
+	pg := domPage{sorts: map[string]string{}, tags: map[string]int{}}
+	var text func(*html.Node) string
+	text = func(n *html.Node) string {
+		if n.Type == html.TextNode {
+			return n.Data
+		}
+		var s string
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			s += text(c)
+		}
+		return s
+	}
+	attr := func(n *html.Node, k string) string {
+		for _, a := range n.Attr {
+			if a.Key == k {
+				return a.Val
+			}
+		}
+		return ""
+	}
+	resolve := func(h string) string {
+		r, err := base.Parse(h)
+		if err != nil {
+			return "bad:" + h
+		}
+		return r.String()
+	}
+	var walk func(n *html.Node, in string)
+	walk = func(n *html.Node, in string) {
+		if n.Type == html.ElementNode {
+			pg.tags[n.Data]++
+			switch {
+			case n.Data == "title":
+				pg.title = text(n)
+			case n.Data == "a" && in == "h1":
+				pg.crumbs = append(pg.crumbs, resolve(attr(n, "href")))
+			case n.Data == "a" && in == "th":
+				pg.sorts[strings.Fields(text(n))[0]] = resolve(attr(n, "href"))
+			case n.Data == "a" && in == "td":
+				pg.links = append(pg.links, attr(n, "href"))
+			case n.Data == "tr" && in == "tbody":
+				var cells []string
+				for c := n.FirstChild; c != nil; c = c.NextSibling {
+					if c.Type == html.ElementNode && c.Data == "td" {
+						cells = append(cells, strings.TrimSpace(text(c)))
+					}
+				}
+				pg.rows = append(pg.rows, cells)
+			}
+			if n.Data == "h1" || n.Data == "th" || n.Data == "td" || n.Data == "tbody" {
+				in = n.Data
+			}
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c, in)
+		}
+	}
+	walk(doc, "")
+	return pg
+}
+
+// names returns the first cell of each row.
+func (pg domPage) names() []string {
+	var out []string
+	for _, r := range pg.rows {
+		if len(r) > 0 {
+			out = append(out, r[0])
+		}
+	}
+	return out
+}
+
+// TestIndexInChromium renders the HTML index in a real browser and checks the DOM it
+// ends with: a table with a header row, directories first, the order after following
+// a sort link, breadcrumb links that lead to each ancestor, hostile names shown as
+// text and never run; and saves screenshots at desktop and phone width (issue 20
+// point 14). CACHEGATE_SCREENSHOTS=DIR keeps them.
+func TestIndexInChromium(t *testing.T) {
+	bin := chromium(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	hostileNames := []string{
+		`<script>document.title='pwned'`,
+		`javascript:document.title='pwned'`,
+		`"quoted" 'name'.txt`,
+		`<img src=x onerror="document.title='pwned'">`,
+	}
+	files := map[string]int{"small.txt": 12, "medium.bin": 300 << 10, "large.iso": 2 << 20, "empty": 0}
+	for _, n := range hostileNames {
+		files[n] = 5
+	}
+	for n, size := range files {
+		if err := os.WriteFile(filepath.Join(root, n), bytes.Repeat([]byte("x"), size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"docs/guides", "archive"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	os.WriteFile(filepath.Join(root, "docs/guides/intro.md"), []byte("# intro\n"), 0o644)
+	s := startServe(t, root, "", "--cache-size", "64MiB", "--chunk-size", "64KiB")
+	// Cache one file whole and pin it, another in part.
+	httpGet(t, "GET", s.URL+"medium.bin", "test")
+	req, _ := http.NewRequest("GET", s.URL+"large.iso", nil)
+	req.Header.Set("Range", "bytes=0-1023")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if out, code := runCLI(t, "cache", "pin", "--cache-dir", s.CacheDir, "small.txt"); code != 0 {
+		t.Fatalf("cache pin: %s", out)
+	}
+
+	pg := renderIndex(t, bin, s.URL)
+	if pg.title != "Index of /" {
+		t.Errorf("title %q: a name ran as script?", pg.title)
+	}
+	if pg.tags["table"] != 1 || pg.tags["thead"] != 1 || pg.tags["th"] != 4 || pg.tags["script"] != 0 || pg.tags["img"] != 0 {
+		t.Errorf("elements %v: want one table with 4 headings, no script or img", pg.tags)
+	}
+	names := pg.names()
+	if len(names) != len(files)+2 || names[0] != "archive/" || names[1] != "docs/" {
+		t.Fatalf("rows %q: want the 2 directories first, then %d files", names, len(files))
+	}
+	for _, n := range hostileNames {
+		if !slices.Contains(names, n) {
+			t.Errorf("hostile name %q not shown as text in %q", n, names)
+		}
+	}
+	for _, l := range pg.links {
+		if !strings.HasPrefix(l, "./") {
+			t.Errorf("link %q is not relative", l)
+		}
+	}
+	row := func(pg domPage, name string) []string {
+		for _, r := range pg.rows {
+			if len(r) == 4 && r[0] == name {
+				return r
+			}
+		}
+		t.Fatalf("no row %q in %q", name, pg.rows)
+		return nil
+	}
+	if r := row(pg, "medium.bin"); r[1] != "300.0 KiB" || r[3] != "100%" {
+		t.Errorf("medium.bin row %q: want 300.0 KiB, 100%%", r)
+	}
+	if r := row(pg, "small.txt"); !strings.Contains(r[3], "100%") || !strings.Contains(r[3], "pinned") {
+		t.Errorf("small.txt row %q: want 100%% and pinned", r)
+	}
+	if r := row(pg, "large.iso"); r[3] == "0%" || r[3] == "100%" || !strings.HasSuffix(r[3], "%") {
+		t.Errorf("large.iso row %q: want a part of it cached (a range and its readahead)", r)
+	}
+	if r := row(pg, "empty"); r[1] != "0 B" {
+		t.Errorf("empty row %q", r)
+	}
+
+	// Follow the Size heading's link: largest files first, directories still first.
+	sizeURL := pg.sorts["Size"]
+	if !strings.Contains(sizeURL, "sort=size") {
+		t.Fatalf("Size heading links to %q", sizeURL)
+	}
+	bySize := renderIndex(t, bin, sizeURL)
+	if n := bySize.names(); len(n) < 5 || n[2] != "empty" || n[len(n)-1] != "large.iso" {
+		t.Errorf("after the Size link (%s): %q, want directories, then ascending sizes", sizeURL, n)
+	}
+	desc := renderIndex(t, bin, bySize.sorts["Size"])
+	if n := desc.names(); len(n) < 5 || n[0] != "archive/" || n[2] != "large.iso" || n[3] != "medium.bin" {
+		t.Errorf("after the Size link twice (%s): %q, want directories, then descending sizes", bySize.sorts["Size"], n)
+	}
+
+	// Breadcrumbs of a nested directory lead to each ancestor.
+	deep := renderIndex(t, bin, s.URL+"docs/guides/")
+	if want := []string{s.URL, s.URL + "docs/", s.URL + "docs/guides/"}; !slices.Equal(deep.crumbs, want) {
+		t.Errorf("breadcrumbs %q, want %q", deep.crumbs, want)
+	}
+	if n := deep.names(); !slices.Equal(n, []string{"../", "intro.md"}) {
+		t.Errorf("docs/guides rows %q", n)
+	}
+
+	// Screenshots: a desktop window and a phone's width.
+	keep := os.Getenv("CACHEGATE_SCREENSHOTS")
+	for _, shot := range []struct {
+		name string
+		w, h int
+	}{{"index-desktop.png", 1100, 620}, {"index-phone.png", 390, 844}} {
+		p := filepath.Join(t.TempDir(), shot.name)
+		headless(t, bin, "--screenshot="+p, fmt.Sprintf("--window-size=%d,%d", shot.w, shot.h), s.URL+"?sort=size&order=desc")
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatalf("no screenshot: %v", err)
+		}
+		cfg, err := png.DecodeConfig(f)
+		f.Close()
+		if err != nil || cfg.Width != shot.w {
+			t.Errorf("%s: %v, %dx%d, want width %d", shot.name, err, cfg.Width, cfg.Height, shot.w)
+		}
+		t.Logf("screenshot %s", p)
+		if keep != "" {
+			b, _ := os.ReadFile(p)
+			os.WriteFile(filepath.Join(keep, shot.name), b, 0o644)
+		}
 	}
 }

@@ -74,12 +74,15 @@ func TestAccessLogCombined(t *testing.T) {
 	}
 	defer al.Close()
 	ts := startTestServer(t, &stubOrigin{files: map[string][]byte{"f": []byte("hello")}}, cache.Options{}, Options{AccessLog: al})
-	for _, h := range hostile {
+	// Each line is waited for before the next request: the server logs after it
+	// answers, so lines of requests on different connections may come in any order.
+	for i, h := range hostile {
 		raw := "GET " + h.target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nReferer: http://r/\r\n"
 		if h.ua != "" {
 			raw += "User-Agent: " + h.ua + "\r\n"
 		}
 		ts.do(t, raw+"\r\n")
+		accessLogLines(t, al, p, i+1)
 	}
 	ts.do(t, "HEAD /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	lines := accessLogLines(t, al, p, len(hostile)+1)
@@ -128,8 +131,9 @@ func TestAccessLogJSON(t *testing.T) {
 	}
 	defer al.Close()
 	ts := startTestServer(t, &stubOrigin{files: map[string][]byte{"f": []byte("hello")}}, cache.Options{}, Options{AccessLog: al})
-	for _, h := range hostile[:2] {
+	for i, h := range hostile[:2] {
 		ts.do(t, "GET "+h.target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nUser-Agent: "+h.ua+"\r\n\r\n")
+		accessLogLines(t, al, p, i+1)
 	}
 	lines := accessLogLines(t, al, p, 2)
 	for i, l := range lines {
@@ -170,6 +174,7 @@ func TestAccessLogReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.get(t, "/f?before")
+	accessLogLines(t, al, p+".1", 2)
 	if err := al.Reopen(); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +192,8 @@ func TestAccessLogReopen(t *testing.T) {
 // TestAccessLogBounded: a writer that does not keep up makes lines be dropped and
 // counted, never the request wait: logging stays fast while the disk is stuck.
 func TestAccessLogBounded(t *testing.T) {
-	al := newAccessLog(stuckWriter{}, "", false, nil)
+	stuck := make(chan struct{})
+	al := newAccessLog(stuckWriter{stuck}, "", false, nil)
 	defer func() { close(stuck); al.Close() }()
 	e := &accessEntry{start: time.Now(), remote: "127.0.0.1", method: "GET", target: "/" + strings.Repeat("x", 1000), proto: "HTTP/1.1", status: 200}
 	start := time.Now()
@@ -205,8 +211,7 @@ func TestAccessLogBounded(t *testing.T) {
 	}
 }
 
-var stuck = make(chan struct{})
+// stuckWriter is a disk that takes nothing until its channel is closed.
+type stuckWriter struct{ stuck chan struct{} }
 
-type stuckWriter struct{}
-
-func (stuckWriter) Write(p []byte) (int, error) { <-stuck; return len(p), nil }
+func (w stuckWriter) Write(p []byte) (int, error) { <-w.stuck; return len(p), nil }

@@ -80,7 +80,7 @@ func (c *conn) serve(req *request) bool {
 		return c.simple(400, "bad path: "+err.Error(), req.keepAlive)
 	}
 	if p == "" || strings.HasSuffix(rawPath, "/") {
-		return c.directory(req, p, query)
+		return c.directory(req, rawPath, p, query)
 	}
 	h, err := c.s.c.Open(c.context(), p)
 	if err != nil {
