@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -372,6 +373,148 @@ func TestIndexInChromium(t *testing.T) {
 		if keep != "" {
 			b, _ := os.ReadFile(p)
 			os.WriteFile(filepath.Join(keep, shot.name), b, 0o644)
+		}
+	}
+}
+
+// scrape fetches a metrics page and returns its samples by "name{labels}" as written.
+func scrape(t *testing.T, u, token string) map[string]float64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", l, err)
+		}
+		out[l[:i]] = v
+	}
+	return out
+}
+
+// TestMountMetricsAlone: `mount --metrics ADDR` without --serve serves /-/metrics,
+// /-/healthz and /-/status (and nothing else) with the token of --auth-token-file;
+// after reads through the mount the new series are there with sensible values:
+// origin requests and errors by kind, evictions, fill latency, bytes read through
+// cachegate, opens by mode, open handles (issue 20 point 13).
+func TestMountMetricsAlone(t *testing.T) {
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	const size = 192 << 10
+	for _, n := range []string{"a.bin", "b.bin"} {
+		writeRandom(t, filepath.Join(root, n), size, 7)
+	}
+	tokFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokFile, []byte("s3cret\n"), 0o600)
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d/-/", port)
+	// Room for one file: reading the second evicts the first.
+	m := startMount(t, root, "", "--metrics", fmt.Sprintf("127.0.0.1:%d", port), "--auth-token-file", tokFile,
+		"--chunk-size", "64KiB", "--cache-size", "256KiB", "--min-free", "0")
+	if err := waitPort(port, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path, token string
+		code        int
+	}{{"healthz", "", 200}, {"metrics", "", 401}, {"status", "", 401}, {"status", "s3cret", 200}, {"../a.bin", "s3cret", 404}} {
+		req, _ := http.NewRequest("GET", base+c.path, nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.code {
+			t.Errorf("GET /-/%s (token %q): %d, want %d", c.path, c.token, resp.StatusCode, c.code)
+		}
+	}
+
+	f, err := os.Open(filepath.Join(m.Dir, "a.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := io.Copy(io.Discard, f); err != nil || n != size {
+		t.Fatalf("read a.bin: %d, %v", n, err)
+	}
+	held := scrape(t, base+"metrics", "s3cret")
+	f.Close()
+	if held["cachegate_mount_open_handles"] != 1 {
+		t.Errorf("open handles with a.bin open: %v", held["cachegate_mount_open_handles"])
+	}
+	if b, err := os.ReadFile(filepath.Join(m.Dir, "b.bin")); err != nil || len(b) != size {
+		t.Fatalf("read b.bin: %d, %v", len(b), err)
+	}
+	os.ReadFile(filepath.Join(m.Dir, "a.bin")) // complete again now: may go by passthrough
+	if _, err := os.Stat(filepath.Join(m.Dir, "missing")); err == nil {
+		t.Fatal("stat of a missing file succeeded")
+	}
+
+	var got map[string]float64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got = scrape(t, base+"metrics", "s3cret")
+		if got["cachegate_mount_open_handles"] == 0 || time.Now().After(deadline) {
+			break // releases reach the daemon after close returns
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		series string
+		min    float64
+		max    float64
+	}{
+		{`cachegate_origin_requests_total{op="read"}`, 2, 100},
+		{`cachegate_origin_requests_total{op="stat"}`, 1, 1000},
+		// A lookup of a missing name is answered from the directory's listing.
+		{`cachegate_origin_errors_total{kind="not_found",op="stat"}`, 0, 0},
+		{`cachegate_origin_requests_total{op="list"}`, 1, 100},
+		{`cachegate_origin_errors_total{kind="timeout",op="read"}`, 0, 0},
+		{`cachegate_origin_retries_total{op="read"}`, 0, 0},
+		{`cachegate_cache_evictions_total`, 1, 10},
+		{`cachegate_cache_evicted_bytes_total`, size, 10 * size},
+		{`cachegate_stale_answers_total{kind="stat"}`, 0, 0},
+		{`cachegate_cache_fill_duration_seconds_count`, 2, 1000},
+		{`cachegate_cache_fill_duration_seconds_bucket{le="+Inf"}`, 2, 1000},
+		{`cachegate_mount_read_bytes_total{path="splice"}`, 2 * size, 3 * size},
+		{`cachegate_mount_read_bytes_total{path="origin"}`, 0, 0},
+		{`cachegate_mount_opens_total{mode="cached"}`, 2, 3},
+		{`cachegate_mount_opens_total{mode="passthrough"}`, 0, 1},
+		{`cachegate_mount_open_handles`, 0, 0},
+	} {
+		v, ok := got[c.series]
+		if !ok {
+			t.Errorf("no series %s", c.series)
+			continue
+		}
+		if v < c.min || v > c.max {
+			t.Errorf("%s = %v, want %v..%v", c.series, v, c.min, c.max)
+		}
+	}
+	if got[`cachegate_mount_opens_total{mode="cached"}`]+got[`cachegate_mount_opens_total{mode="passthrough"}`] != 3 {
+		t.Errorf("opens: %v cached + %v passthrough, want 3", got[`cachegate_mount_opens_total{mode="cached"}`], got[`cachegate_mount_opens_total{mode="passthrough"}`])
+	}
+	for k := range got {
+		if strings.HasPrefix(k, "cachegate_http_requests_total") {
+			t.Errorf("scrapes counted as HTTP traffic: %s", k)
 		}
 	}
 }

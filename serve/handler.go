@@ -64,6 +64,9 @@ func (c *conn) serve(req *request) bool {
 	if strings.HasPrefix(rawPath, "/-/") {
 		return c.admin(req, rawPath)
 	}
+	if c.adminOnly {
+		return c.simple(404, "not found: this address serves /-/metrics, /-/healthz and /-/status only", req.keepAlive)
+	}
 	if c.s.opts.AuthToken != "" && !c.authorized(req) {
 		return c.unauthorized(req)
 	}

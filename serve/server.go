@@ -25,6 +25,7 @@ import (
 
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/zerocopy"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configures a Server. Zero values take the defaults in parentheses.
@@ -50,6 +51,8 @@ type Options struct {
 	Logger               *slog.Logger
 	// AccessLog, when set, gets one line per request; Close closes it.
 	AccessLog *AccessLog
+	// Collectors are more metrics for /-/metrics (the mount's).
+	Collectors []prometheus.Collector
 }
 
 // DefaultNotsentLowat and DefaultNotsentLowatSendfile are the send-queue bounds'
@@ -84,6 +87,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	main      net.Listener // the first listener Serve was given (ServeStatus's address)
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
 
@@ -141,12 +145,23 @@ func New(c *cache.Cache, opts Options) (*Server, error) {
 }
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
-func (s *Server) Serve(ln net.Listener) error {
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeAdmin accepts connections on ln that get /-/metrics, /-/healthz and
+// /-/status only (--metrics ADDR), with the bearer token as on Serve's listeners,
+// until Close. Their requests are neither counted in the request metrics nor logged
+// in the access log: scrapes are not traffic.
+func (s *Server) ServeAdmin(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *Server) serve(ln net.Listener, adminOnly bool) error {
 	if s.opts.TLSConfig != nil {
 		ln = tls.NewListener(ln, s.opts.TLSConfig)
 	}
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ln)
+	if !adminOnly && s.main == nil {
+		s.main = ln
+	}
 	s.mu.Unlock()
 	var backoff time.Duration
 	for {
@@ -182,7 +197,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				<-s.sem
 				s.wg.Done()
 			}()
-			s.handle(nc)
+			s.handle(nc, adminOnly)
 		}()
 	}
 }
@@ -235,12 +250,16 @@ type conn struct {
 	// the client's address without its port.
 	rec    accessEntry
 	remote string
+	// adminOnly: a connection of ServeAdmin's listener.
+	adminOnly bool
 }
 
-func (s *Server) handle(nc net.Conn) {
-	s.active.Add(1)
-	defer s.active.Add(-1)
-	c := &conn{s: s, nc: nc}
+func (s *Server) handle(nc net.Conn, adminOnly bool) {
+	if !adminOnly {
+		s.active.Add(1)
+		defer s.active.Add(-1)
+	}
+	c := &conn{s: s, nc: nc, adminOnly: adminOnly}
 	if host, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
 		c.remote = host
 	}
@@ -311,7 +330,9 @@ func (s *Server) handle(nc net.Conn) {
 		c.ctx = c.newReqCtx()
 		keep := c.serve(req)
 		c.ctx.end()
-		s.requests.Add(1)
+		if !adminOnly {
+			s.requests.Add(1)
+		}
 		c.logAccess(req)
 		if req.hasBody() {
 			c.lingerClose()
@@ -327,7 +348,7 @@ func (s *Server) handle(nc net.Conn) {
 // when it could not be parsed).
 func (c *conn) logAccess(req *request) {
 	al := c.s.opts.AccessLog
-	if al == nil {
+	if al == nil || c.adminOnly {
 		return
 	}
 	e := &c.rec
@@ -342,7 +363,9 @@ func (c *conn) logAccess(req *request) {
 // access log.
 func (c *conn) answered(code int) {
 	c.rec.status = code
-	c.s.m.request(code)
+	if !c.adminOnly {
+		c.s.m.request(code)
+	}
 }
 
 // sentBody counts n body bytes sent by method m.

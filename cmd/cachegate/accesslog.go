@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,4 +34,26 @@ func (f *serverFlags) openAccessLog(log *slog.Logger) (*serve.AccessLog, error) 
 		}()
 	}
 	return al, nil
+}
+
+// startMetrics listens on --metrics, if set, for srv's /-/ endpoints alone.
+func (f *serverFlags) startMetrics(srv *serve.Server, tlsOn bool, log *slog.Logger) error {
+	if f.Metrics == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", f.Metrics)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s (--metrics): %v", f.Metrics, err)
+	}
+	scheme := "http"
+	if tlsOn {
+		scheme = "https"
+	}
+	log.Info("serving metrics", "url", scheme+"://"+ln.Addr().String()+"/-/metrics")
+	go func() {
+		if err := srv.ServeAdmin(ln); err != nil {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return nil
 }
