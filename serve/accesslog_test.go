@@ -1,7 +1,10 @@
 package serve
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -215,3 +218,31 @@ func TestAccessLogBounded(t *testing.T) {
 type stuckWriter struct{ stuck chan struct{} }
 
 func (w stuckWriter) Write(p []byte) (int, error) { <-w.stuck; return len(p), nil }
+
+// TestAccessLogClientGone: a client that leaves before its answer is logged with
+// nginx's 499, not a status the server never sent.
+func TestAccessLogClientGone(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "access.log")
+	al, err := OpenAccessLog(p, "combined", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	o := &stubOrigin{files: map[string][]byte{"slow": []byte("hello")}, gate: func(ctx context.Context, p string, off, n int64) { <-release }}
+	ts := startTestServer(t, o, cache.Options{}, Options{AccessLog: al})
+	t.Cleanup(func() { close(release) })
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(nc, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for o.readCount() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	nc.Close()
+	l := accessLogLines(t, al, p, 1)
+	if m := combinedRE.FindStringSubmatch(l[0]); m == nil || m[4] != "499" || m[5] != "0" {
+		t.Errorf("line %q: want status 499, 0 bytes", l[0])
+	}
+}

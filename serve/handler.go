@@ -49,8 +49,10 @@ const segment = 8 << 20
 
 // serve answers one request. It returns whether the connection may be kept.
 func (c *conn) serve(req *request) bool {
-	start := time.Now()
-	defer func() { c.s.m.latency.Observe(time.Since(start).Seconds()) }()
+	if !c.adminOnly {
+		start := time.Now()
+		defer func() { c.s.m.latency.Observe(time.Since(start).Seconds()) }()
+	}
 	target := req.target
 	if !strings.HasPrefix(target, "/") {
 		// Absolute form (a proxy-style request): use its path.

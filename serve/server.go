@@ -353,6 +353,9 @@ func (c *conn) logAccess(req *request) {
 	}
 	e := &c.rec
 	e.dur = time.Since(e.start)
+	if e.status == 0 {
+		e.status = 499 // nginx's "client closed request": it left before the answer
+	}
 	if req != nil {
 		e.method, e.target, e.proto, e.referer, e.userAgent = req.method, req.target, req.proto, req.referer, req.userAgent
 	}
