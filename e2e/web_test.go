@@ -460,6 +460,19 @@ func TestMountMetricsAlone(t *testing.T) {
 	if held["cachegate_mount_open_handles"] != 1 {
 		t.Errorf("open handles with a.bin open: %v", held["cachegate_mount_open_handles"])
 	}
+	// The release reaches the daemon after close returns; a.bin is evictable once
+	// it has.
+	waitHandles := func() map[string]float64 {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := scrape(t, base+"metrics", "s3cret")
+			if got["cachegate_mount_open_handles"] == 0 || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitHandles()
 	if b, err := os.ReadFile(filepath.Join(m.Dir, "b.bin")); err != nil || len(b) != size {
 		t.Fatalf("read b.bin: %d, %v", len(b), err)
 	}
@@ -468,15 +481,7 @@ func TestMountMetricsAlone(t *testing.T) {
 		t.Fatal("stat of a missing file succeeded")
 	}
 
-	var got map[string]float64
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got = scrape(t, base+"metrics", "s3cret")
-		if got["cachegate_mount_open_handles"] == 0 || time.Now().After(deadline) {
-			break // releases reach the daemon after close returns
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	got := waitHandles()
 	for _, c := range []struct {
 		series string
 		min    float64

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,6 +122,7 @@ func (a *AccessLog) writePending() {
 	a.mu.Unlock()
 	if len(b) > 0 {
 		if _, err := a.w.Write(b); err != nil {
+			a.dropped.Add(int64(bytes.Count(b, []byte{'\n'})))
 			a.warn("cannot write the access log; lines are lost until it works again", "path", a.path, "err", err)
 		}
 	}
@@ -187,7 +189,8 @@ func (a *AccessLog) Close() error {
 	return nil
 }
 
-// Dropped returns how many lines were dropped because the disk did not keep up.
+// Dropped returns how many lines were lost: dropped because the disk did not keep
+// up, or in writes that failed.
 func (a *AccessLog) Dropped() int64 { return a.dropped.Load() }
 
 func (a *AccessLog) pendingBytes() int {

@@ -38,7 +38,7 @@ func newMetrics(s *Server) *metrics {
 	m.reg.MustRegister(s.opts.Collectors...)
 	if al := s.opts.AccessLog; al != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "cachegate_access_log_dropped_total", Help: "Access log lines dropped because the disk did not keep up.",
+			Name: "cachegate_access_log_dropped_total", Help: "Access log lines lost: dropped while the disk did not keep up, or in writes that failed.",
 		}, func() float64 { return float64(al.Dropped()) }))
 	}
 	for i := zerocopy.Method(0); i < zerocopy.NumMethods; i++ {
