@@ -267,7 +267,7 @@ func (ip *indexPage) footer(b *strings.Builder) {
 	}
 	b.WriteString(`<span>cache <span class="bar"><span class="full" style="width:` + strconv.FormatFloat(min(pct, 100), 'f', 1, 64) + `%"></span></span>` +
 		units.FormatSize(ip.used) + ` of ` + units.FormatSize(ip.limit) + ` (` + strconv.FormatFloat(pct, 'f', prec, 64) + `%) used</span><span>` +
-		strconv.Itoa(ip.objectCount) + ` objects cached</span><span>` + strconv.Itoa(len(ip.entries)) + ` entries here</span><span>served by cachegate</span>`)
+		plural(ip.objectCount, "object", "objects") + ` cached</span><span>` + plural(len(ip.entries), "entry", "entries") + ` here</span><span>served by cachegate</span>`)
 }
 
 // groupDigits formats n with thousands separators: 1048576 -> "1,048,576".
@@ -286,4 +286,12 @@ func groupDigits(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+// plural says "1 entry", "2 entries".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
