@@ -92,7 +92,8 @@ type Cache struct {
 	reserved int64              // bytes reserved by fetches in flight
 	free     freeSpace
 
-	stats Stats
+	stats   Stats
+	metrics cacheMetrics // for Metrics (metrics.go)
 	// noSpaceLogged is when (unix ns) a full cache was last logged.
 	noSpaceLogged atomic.Int64
 }
@@ -142,7 +143,6 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	}
 	c := &Cache{
 		opts:    opts,
-		origin:  o,
 		oname:   o.String(),
 		log:     opts.Logger,
 		lock:    lock,
@@ -152,7 +152,8 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lru:     list.New(),
 	}
 	c.free.dir = opts.Dir
-	if c.meta, err = newMetaCache(o, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
+	c.origin = &meteredOrigin{Origin: o, m: &c.metrics}
+	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
 		lock.Close()
 		return nil, err
 	}
@@ -289,7 +290,7 @@ func (c *Cache) Close() error {
 func (c *Cache) Dir() string { return c.opts.Dir }
 
 // Origin returns the origin this cache reads.
-func (c *Cache) Origin() origin.Origin { return c.origin }
+func (c *Cache) Origin() origin.Origin { return c.origin.(*meteredOrigin).Origin }
 
 func objectKey(originName, path, version string) string {
 	h := sha256.Sum256([]byte(originName + "\x00" + path + "\x00" + version))
@@ -475,6 +476,7 @@ func (c *Cache) evictLocked(need int64) ([]*object, int64) {
 		}
 		need -= o.diskBytes
 		c.log.Debug("evict", "path", o.Path, "bytes", o.diskBytes)
+		c.metrics.evicted(o.diskBytes)
 		c.removeLocked(o)
 		victims = append(victims, o)
 		c.free.invalidate()

@@ -440,6 +440,7 @@ func (o *object) fetch(first, last int, fl []*flight) {
 				break
 			}
 			c.log.Warn("origin read failed, retrying", "path", o.Path, "offset", int64(i)*o.ChunkSize, "attempt", attempt, "err", err)
+			c.metrics.retries[opRead].Add(1)
 			if !sleepCtx(ctx, time.Duration(1<<(2*attempt))*25*time.Millisecond) {
 				break
 			}

@@ -43,6 +43,7 @@ type Options struct {
 	// NoPassthrough serves complete files through the daemon too (splice), for
 	// measuring that path or for kernels that refuse passthrough.
 	NoPassthrough bool
+	Stats         *Stats // counters to add to (stats.go); nil: none kept outside
 }
 
 type filesystem struct {
@@ -51,6 +52,7 @@ type filesystem struct {
 	noPassthrough bool
 	log           *slog.Logger
 	uid, gid      uint32
+	stats         *Stats
 }
 
 // Mount mounts c read-only at mountpoint and returns the running server. The caller
@@ -68,7 +70,10 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	if opts.TTL <= 0 {
 		opts.TTL = cache.DefaultTTL
 	}
-	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
+	if opts.Stats == nil {
+		opts.Stats = &Stats{}
+	}
+	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), stats: opts.Stats}
 	root := &dirNode{fsys: fsys, path: ""}
 	ttl := opts.TTL
 	nodeOpts := &gofs.Options{
@@ -381,6 +386,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		return nil, 0, n.fsys.errno("open", n.path, err)
 	}
 	fh := &fileHandle{h: h, node: n}
+	n.fsys.stats.OpenHandles.Add(1)
 	if fc, ok := ctx.(*fuse.Context); ok && n.fsys.modes != nil {
 		n.fsys.modes.opening.Store(fc.Cancel, fh) // for ioModes.Open to pick the io mode
 	}
@@ -428,12 +434,14 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		if n == 0 {
 			return fuse.ReadResultData(nil), 0
 		}
+		f.node.fsys.stats.SpliceBytes.Add(n)
 		return fuse.ReadResultFd(f.h.Fd(), off, int(n)), 0
 	}
 	if errors.Is(err, cache.ErrNoSpace) {
 		// No room in the cache: read this range straight from the origin.
 		var m int
 		if m, err = f.h.ReadAt(ctx, dest, off); err == nil || err == io.EOF {
+			f.node.fsys.stats.OriginBytes.Add(int64(m))
 			return fuse.ReadResultData(dest[:m]), 0
 		}
 	}
@@ -441,6 +449,7 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 }
 
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
+	f.node.fsys.stats.OpenHandles.Add(-1)
 	f.h.Close()
 	return 0
 }

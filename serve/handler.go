@@ -49,8 +49,10 @@ const segment = 8 << 20
 
 // serve answers one request. It returns whether the connection may be kept.
 func (c *conn) serve(req *request) bool {
-	start := time.Now()
-	defer func() { c.s.m.latency.Observe(time.Since(start).Seconds()) }()
+	if !c.adminOnly {
+		start := time.Now()
+		defer func() { c.s.m.latency.Observe(time.Since(start).Seconds()) }()
+	}
 	target := req.target
 	if !strings.HasPrefix(target, "/") {
 		// Absolute form (a proxy-style request): use its path.
@@ -64,6 +66,9 @@ func (c *conn) serve(req *request) bool {
 	if strings.HasPrefix(rawPath, "/-/") {
 		return c.admin(req, rawPath)
 	}
+	if c.adminOnly {
+		return c.simple(404, "not found: this address serves /-/metrics, /-/healthz and /-/status only", req.keepAlive)
+	}
 	if c.s.opts.AuthToken != "" && !c.authorized(req) {
 		return c.unauthorized(req)
 	}
@@ -72,7 +77,7 @@ func (c *conn) serve(req *request) bool {
 		c.header("Allow", "GET, HEAD")
 		c.headerInt("Content-Length", 0)
 		c.endHeader()
-		c.s.m.request(405)
+		c.answered(405)
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
 	p, err := cleanURLPath(rawPath)
@@ -80,7 +85,7 @@ func (c *conn) serve(req *request) bool {
 		return c.simple(400, "bad path: "+err.Error(), req.keepAlive)
 	}
 	if p == "" || strings.HasSuffix(rawPath, "/") {
-		return c.directory(req, p, query)
+		return c.directory(req, rawPath, p, query)
 	}
 	h, err := c.s.c.Open(c.context(), p)
 	if err != nil {
@@ -122,11 +127,11 @@ func (c *conn) unauthorized(req *request) bool {
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
-	c.s.m.request(401)
+	c.answered(401)
 	if req.method == "HEAD" {
 		body = nil
 	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.writeBody(body) && req.keepAlive
 }
 
 // cleanURLPath turns a URL path into an origin path. Encoded slashes and NULs are
@@ -165,11 +170,11 @@ func (c *conn) redirect(req *request, loc string) bool {
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
-	c.s.m.request(301)
+	c.answered(301)
 	if req.method == "HEAD" {
 		body = nil
 	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.writeBody(body) && req.keepAlive
 }
 
 // etagFor returns a strong ETag for an object version: the origin's own ETag when it
@@ -204,7 +209,7 @@ func (c *conn) file(req *request, p string, h *cache.Handle) bool {
 	fh := fileHeader{keep: req.keepAlive, etag: v.etag, lastModified: formatTime(v.modTime), transfer: zerocopy.Copy}
 	code, rangeH := checkPreconditions(req, v)
 	if code != 0 { // 304 (no body, no length) or 412
-		fh.code, fh.length, fh.xCache = code, -1, xCache(h, 0, e.Size)
+		fh.code, fh.length, fh.xCache, fh.noBody = code, -1, xCache(h, 0, e.Size), true
 		if code == 412 {
 			fh.length = 0
 		}
@@ -214,7 +219,7 @@ func (c *conn) file(req *request, p string, h *cache.Handle) bool {
 	ranges, unsat := selectRanges(rangeH, e.Size)
 	if unsat {
 		c.writeFileHeader(fileHeader{code: 416, keep: req.keepAlive, contentType: "text/plain; charset=utf-8", length: 0,
-			contentRange: "bytes */" + strconv.FormatInt(e.Size, 10), xCache: xCache(h, 0, 0), transfer: zerocopy.Copy})
+			contentRange: "bytes */" + strconv.FormatInt(e.Size, 10), xCache: xCache(h, 0, 0), noBody: true})
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
 	fh.contentType = contentType(p)
@@ -246,9 +251,9 @@ func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh f
 	if st.uncached {
 		st.m = zerocopy.Copy
 	}
-	fh.transfer = st.m
+	fh.transfer, fh.noBody = st.m, req.method == "HEAD" || r.length == 0
 	c.writeFileHeader(fh)
-	if req.method == "HEAD" || r.length == 0 {
+	if fh.noBody {
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
 	st.pend = append(st.pend, c.hdr)
@@ -285,6 +290,7 @@ type fileHeader struct {
 	etag, lastModified string // omitted when ""
 	xCache             string
 	transfer           zerocopy.Method
+	noBody             bool // no body bytes follow (HEAD, 304, 412, empty): X-Transfer: none
 }
 
 // writeFileHeader builds fh's header in c.hdr, to go out with the body's first bytes,
@@ -310,9 +316,14 @@ func (c *conn) writeFileHeader(fh fileHeader) {
 		c.header("Last-Modified", fh.lastModified)
 	}
 	c.header("X-Cache", fh.xCache)
-	c.header("X-Transfer", fh.transfer.String())
+	transfer := fh.transfer.String()
+	if fh.noBody {
+		transfer = "none"
+	}
+	c.header("X-Transfer", transfer)
 	c.endHeader()
-	c.s.m.request(fh.code)
+	c.answered(fh.code)
+	c.rec.xCache, c.rec.xTransfer = fh.xCache, transfer
 }
 
 // stream sends the body of one answer: ranges of one object, each after the bytes
@@ -401,7 +412,7 @@ func (st *stream) segment(off, n int64) error {
 		err := c.sendUncached(st.h, joinPending(st.pend), off, n)
 		st.pend = st.pend[:0]
 		if err == nil {
-			c.s.bytesByMethod[zerocopy.Copy].Add(n)
+			c.sentBody(zerocopy.Copy, n)
 		}
 		return err
 	case st.gather:
@@ -418,7 +429,7 @@ func (st *stream) segment(off, n int64) error {
 	err := c.send(st.h, st.m, joinPending(st.pend), off, n)
 	st.pend = st.pend[:0]
 	if err == nil {
-		c.s.bytesByMethod[st.m].Add(n)
+		c.sentBody(st.m, n)
 	}
 	return err
 }
@@ -446,7 +457,7 @@ func (st *stream) flush() error {
 	}
 	err := st.c.write(st.pend...)
 	if err == nil && st.pendFile > 0 {
-		st.c.s.bytesByMethod[st.m].Add(st.pendFile)
+		st.c.sentBody(st.m, st.pendFile)
 	}
 	st.pend, st.pendFile = st.pend[:0], 0
 	return err
@@ -625,7 +636,7 @@ func (c *conn) multipart(req *request, p string, h *cache.Handle, ranges []byteR
 		st.m = zerocopy.Copy
 	}
 	st.gather = st.m == zerocopy.Mmap
-	fh.code, fh.length, fh.transfer = 206, total, st.m
+	fh.code, fh.length, fh.transfer, fh.noBody = 206, total, st.m, req.method == "HEAD"
 	fh.contentType = "multipart/byteranges; boundary=" + boundary
 	c.writeFileHeader(fh)
 	if req.method == "HEAD" {
@@ -644,7 +655,7 @@ func (c *conn) multipart(req *request, p string, h *cache.Handle, ranges []byteR
 	if err := st.flush(); err != nil {
 		return c.cutShort(p, err)
 	}
-	c.s.bytesByMethod[st.m].Add(framing)
+	c.sentBody(st.m, framing)
 	return req.keepAlive
 }
 

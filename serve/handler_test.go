@@ -382,3 +382,23 @@ func TestHeadErrorsHaveNoBody(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadSaysNoTransfer: a HEAD answer moves no body, so its X-Transfer says none
+// (issue 20 point 13), cold or cached; a GET still names its method.
+func TestHeadSaysNoTransfer(t *testing.T) {
+	ts := startTestServer(t, &stubOrigin{files: map[string][]byte{"f": randomBytes(64 << 10), "empty": {}}}, cache.Options{}, Options{})
+	for i, when := range []string{"cold", "cached"} {
+		r := ts.do(t, "HEAD /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		if r.StatusCode != 200 || r.Header.Get("X-Transfer") != "none" {
+			t.Errorf("HEAD /f (%s): %d, X-Transfer %q, want none", when, r.StatusCode, r.Header.Get("X-Transfer"))
+		}
+		if i == 0 {
+			if g := ts.get(t, "/f"); g.Header.Get("X-Transfer") == "none" || len(g.body) != 64<<10 {
+				t.Errorf("GET /f: X-Transfer %q, %d bytes", g.Header.Get("X-Transfer"), len(g.body))
+			}
+		}
+	}
+	if g := ts.get(t, "/empty"); g.StatusCode != 200 || g.Header.Get("X-Transfer") != "none" {
+		t.Errorf("GET of an empty file: %d, X-Transfer %q, want none", g.StatusCode, g.Header.Get("X-Transfer"))
+	}
+}

@@ -20,6 +20,7 @@ type request struct {
 	ifNoneMatch        string
 	ifModifiedSince    string
 	accept, auth, host string
+	referer, userAgent string // for the access log
 	keepAlive          bool
 	contentLength      int64 // -1 when the header is absent
 	chunked            bool  // a Transfer-Encoding header came (any coding)
@@ -120,6 +121,10 @@ func readRequest(br *bufio.Reader, limit int) (*request, error) {
 			r.ifNoneMatch = value
 		case eqFold(name, "if-modified-since"):
 			r.ifModifiedSince = value
+		case eqFold(name, "referer"):
+			r.referer = value
+		case eqFold(name, "user-agent"):
+			r.userAgent = value
 		case eqFold(name, "accept"):
 			r.accept = value
 		case eqFold(name, "authorization"):

@@ -25,6 +25,7 @@ import (
 
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/zerocopy"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configures a Server. Zero values take the defaults in parentheses.
@@ -48,6 +49,10 @@ type Options struct {
 	NotsentLowat         int
 	NotsentLowatSendfile int
 	Logger               *slog.Logger
+	// AccessLog, when set, gets one line per request; Close closes it.
+	AccessLog *AccessLog
+	// Collectors are more metrics for /-/metrics (the mount's).
+	Collectors []prometheus.Collector
 }
 
 // DefaultNotsentLowat and DefaultNotsentLowatSendfile are the send-queue bounds'
@@ -82,6 +87,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	main      net.Listener // the first listener Serve was given (ServeStatus's address)
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
 
@@ -139,12 +145,23 @@ func New(c *cache.Cache, opts Options) (*Server, error) {
 }
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
-func (s *Server) Serve(ln net.Listener) error {
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeAdmin accepts connections on ln that get /-/metrics, /-/healthz and
+// /-/status only (--metrics ADDR), with the bearer token as on Serve's listeners,
+// until Close. Their requests are neither counted in the request metrics nor logged
+// in the access log: scrapes are not traffic.
+func (s *Server) ServeAdmin(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *Server) serve(ln net.Listener, adminOnly bool) error {
 	if s.opts.TLSConfig != nil {
 		ln = tls.NewListener(ln, s.opts.TLSConfig)
 	}
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ln)
+	if !adminOnly && s.main == nil {
+		s.main = ln
+	}
 	s.mu.Unlock()
 	var backoff time.Duration
 	for {
@@ -180,7 +197,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				<-s.sem
 				s.wg.Done()
 			}()
-			s.handle(nc)
+			s.handle(nc, adminOnly)
 		}()
 	}
 }
@@ -191,7 +208,8 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// Close stops accepting, closes every connection and waits for their goroutines.
+// Close stops accepting, closes every connection, waits for their goroutines and
+// closes the access log.
 func (s *Server) Close() error {
 	s.closed.Store(true)
 	s.mu.Lock()
@@ -203,6 +221,9 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.opts.AccessLog != nil {
+		return s.opts.AccessLog.Close()
+	}
 	return nil
 }
 
@@ -225,12 +246,23 @@ type conn struct {
 	// whether it is a HEAD request, whose answers carry no body.
 	ctx  *reqCtx
 	head bool
+	// rec is what the access log records of the request being served; remote is
+	// the client's address without its port.
+	rec    accessEntry
+	remote string
+	// adminOnly: a connection of ServeAdmin's listener.
+	adminOnly bool
 }
 
-func (s *Server) handle(nc net.Conn) {
-	s.active.Add(1)
-	defer s.active.Add(-1)
-	c := &conn{s: s, nc: nc}
+func (s *Server) handle(nc net.Conn, adminOnly bool) {
+	if !adminOnly {
+		s.active.Add(1)
+		defer s.active.Add(-1)
+	}
+	c := &conn{s: s, nc: nc, adminOnly: adminOnly}
+	if host, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
+		c.remote = host
+	}
 	c.egress = s.routes.classify(nc.LocalAddr(), nc.RemoteAddr())
 	c.tcp, _ = nc.(*net.TCPConn)
 	if t, ok := nc.(*tls.Conn); ok {
@@ -264,15 +296,18 @@ func (s *Server) handle(nc net.Conn) {
 		}
 		nc.SetReadDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
 		c.head = false
+		c.rec = accessEntry{start: time.Now(), remote: c.remote}
 		req, err := readRequest(c.br, s.opts.MaxHeaderBytes)
 		if err != nil {
 			// Fixed texts: the request line or header is not echoed back.
 			switch {
 			case errors.Is(err, errHeaderTooLarge):
 				c.simple(431, "request header too large", false)
+				c.logAccess(nil)
 			case errors.Is(err, errBadRequest):
 				s.log.Debug("bad request", "client", nc.RemoteAddr(), "err", err)
 				c.simple(400, "bad request", false)
+				c.logAccess(nil)
 			}
 			return
 		}
@@ -285,6 +320,7 @@ func (s *Server) handle(nc net.Conn) {
 			// closed since the body is left unread.
 			if req.method == "GET" || req.method == "HEAD" {
 				c.simple(400, "a GET or HEAD request has no body", false)
+				c.logAccess(req)
 				c.lingerClose()
 				return
 			}
@@ -294,7 +330,10 @@ func (s *Server) handle(nc net.Conn) {
 		c.ctx = c.newReqCtx()
 		keep := c.serve(req)
 		c.ctx.end()
-		s.requests.Add(1)
+		if !adminOnly {
+			s.requests.Add(1)
+		}
+		c.logAccess(req)
 		if req.hasBody() {
 			c.lingerClose()
 			return
@@ -303,6 +342,39 @@ func (s *Server) handle(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// logAccess writes the access log's line for the request just answered (req is nil
+// when it could not be parsed).
+func (c *conn) logAccess(req *request) {
+	al := c.s.opts.AccessLog
+	if al == nil || c.adminOnly {
+		return
+	}
+	e := &c.rec
+	e.dur = time.Since(e.start)
+	if e.status == 0 {
+		e.status = 499 // nginx's "client closed request": it left before the answer
+	}
+	if req != nil {
+		e.method, e.target, e.proto, e.referer, e.userAgent = req.method, req.target, req.proto, req.referer, req.userAgent
+	}
+	al.log(e)
+}
+
+// answered records the status of the answer being sent, for the metrics and the
+// access log.
+func (c *conn) answered(code int) {
+	c.rec.status = code
+	if !c.adminOnly {
+		c.s.m.request(code)
+	}
+}
+
+// sentBody counts n body bytes sent by method m.
+func (c *conn) sentBody(m zerocopy.Method, n int64) {
+	c.s.bytesByMethod[m].Add(n)
+	c.rec.bytes += n
 }
 
 // lingerClose ends a connection whose client may still be sending a body the server
@@ -415,11 +487,11 @@ func (c *conn) ok(req *request, ct string, body []byte, extra ...string) bool {
 		c.header(extra[i], extra[i+1])
 	}
 	c.endHeader()
-	c.s.m.request(200)
+	c.answered(200)
 	if req.method == "HEAD" {
 		body = nil
 	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.writeBody(body) && req.keepAlive
 }
 
 // simple answers with a short text body (none for HEAD).
@@ -432,9 +504,17 @@ func (c *conn) simple(code int, msg string, keep bool) bool {
 	if c.head {
 		body = nil
 	}
-	err := c.write(c.hdr, body)
-	c.s.m.request(code)
-	return err == nil && keep
+	c.answered(code)
+	return c.writeBody(body) && keep
+}
+
+// writeBody writes the header built in c.hdr and a short body held in memory.
+func (c *conn) writeBody(body []byte) bool {
+	if c.write(c.hdr, body) != nil {
+		return false
+	}
+	c.rec.bytes += int64(len(body))
+	return true
 }
 
 var dateCache atomic.Pointer[[2]string] // unix second, formatted

@@ -118,6 +118,9 @@ func (m *mountCmd) Run(g *globals) error {
 	defer signal.Stop(sig)
 	log := slog.Default()
 	startPprof(m.Pprof, log)
+	if m.AccessLog != "" && m.Serve == "" {
+		return usagef("--access-log logs the HTTP server's requests: add --serve ADDR")
+	}
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
@@ -130,20 +133,23 @@ func (m *mountCmd) Run(g *globals) error {
 	// appears everything is ready: a script that waits for the mount point can use
 	// `cachegate cache …` and the HTTP address at once.
 	var serveStatus func() control.ServeStatus
-	if m.Serve != "" {
-		srv, err := m.start(m.Serve, c, log)
+	stats := &fusefs.Stats{}
+	if m.Serve != "" || m.Metrics != "" {
+		srv, err := m.start(m.Serve, c, log, stats.Collectors()...)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
-		serveStatus = srv.ServeStatus
+		if m.Serve != "" {
+			serveStatus = srv.ServeStatus
+		}
 	}
 	ctl, err := control.Listen(c, serveStatus, log)
 	if err != nil {
 		return err
 	}
 	defer ctl.Close()
-	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough})
+	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough, Stats: stats})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
