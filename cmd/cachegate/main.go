@@ -95,13 +95,13 @@ func main() {
 
 func run(args []string) int {
 	var c cli
-	parser, err := kong.New(&c,
+	parser, err := kong.New(&c, append(rangeMappers(),
 		kong.Name("cachegate"),
 		kong.Description("A caching file gateway: mount web servers and directories read-only through a persistent, chunked local disk cache."),
 		kong.DefaultEnvars("CACHEGATE"),
 		kong.Vars{"default_cache_dir": defaultCacheDir()},
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
-	)
+	)...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cachegate:", err)
 		return 1
