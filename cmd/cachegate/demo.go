@@ -83,6 +83,7 @@ func (d *demoCmd) Run(g *globals) error {
 		return err
 	}
 	defer c.Close()
+	defer registerInstance("demo", c, mnt, "", log)()
 	server, err := fusefs.Mount(mnt, c, fusefs.Options{TTL: flags.MetadataTTL, Logger: log})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v (FUSE needs /dev/fuse and root or fusermount3)", mnt, err)

@@ -140,6 +140,9 @@ func (m *mountCmd) Run(g *globals) error {
 		return err
 	}
 	defer ctl.Close()
+	// Registered before it appears, like the control socket, for a script that waits
+	// for the mount and then runs a verb on a path inside it.
+	defer registerInstance("mount", c, m.Mountpoint, m.Serve, log)()
 	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)

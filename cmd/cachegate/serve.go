@@ -130,6 +130,7 @@ func (s *serveCmd) Run(g *globals) error {
 		return err
 	}
 	defer ctl.Close()
+	defer registerInstance("serve", c, "", s.Listen, log)()
 	got := <-sig
 	log.Info("stopping", "signal", got.String())
 	bounded(sig, log, nil)
