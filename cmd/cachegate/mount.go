@@ -108,6 +108,7 @@ type mountCmd struct {
 	DebugFuse     bool   `help:"Log every FUSE request."`
 	NoPassthrough bool   `help:"Serve complete files through cachegate (splice) instead of FUSE passthrough."`
 	Pprof         string `help:"Serve Go's pprof profiles on this address (for profiling cachegate itself)." hidden:"" placeholder:"ADDR"`
+	attrFlags
 }
 
 func (m *mountCmd) Run(g *globals) error {
@@ -143,7 +144,9 @@ func (m *mountCmd) Run(g *globals) error {
 		return err
 	}
 	defer ctl.Close()
-	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough})
+	opts := fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough}
+	m.attrFlags.apply(&opts)
+	server, err := fusefs.Mount(m.Mountpoint, c, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
