@@ -323,11 +323,28 @@ func warmOrPin(a warmArgs, pin bool) error {
 	if err != nil {
 		return err
 	}
+	if a.Origin != "" {
+		if a.Origin, err = originSpec(a.Origin); err != nil {
+			return err
+		}
+		// Filling a new cache from a named origin (to ship it, or before the first
+		// mount): make the directory. The other verbs refuse one that does not
+		// exist, which is a typo there.
+		if err := os.MkdirAll(f.CacheDir, 0o700); f.CacheDir != "" && err != nil {
+			return fmt.Errorf("create cache dir: %v", err)
+		}
+	}
 	s, err := openSession(f.CacheDir, a.Origin)
 	if err != nil {
 		return err
 	}
 	defer s.close()
+	if s.c != nil && a.Origin != "" && readOwnerInfo(f.CacheDir).Origin == "" {
+		// The first to fill this cache: the verbs that follow use its origin.
+		if err := writeOwnerInfo(f.CacheDir, ownerInfo{Origin: a.Origin}); err != nil {
+			fmt.Fprintln(os.Stderr, "cachegate: warning:", err)
+		}
+	}
 	bar := newProgressBar(!f.JSON)
 	verb := "/v1/warm"
 	if pin {

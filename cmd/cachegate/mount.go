@@ -99,10 +99,10 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 }
 
 type mountCmd struct {
-	Origin     string `arg:"" help:"What to mount: /abs/dir, file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
+	Origin     string `arg:"" help:"What to mount: a directory (relative to the working directory or absolute), file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
 	Mountpoint string `arg:"" help:"An existing, empty directory." type:"path"`
 	cacheFlags
-	Serve string `help:"Also serve the cache over HTTP on this address, from this process." placeholder:"ADDR"`
+	Serve string `help:"Also serve the cache over HTTP on this address, from this process: PORT (on 127.0.0.1), :PORT (every interface) or HOST:PORT." placeholder:"ADDR"`
 	serverFlags
 	AllowOther    bool   `help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
 	DebugFuse     bool   `help:"Log every FUSE request."`
@@ -119,10 +119,19 @@ func (m *mountCmd) Run(g *globals) error {
 	defer signal.Stop(sig)
 	log := slog.Default()
 	startPprof(m.Pprof, log)
+	spec, err := originSpec(m.Origin)
+	if err != nil {
+		return err
+	}
+	if m.Serve != "" {
+		if _, _, err := listenAddr(m.Serve); err != nil {
+			return usagef("--serve: %v", err) // before the cache dir is made
+		}
+	}
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
-	c, err := m.open(m.Origin, log)
+	c, err := m.open(spec, log)
 	if err != nil {
 		return err
 	}
