@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,79 @@ import (
 	"testing"
 	"time"
 )
+
+// A 404 prefix or a file URL as origin said `origin http://…/nope/: : file does not
+// exist`. Now the message says what the origin answered, or that it is a file, and
+// never shows the password of the URL.
+func TestOriginErrorsAtStartup(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join(workDir, "originerr-origin")
+	writeRandom(t, filepath.Join(dir, "f.txt"), 100, 1)
+	srv := startNginx(t, dir, "json")
+	withPass := strings.Replace(srv.URL, "http://", "http://user:hunter2@", 1)
+	cases := []struct{ origin, want string }{
+		{srv.URL + "nope/", "404 Not Found for " + srv.URL + "nope/: is the prefix right? an origin must be a directory"},
+		{withPass + "nope/", "404 Not Found for http://user:xxxxx@"},
+		{srv.URL + "f.txt", srv.URL + "f.txt is a file, not a directory: an origin must be a directory"},
+		{filepath.Join(dir, "f.txt"), filepath.Join(dir, "f.txt") + " is a file, not a directory: an origin must be a directory"},
+		{filepath.Join(dir, "nope"), "origin directory " + filepath.Join(dir, "nope") + " does not exist"},
+	}
+	for _, c := range cases {
+		out, code := runCLITimeout(t, "", "serve", c.origin, "--listen", "127.0.0.1:0", "--cache-dir", t.TempDir())
+		out = strings.TrimSpace(out)
+		if code == 0 || !strings.Contains(out, c.want) || strings.Contains(out, "hunter2") || strings.Count(out, "\n") > 0 {
+			t.Errorf("serve %s: exit %d, want one line with %q:\n%s", c.origin, code, c.want, out)
+		}
+	}
+}
+
+// `cache stat` said "not in the origin" three times for a missing path, "not cached
+// … warm fetches it" for a directory and ": not cached" for the root. Now a missing
+// path is said once, and a directory (the root too) gets a summary of what it holds.
+func TestCacheStatPathsAndDirectories(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join(workDir, "stat-origin")
+	writeRandom(t, filepath.Join(dir, "d", "a.bin"), 3000, 1)
+	writeRandom(t, filepath.Join(dir, "d", "e", "b.bin"), 5000, 2)
+	writeRandom(t, filepath.Join(dir, "top.bin"), 1000, 3)
+	srv := startNginx(t, dir, "json")
+	m := startMount(t, srv.URL, "")
+	if out, code := runCLI(t, "cache", "pin", "d/a.bin", "--cache-dir", m.CacheDir); code != 0 {
+		t.Fatalf("pin: %s", out)
+	}
+
+	out, code := runCLI(t, "cache", "stat", "nope.txt", "--cache-dir", m.CacheDir)
+	if code != 1 || strings.Count(out, "not in the origin") != 1 || strings.Contains(out, "file does not exist") {
+		t.Errorf("stat nope.txt: exit %d, want 1 and \"not in the origin\" once:\n%s", code, out)
+	}
+
+	out, code = runCLI(t, "cache", "stat", "d", "--cache-dir", m.CacheDir)
+	for _, want := range []string{"path:          /d\n", "type:          directory\n", "files:         2\n", "size:          7.8 KiB (8000 bytes)\n", "cached:        2.9 KiB (3000 bytes)\n", "pinned:        1 file\n"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("stat d: exit %d, want %q in:\n%s", code, want, out)
+		}
+	}
+	out, code = runCLI(t, "cache", "stat", "/", "--cache-dir", m.CacheDir)
+	if code != 0 || !strings.Contains(out, "path:          /\n") || !strings.Contains(out, "files:         3\n") {
+		t.Errorf("stat /: exit %d, want the root's summary (3 files):\n%s", code, out)
+	}
+	out, code = runCLI(t, "cache", "stat", filepath.Join(m.Dir, "d", "e"), "--cache-dir", m.CacheDir, "--json")
+	var sum struct {
+		Path        string `json:"path"`
+		Dir         bool   `json:"dir"`
+		Files       int    `json:"files"`
+		Size        int64  `json:"size"`
+		CachedBytes int64  `json:"cached_bytes"`
+		Pinned      int    `json:"pinned"`
+	}
+	if err := json.Unmarshal([]byte(out), &sum); code != 0 || err != nil || sum.Path != "d/e" || !sum.Dir || sum.Files != 1 || sum.Size != 5000 || sum.CachedBytes != 0 || sum.Pinned != 0 {
+		t.Errorf("stat --json d/e: exit %d, %v, %+v:\n%s", code, err, sum, out)
+	}
+	// A file is still described as one.
+	if out, code := runCLI(t, "cache", "stat", "top.bin", "--cache-dir", m.CacheDir); code != 1 || !strings.Contains(out, "not cached") {
+		t.Errorf("stat top.bin (not cached): exit %d:\n%s", code, out)
+	}
+}
 
 // A relative origin directory was refused; it is resolved against the working
 // directory. `cache warm --origin X --cache-dir NEW` refused the new directory; it

@@ -46,11 +46,15 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(f.OriginTimeout, 30*time.Second))
 	defer cancel()
-	e, err := o.Stat(ctx, "")
+	e, err := origin.CheckRoot(ctx, o)
 	var unreachable error
 	if err != nil {
 		var ne net.Error
-		if !errors.As(err, &ne) {
+		var re *origin.RootError
+		switch {
+		case errors.As(err, &re):
+			return nil, err
+		case !errors.As(err, &ne):
 			return nil, fmt.Errorf("origin %s: %v", control.Redact(o.String()), err)
 		}
 		unreachable = fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", control.Redact(o.String()), err)
