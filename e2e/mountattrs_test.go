@@ -13,10 +13,10 @@ import (
 )
 
 // runCLITimeout is runCLI for commands that must exit by themselves (a serve that
-// should have refused to start): killed after a minute instead of hanging the suite.
+// should have refused to start): killed after 30s instead of hanging the suite.
 func runCLITimeout(t *testing.T, dir string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Dir = dir
@@ -26,7 +26,7 @@ func runCLITimeout(t *testing.T, dir string, args ...string) (string, int) {
 	case err == nil:
 		return string(out), 0
 	case ctx.Err() != nil:
-		t.Fatalf("cachegate %s did not exit within a minute:\n%s", strings.Join(args, " "), out)
+		t.Fatalf("cachegate %s did not exit within 30s:\n%s", strings.Join(args, " "), out)
 	case errors.As(err, &ee):
 		return string(out), ee.ExitCode()
 	}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // A 404 prefix or a file URL as origin said `origin http://…/nope/: : file does not
@@ -163,4 +166,21 @@ func TestServeListenBarePort(t *testing.T) {
 		}
 		p.stop()
 	}
+}
+
+// An S3 key named as origin mounted as an empty directory; it is refused, saying so.
+// An empty prefix is still a directory (S3 prefixes exist once written to).
+func TestS3ObjectAsOrigin(t *testing.T) {
+	requireRoot(t)
+	v := startVersitygw(t)
+	if err := v.client.MakeBucket(context.Background(), "bkt", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v.put(t, "bkt", "dir/f.bin", []byte("hello"))
+	out, code := runCLITimeout(t, "", "serve", "s3://bkt/dir/f.bin", "--listen", "127.0.0.1:0", "--cache-dir", t.TempDir(), "--s3-endpoint", v.Endpoint)
+	if want := "origin s3://bkt/dir/f.bin is an object, not a prefix: an origin must be a directory (e.g. s3://bkt/dir/)"; code != 1 || !strings.Contains(out, want) {
+		t.Errorf("serve s3://bkt/dir/f.bin: exit %d, want 1 and %q:\n%s", code, want, out)
+	}
+	port := freePort(t)
+	startProc(t, []string{"serve", "s3://bkt/empty/", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--cache-dir", t.TempDir(), "--s3-endpoint", v.Endpoint}, func() bool { return waitPort(port, 0) == nil })
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"path"
 	"strings"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // RootError says why an origin's root cannot be used, in words for whoever named it
@@ -17,15 +19,48 @@ func (e *RootError) Error() string { return e.Msg }
 
 // CheckRoot stats o's root, which must be a directory. When a web origin's root is
 // missing it asks the server once more, to say what it answered and whether the URL
-// names a file: a listing's 404 alone said "file does not exist".
+// names a file: a listing's 404 alone said "file does not exist". An S3 prefix that
+// is empty is looked up as an object: a key named as origin mounted as nothing.
 func CheckRoot(ctx context.Context, o Origin) (Entry, error) {
 	e, err := o.Stat(ctx, "")
-	if h, ok := o.(*HTTP); ok && errors.Is(err, ErrNotExist) {
-		if rerr := h.rootError(ctx); rerr != nil {
-			return Entry{}, rerr
+	var rerr error
+	switch x := o.(type) {
+	case *HTTP:
+		if errors.Is(err, ErrNotExist) {
+			rerr = x.rootError(ctx)
+		}
+	case *S3:
+		if err == nil {
+			rerr = x.rootError(ctx)
 		}
 	}
+	if rerr != nil {
+		return Entry{}, rerr
+	}
 	return e, err
+}
+
+// rootError tells an S3 origin whose prefix is an object's key, or returns nil.
+func (s *S3) rootError(ctx context.Context) error {
+	if s.prefix == "" {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the listing after its first key
+	for range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix, MaxKeys: 1}) {
+		return nil // something under the prefix (or an error the mount will meet)
+	}
+	key := strings.TrimSuffix(s.prefix, "/")
+	if _, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{}); err != nil {
+		return nil
+	}
+	dir := path.Dir(key)
+	if dir == "." {
+		dir = ""
+	} else {
+		dir += "/"
+	}
+	return &RootError{fmt.Sprintf("origin s3://%s/%s is an object, not a prefix: an origin must be a directory (e.g. s3://%s/%s)", s.bucket, key, s.bucket, dir)}
 }
 
 // rootError describes a root whose listing was not found, or nil when the server
