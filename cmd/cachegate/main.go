@@ -95,13 +95,7 @@ func main() {
 
 func run(args []string) int {
 	var c cli
-	parser, err := kong.New(&c, append(rangeMappers(),
-		kong.Name("cachegate"),
-		kong.Description("A caching file gateway: mount web servers and directories read-only through a persistent, chunked local disk cache."),
-		kong.DefaultEnvars("CACHEGATE"),
-		kong.Vars{"default_cache_dir": defaultCacheDir()},
-		kong.Exit(func(code int) { panic(exitCode(code)) }),
-	)...)
+	parser, err := newParser(&c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cachegate:", err)
 		return 1
@@ -145,6 +139,17 @@ func run(args []string) int {
 		}
 	}()
 	return code
+}
+
+// newParser builds the command line's kong model into c.
+func newParser(c *cli) (*kong.Kong, error) {
+	return kong.New(c, append(rangeMappers(),
+		kong.Name("cachegate"),
+		kong.Description("A caching file gateway: mount web servers and directories read-only through a persistent, chunked local disk cache."),
+		kong.DefaultEnvars("CACHEGATE"),
+		kong.Vars{"default_cache_dir": defaultCacheDir()},
+		kong.Exit(func(code int) { panic(exitCode(code)) }),
+	)...)
 }
 
 type exitCode int
