@@ -76,8 +76,8 @@ func readOwnerInfo(dir string) ownerInfo {
 
 // cacheVerbFlags are shared by the `cache` verbs and `status`.
 type cacheVerbFlags struct {
-	CacheDir string `help:"Cache directory (default: that of the mount holding a PATH given, else of the one cachegate running, else ${default_cache_dir})." placeholder:"DIR"`
-	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
+	CacheDir string `group:"cache" help:"Cache directory (default: that of the mount holding a PATH given, else of the one cachegate running, else ${default_cache_dir})." placeholder:"DIR"`
+	JSON     bool   `env:"-" help:"Print JSON (stable fields, for scripts)."`
 }
 
 // session is a client of the cache's owner. When no cachegate owns the cache, the
@@ -228,7 +228,7 @@ type cacheCmd struct {
 
 type cacheLsCmd struct {
 	Prefix     string `arg:"" optional:"" help:"Origin path prefix, or a path inside a mount. With one, every file of the origin under it is listed, cached or not."`
-	CachedOnly bool   `help:"List only what is cached, without asking the origin."`
+	CachedOnly bool   `env:"-" help:"List only what is cached, without asking the origin."`
 	cacheVerbFlags
 }
 
@@ -380,10 +380,10 @@ func notFoundHint(err error, p string) error {
 
 // warmArgs are the arguments of warm and pin.
 type warmArgs struct {
-	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
-	Parallel int      `help:"Files fetched at once (1 to 64)." default:"4"`
-	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
-	cacheVerbFlags
+	Paths          []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
+	Parallel       int      `env:"-" help:"Files fetched at once: 1 to 64 (default: ${default})." default:"4" placeholder:"N"`
+	cacheVerbFlags          // before --origin: the flag groups in flagGroups' order
+	Origin         string   `env:"-" group:"origin" help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
 }
 
 type cacheWarmCmd struct{ warmArgs }
@@ -454,7 +454,7 @@ func warmOrPin(a warmArgs, pin bool) error {
 }
 
 type cacheUnpinCmd struct {
-	Paths []string `arg:""`
+	Paths []string `arg:"" help:"Pinned files or directories (origin paths or paths inside a mount); a directory unpins everything under it."`
 	cacheVerbFlags
 }
 
@@ -463,7 +463,7 @@ func (c *cacheUnpinCmd) Run() error {
 }
 
 type cacheEvictCmd struct {
-	Paths []string `arg:""`
+	Paths []string `arg:"" help:"Cached files or directories (origin paths or paths inside a mount); a directory evicts everything under it."`
 	cacheVerbFlags
 }
 
@@ -496,7 +496,7 @@ func simpleVerb(args []string, f cacheVerbFlags, verb, done string) error {
 }
 
 type cacheVerifyCmd struct {
-	Repair bool `help:"Drop bad chunks, so the next read refetches them."`
+	Repair bool `env:"-" help:"Drop bad chunks, so the next read refetches them."`
 	cacheVerbFlags
 }
 
@@ -534,7 +534,7 @@ func (c *cacheVerifyCmd) Run() error {
 }
 
 type cacheGcCmd struct {
-	To Size `help:"Evict down to this size (default: half of the cache's limit)." placeholder:"SIZE"`
+	To Size `env:"-" help:"Evict down to this size (default: half of the cache's limit)." placeholder:"SIZE"`
 	cacheVerbFlags
 }
 
@@ -567,7 +567,7 @@ func (c *cacheGcCmd) Run() error {
 }
 
 type cacheClearCmd struct {
-	Yes bool `help:"Do not ask."`
+	Yes bool `env:"-" help:"Do not ask."`
 	cacheVerbFlags
 }
 
@@ -605,8 +605,8 @@ func (c *cacheClearCmd) Run() error {
 }
 
 type statusCmd struct {
-	CacheDir string `help:"Show this cache's use, hits and misses (default: list the running cachegate instances)." placeholder:"DIR"`
-	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
+	CacheDir string `group:"cache" help:"Show this cache's use, hits and misses (default: list the running cachegate instances)." placeholder:"DIR"`
+	JSON     bool   `env:"-" help:"Print JSON (stable fields, for scripts)."`
 }
 
 func (c *statusCmd) Run() error {
