@@ -39,7 +39,12 @@ type Options struct {
 	// included: a stat or listing, an uncached read, and a fetch that brings no new
 	// chunk for this long fail instead of waiting on.
 	OriginTimeout time.Duration
-	Logger        *slog.Logger
+	// VerifyInterval is how often a background scrub re-hashes every idle complete
+	// object, dropping bad chunks (0: never). ScrubRate bounds its reading, in
+	// bytes per second (default DefaultScrubRate).
+	VerifyInterval time.Duration
+	ScrubRate      int64
+	Logger         *slog.Logger
 }
 
 // Defaults for zero Options fields.
@@ -52,6 +57,8 @@ const (
 	// is split into requests of this size that run in parallel.
 	spanChunks = 8
 	blockSize  = 4096
+	// DefaultScrubRate keeps the scrub to a small share of a disk's bandwidth.
+	DefaultScrubRate = 32 << 20
 )
 
 // ErrNoSpace reports that no room could be made for a chunk: everything else is open
@@ -90,6 +97,14 @@ type Cache struct {
 	used     int64              // accounted bytes on disk
 	reserved int64              // bytes reserved by fetches in flight
 	free     freeSpace
+
+	// invalidators are told of every path whose cached version the cache dropped or
+	// replaced (see OnInvalidate).
+	invMu        sync.Mutex
+	invalidators []func(path string)
+	// stopScrub ends the scrub; scrubDone closes when it has.
+	stopScrub chan struct{}
+	scrubDone chan struct{}
 
 	stats Stats
 	// noSpaceLogged is when (unix ns) a full cache was last logged.
@@ -169,6 +184,13 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lock.Close()
 		return nil, err
 	}
+	if opts.VerifyInterval > 0 {
+		if c.opts.ScrubRate <= 0 {
+			c.opts.ScrubRate = DefaultScrubRate
+		}
+		c.stopScrub, c.scrubDone = make(chan struct{}), make(chan struct{})
+		go c.scrub()
+	}
 	c.log.Debug("cache opened", "dir", opts.Dir, "objects", len(c.objects), "used", c.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
 	return c, nil
 }
@@ -198,6 +220,10 @@ const maxIdleOpen = 1024
 
 // Close closes idle files and releases the lock. Handles must be closed first.
 func (c *Cache) Close() error {
+	if c.stopScrub != nil {
+		close(c.stopScrub)
+		<-c.scrubDone
+	}
 	c.meta.close()
 	c.idle.Close()
 	c.mu.Lock()
@@ -315,7 +341,10 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 		if f, err := os.OpenFile(dataPath, os.O_RDWR, 0); err == nil {
 			for i := 0; i < n; i++ {
 				if !present(i) {
-					unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i)))
+					if err := punchHole(f, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i))); err != nil {
+						c.log.Warn("cannot give back blocks of chunks a crash left behind; they stay counted", "file", dataPath, "err", err)
+						break
+					}
 				}
 			}
 			unix.Fstat(int(f.Fd()), &st)
@@ -336,8 +365,8 @@ func (c *Cache) removeFiles(o *object) {
 	os.Remove(c.objectPath(o.key, ".data"))
 }
 
-// removeLocked takes o out of the index and deletes its files. c.mu must be held and
-// o must have no references.
+// removeLocked takes o out of the index and deletes its files. c.mu must be held.
+// Handles that still hold o keep their descriptors and mappings (invariant 5).
 func (c *Cache) removeLocked(o *object) {
 	if o.removed {
 		return
@@ -394,7 +423,7 @@ func (c *Cache) evictLocked(need int64) ([]*object, int64) {
 		c.log.Debug("evict", "path", o.Path, "bytes", o.diskBytes)
 		c.removeLocked(o)
 		victims = append(victims, o)
-		c.free.invalidate()
+		c.free.invalidate() // c.mu is held
 	}
 	return victims, need
 }
@@ -418,6 +447,27 @@ func (c *Cache) commit(o *object, reserved, used, n int64) {
 	c.mu.Unlock()
 }
 
+// invalidateFree makes the next reserve ask the filesystem for its free space.
+func (c *Cache) invalidateFree() {
+	c.mu.Lock()
+	c.free.invalidate()
+	c.mu.Unlock()
+}
+
+// roomForOne is the most one object may occupy: the limit less what pinned objects
+// hold. A larger object is read through uncached, with no files made for it.
+func (c *Cache) roomForOne() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	room := c.opts.Limit
+	for _, o := range c.objects {
+		if o.pinned {
+			room -= o.diskBytes
+		}
+	}
+	return room
+}
+
 func (c *Cache) minFree() int64 {
 	if c.opts.MinFreePct > 0 {
 		return int64(c.opts.MinFreePct / 100 * float64(c.free.total()))
@@ -426,7 +476,7 @@ func (c *Cache) minFree() int64 {
 }
 
 // freeSpace caches statfs of the cache filesystem for a short time: reserve runs once
-// per fetch and must not cost a syscall each time.
+// per fetch and must not cost a syscall each time. Guarded by Cache.mu.
 type freeSpace struct {
 	dir    string
 	at     time.Time
@@ -498,6 +548,35 @@ func (c *Cache) Snapshot() (hits, misses, fetched, uncached int64) {
 	c.stats.mu.Lock()
 	defer c.stats.mu.Unlock()
 	return c.stats.Hits, c.stats.Misses, c.stats.BytesFetched, c.stats.Uncached
+}
+
+// OnInvalidate registers f to be told the path of every object version the cache
+// drops or replaces: by evict or clear (before those return), and by a new version it
+// detects (asynchronously, as it may be found while serving a read of that path).
+// The mount uses it to drop the kernel's entry, attributes and pages of the path.
+// f must not call back into the cache's management methods.
+func (c *Cache) OnInvalidate(f func(path string)) {
+	c.invMu.Lock()
+	c.invalidators = append(c.invalidators, f)
+	c.invMu.Unlock()
+}
+
+func (c *Cache) notifyInvalidate(paths ...string) {
+	c.invMu.Lock()
+	fs := c.invalidators
+	c.invMu.Unlock()
+	for _, p := range paths {
+		for _, f := range fs {
+			f(p)
+		}
+	}
+}
+
+// changed handles an origin object found changed under a read: its attributes are
+// forgotten, and kernels and clients told, so the next open sees the new version.
+func (c *Cache) changed(p string) {
+	c.meta.invalidate(p)
+	go c.notifyInvalidate(p)
 }
 
 // Invalidate forgets cached attributes and listings of p and its parent, so the next

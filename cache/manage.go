@@ -115,8 +115,10 @@ func (c *Cache) Object(ctx context.Context, p string) (ObjectInfo, error) {
 	return ObjectInfo{}, fmt.Errorf("%s: %w", p, ErrNotCached)
 }
 
-// Evict removes the cached versions of p and of everything under it. Open handles keep
-// reading the bytes they have; new opens fetch again. It returns how many objects went.
+// Evict removes the cached versions of p and of everything under it, and forgets
+// their attributes. Open handles keep reading the bytes they have; new opens fetch
+// again. Invalidators (the mount's kernel caches) are told before it returns. It
+// returns how many objects went.
 func (c *Cache) Evict(p string) int {
 	c.mu.Lock()
 	var gone []*object
@@ -127,11 +129,24 @@ func (c *Cache) Evict(p string) int {
 		}
 	}
 	c.mu.Unlock()
+	c.forget(gone, p)
+	return len(gone)
+}
+
+// forget closes the files of removed objects and drops what the cache and its
+// invalidators know of their paths (and of extra paths).
+func (c *Cache) forget(gone []*object, extra ...string) {
+	paths := extra
 	for _, o := range gone {
 		o.closeIfIdle()
+		if o.Origin == c.oname {
+			paths = append(paths, o.Path)
+		}
 	}
-	c.meta.invalidate(p)
-	return len(gone)
+	for _, p := range paths {
+		c.meta.invalidate(p)
+	}
+	c.notifyInvalidate(paths...)
 }
 
 // GC evicts least recently used objects (never pinned or open ones) until at most to
@@ -157,9 +172,7 @@ func (c *Cache) Clear() int {
 		gone = append(gone, o)
 	}
 	c.mu.Unlock()
-	for _, o := range gone {
-		o.closeIfIdle()
-	}
+	c.forget(gone)
 	return len(gone)
 }
 
@@ -373,11 +386,14 @@ type VerifyResult struct {
 	Chunks   int        `json:"chunks_checked"`
 	Bad      []BadChunk `json:"bad"`
 	Repaired bool       `json:"repaired"`
+	// Refetched counts bad chunks fetched again at once (with repair); the others
+	// are fetched by the next read that needs them.
+	Refetched int `json:"refetched"`
 }
 
-// Verify re-hashes every present chunk of every object. With repair, bad chunks are
-// dropped (refetched on the next read); an object some reader holds open is evicted
-// whole instead, since punching blocks out from under a reader would show it zeros.
+// Verify re-hashes every present chunk of every object. Bad chunks always leave the
+// bitmap, so they are refetched and never served again; with repair they are
+// refetched at once. An object is marked verified only with its bad chunks gone.
 func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 	res := VerifyResult{Repaired: repair}
 	c.mu.Lock()
@@ -400,28 +416,30 @@ func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 		c.mu.Unlock()
 		o.mu.Lock()
 		err := o.openFilesVerify(false)
-		var bad []BadChunk
+		var bad []int
 		if err == nil {
 			c.mu.Lock()
-			inUse := o.refs > 1
-			present := o.presentChunks
+			res.Chunks += o.presentChunks
 			c.mu.Unlock()
-			o.verify(repair && !inUse, func(b BadChunk) { bad = append(bad, b) })
-			o.verified = true
-			res.Chunks += present
-			if repair && inUse && len(bad) > 0 {
-				c.mu.Lock()
-				c.removeLocked(o)
-				c.mu.Unlock()
-			}
+			bad = o.verifyAndStamp()
 		}
 		o.mu.Unlock()
+		for _, i := range bad {
+			res.Bad = append(res.Bad, BadChunk{Path: o.Path, Chunk: i})
+			if !repair {
+				continue
+			}
+			if _, ferr := o.ensure(ctx, i, i); ferr != nil {
+				c.log.Warn("cannot refetch a bad chunk now; the next read of it will", "path", o.Path, "chunk", i, "err", ferr)
+			} else {
+				res.Refetched++
+			}
+		}
 		c.release(o)
 		if err != nil {
 			return res, fmt.Errorf("verify %s: %w", o.Path, err)
 		}
 		res.Objects++
-		res.Bad = append(res.Bad, bad...)
 	}
 	return res, nil
 }
