@@ -51,6 +51,7 @@ type filesystem struct {
 	noPassthrough bool
 	log           *slog.Logger
 	uid, gid      uint32
+	root          *dirNode // for invalidate
 }
 
 // Mount mounts c read-only at mountpoint and returns the running server. The caller
@@ -70,6 +71,7 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	}
 	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
 	root := &dirNode{fsys: fsys, path: ""}
+	fsys.root = root
 	ttl := opts.TTL
 	nodeOpts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
@@ -103,6 +105,7 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	if err := server.WaitMount(); err != nil {
 		return nil, nil, err
 	}
+	c.OnInvalidate(fsys.invalidate)
 	if err := setReadahead(mountpoint, kernelReadahead); err != nil {
 		fsys.log.Debug("kernel readahead left at its default", "err", err)
 	}
@@ -340,6 +343,16 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	h, err := n.fsys.c.Open(ctx, n.path)
 	if err != nil {
 		return nil, 0, n.fsys.errno("open", n.path, err)
+	}
+	if inoFor(n.path, h.Entry()) != n.StableAttr().Ino {
+		// The object is no longer the version this inode stands for (a listing said
+		// 10 bytes, the origin now 3 MiB): the kernel would read it under the old
+		// size, part of the new version. ESTALE makes the kernel look the path up
+		// again (once) and open the new inode.
+		h.Close()
+		n.fsys.c.Invalidate(n.path)
+		go n.fsys.invalidate(n.path)
+		return nil, 0, syscall.ESTALE
 	}
 	fh := &fileHandle{h: h, node: n}
 	if fc, ok := ctx.(*fuse.Context); ok && n.fsys.modes != nil {
