@@ -405,6 +405,7 @@ func (c *Cache) reserve(n int64) error {
 		return ErrNoSpace
 	}
 	c.reserved += n
+	checkAccountingLocked(c)
 	return nil
 }
 
@@ -444,6 +445,7 @@ func (c *Cache) commit(o *object, reserved, used, n int64) {
 	}
 	o.presentChunks++
 	o.presentBytes += n
+	checkAccountingLocked(c)
 	c.mu.Unlock()
 }
 

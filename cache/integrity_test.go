@@ -260,3 +260,34 @@ func (o *object) closeFilesForTest() {
 	o.closeFiles()
 	o.mu.Unlock()
 }
+
+// Issue 19, point 19: the result of punching a dropped chunk's blocks out was ignored,
+// so on a filesystem that cannot punch holes the cache counted fewer bytes than the
+// disk held. Blocks that stay must stay counted.
+func TestFailedHolePunchKeepsBlocksCounted(t *testing.T) {
+	f := newFixture(t)
+	want := randomFile(t, f.originDir, "p", 1<<20, 96)
+	c := f.open()
+	readWhole(t, c, "p")
+	c.Close()
+	flipByte(t, f.cacheDir, 70_000)
+	punchHole = func(*os.File, int64, int64) error { return syscall.EOPNOTSUPP }
+	defer func() { punchHole = defaultPunchHole }()
+	c = f.open()
+	defer c.Close()
+	h, err := c.Open(context.Background(), "p") // the first open re-hashes and drops the chunk
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Complete() {
+		t.Fatal("the bad chunk was not dropped")
+	}
+	h.Close()
+	used, _ := c.Used()
+	if du := duBytes(t, filepath.Join(f.cacheDir, "objects")); used < du {
+		t.Errorf("the cache counts %d bytes, the disk holds %d", used, du)
+	}
+	if got := readWhole(t, c, "p"); !bytes.Equal(got, want) {
+		t.Fatal("wrong bytes")
+	}
+}

@@ -119,7 +119,9 @@ func (o *object) noteWriteLocked() {
 
 // punchHole gives back the blocks of [off, off+n) of f. A variable so that tests can
 // make it fail as it does on filesystems without hole punching.
-var punchHole = func(f *os.File, off, n int64) error {
+var punchHole = defaultPunchHole
+
+func defaultPunchHole(f *os.File, off, n int64) error {
 	return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 }
 
@@ -420,7 +422,7 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 	hit = true
 	for restarts := 0; ; {
 		var wait []*flight
-		joined := map[*span]bool{}
+		var joined map[*span]bool // made on the first miss: a hit allocates nothing
 		o.mu.Lock()
 		if o.side == nil {
 			o.mu.Unlock()
@@ -432,6 +434,9 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			}
 			if f := o.inflight[i]; f != nil {
 				wait = append(wait, f)
+				if joined == nil {
+					joined = map[*span]bool{}
+				}
 				if !joined[f.span] {
 					joined[f.span] = true
 					f.span.waiters++
@@ -449,6 +454,9 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			}
 			fl, sp := o.startFetchLocked(i, end)
 			sp.waiters++
+			if joined == nil {
+				joined = map[*span]bool{}
+			}
 			joined[sp] = true
 			wait = append(wait, fl...)
 			i = end
@@ -753,6 +761,7 @@ func (o *object) writeChunk(i int, b []byte) error {
 	if err != nil {
 		return err
 	}
+	checkChunkWritten(o, i, crc)
 	o.side.set(i, crc)
 	return nil
 }
@@ -770,7 +779,9 @@ func (o *object) spliceChunk(fw origin.FileWriter, i int, b []byte) error {
 	if _, err := o.data.ReadAt(b, off); err != nil {
 		return fmt.Errorf("read chunk back for its checksum: %w", err)
 	}
-	o.side.set(i, checksum(b))
+	crc := checksum(b)
+	checkChunkWritten(o, i, crc)
+	o.side.set(i, crc)
 	return nil
 }
 
