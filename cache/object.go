@@ -26,7 +26,8 @@ type object struct {
 	c   *Cache
 	key string
 	objectInfo
-	nchunks int
+	nchunks  int
+	dataPath string // c.objectPath(key, ".data"), kept for the stat at every open
 
 	// Guarded by c.mu.
 	refs          int
@@ -127,7 +128,7 @@ func defaultPunchHole(f *os.File, off, n int64) error {
 
 func newObject(c *Cache, key string, info *objectInfo) *object {
 	return &object{
-		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(),
+		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(), dataPath: c.objectPath(key, ".data"),
 		pinned: info.Pinned, lastAccess: info.LastAccess,
 		inflight: map[int]*flight{},
 	}
@@ -256,7 +257,7 @@ func (o *object) recheckLocked() error {
 	}
 	var st unix.Stat_t
 	o.writeMu.Lock() // no write of ours between the stat and the stamp
-	err := unix.Stat(o.c.objectPath(o.key, ".data"), &st)
+	err := unix.Stat(o.dataPath, &st)
 	cur := stampOf(&st)
 	same, moved := cur == o.stamp, err != nil || cur.dev != o.stamp.dev || cur.ino != o.stamp.ino || cur.size != o.stamp.size
 	o.writeMu.Unlock()
