@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -106,7 +107,8 @@ type Cache struct {
 	stopScrub chan struct{}
 	scrubDone chan struct{}
 
-	stats Stats
+	stats   Stats
+	metrics cacheMetrics // for Metrics (metrics.go)
 	// noSpaceLogged is when (unix ns) a full cache was last logged.
 	noSpaceLogged atomic.Int64
 }
@@ -147,13 +149,15 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create cache dir: %w", err)
 	}
+	if err := checkDir(opts.Dir, true); err != nil {
+		return nil, err
+	}
 	lock, err := lockDir(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
 	c := &Cache{
 		opts:    opts,
-		origin:  o,
 		oname:   o.String(),
 		log:     opts.Logger,
 		lock:    lock,
@@ -163,7 +167,8 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lru:     list.New(),
 	}
 	c.free.dir = opts.Dir
-	if c.meta, err = newMetaCache(o, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
+	c.origin = &meteredOrigin{Origin: o, m: &c.metrics}
+	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
 		lock.Close()
 		return nil, err
 	}
@@ -178,6 +183,10 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	if err := os.MkdirAll(c.objDir, 0o700); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("create cache dir: %w", err)
+	}
+	if err := checkDir(c.objDir, false); err != nil {
+		lock.Close()
+		return nil, err
 	}
 	start := time.Now()
 	if err := c.load(); err != nil {
@@ -195,10 +204,67 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	return c, nil
 }
 
+// checkDir refuses a cache directory that another user could have prepared or can
+// still change: one owned by another user, or writable by group or others. Such a
+// directory could hold links or files that make this process (often root) write
+// where it must not. With follow, dir may be a symlink to the directory (a user's
+// choice of where the cache lives); without, it must be the directory itself.
+func checkDir(dir string, follow bool) error {
+	var st unix.Stat_t
+	stat := unix.Lstat
+	if follow {
+		stat = unix.Stat
+	}
+	if err := stat(dir, &st); err != nil {
+		return fmt.Errorf("cache dir %s: %w", dir, err)
+	}
+	uid := uint32(os.Geteuid())
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("cache dir %s is not a directory (a symlink or a file): remove it or pick another --cache-dir", dir)
+	case st.Uid != uid:
+		return fmt.Errorf("cache dir %s is owned by uid %d, not %d: chown it or pick another --cache-dir", dir, st.Uid, uid)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("cache dir %s is writable by group or others (mode %04o): chmod go-w %s or pick another --cache-dir", dir, st.Mode&0o7777, dir)
+	}
+	return nil
+}
+
+// openFile opens a file of the cache directory, never through a symlink and only if
+// it is a regular file of this user: nothing planted there redirects a write.
+func openFile(p string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(p, flag|unix.O_NOFOLLOW, perm)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%s is a symlink, which cachegate never follows in its cache dir: remove it", p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if uid := uint32(os.Geteuid()); st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uid {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file of uid %d (mode %o, owner %d): remove it", p, uid, st.Mode, st.Uid)
+	}
+	return f, nil
+}
+
+// createFile creates the file p of the cache directory, which must not exist: a
+// leftover is removed first (a symlink is removed, not followed).
+func createFile(p string) (*os.File, error) {
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return openFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+}
+
 // lockDir takes the cache directory's lock, naming the holder when it is taken.
 func lockDir(dir string) (*os.File, error) {
 	p := filepath.Join(dir, "lock")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open cache lock: %w", err)
 	}
@@ -209,13 +275,21 @@ func lockDir(dir string) (*os.File, error) {
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b[:n])))
 		return nil, &LockedError{Dir: dir, Pid: pid}
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	// The pid tells a second owner who holds the lock; without it that owner's
+	// error would name pid 0.
+	err = f.Truncate(0)
+	if err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write cache lock %s: %w", p, err)
+	}
 	return f, nil
 }
 
-// maxIdleOpen bounds the objects whose files stay open with no handle (3 descriptors
-// or mappings each: data file, sidecar map, data map).
+// maxIdleOpen bounds the objects whose files stay open with no handle (2 descriptors,
+// the sidecar's copy in memory and the data file's mapping each).
 const maxIdleOpen = 1024
 
 // Close closes idle files and releases the lock. Handles must be closed first.
@@ -242,7 +316,7 @@ func (c *Cache) Close() error {
 func (c *Cache) Dir() string { return c.opts.Dir }
 
 // Origin returns the origin this cache reads.
-func (c *Cache) Origin() origin.Origin { return c.origin }
+func (c *Cache) Origin() origin.Origin { return c.origin.(*meteredOrigin).Origin }
 
 func objectKey(originName, path, version string) string {
 	h := sha256.Sum256([]byte(originName + "\x00" + path + "\x00" + version))
@@ -305,7 +379,12 @@ func (c *Cache) load() error {
 }
 
 func (c *Cache) loadObject(key, metaPath string) (*object, error) {
-	b, err := os.ReadFile(metaPath)
+	mf, err := openFile(metaPath, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(mf, maxSidecarSize+1))
+	mf.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -316,10 +395,15 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if objectKey(info.Origin, info.Path, info.Version) != key {
 		return nil, fmt.Errorf("%w: name does not match contents", errBadSidecar)
 	}
-	var st unix.Stat_t
 	dataPath := strings.TrimSuffix(metaPath, ".meta") + ".data"
-	if err := unix.Stat(dataPath, &st); err != nil {
+	// Lstat, not an open: a restart looks at every object, and the data file is
+	// opened (by openFile, with the same checks) only when the object is read.
+	var st unix.Stat_t
+	if err := unix.Lstat(dataPath, &st); err != nil {
 		return nil, err
+	}
+	if uid := uint32(os.Geteuid()); st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uid {
+		return nil, fmt.Errorf("%s is not a regular file of uid %d (mode %o, owner %d)", dataPath, uid, st.Mode, st.Uid)
 	}
 	if st.Size != info.Size {
 		return nil, fmt.Errorf("data file is %d bytes, object %d", st.Size, info.Size)
@@ -338,7 +422,7 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if st.Blocks*512 > presentDisk {
 		// A crash during a fetch leaves blocks allocated (fallocate) for chunks whose
 		// bits never got set: give them back, so the disk holds what is counted.
-		if f, err := os.OpenFile(dataPath, os.O_RDWR, 0); err == nil {
+		if f, err := openFile(dataPath, os.O_RDWR, 0); err == nil {
 			for i := 0; i < n; i++ {
 				if !present(i) {
 					if err := punchHole(f, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i))); err != nil {
@@ -422,6 +506,7 @@ func (c *Cache) evictLocked(need int64) ([]*object, int64) {
 		}
 		need -= o.diskBytes
 		c.log.Debug("evict", "path", o.Path, "bytes", o.diskBytes)
+		c.metrics.evicted(o.diskBytes)
 		c.removeLocked(o)
 		victims = append(victims, o)
 		c.free.invalidate() // c.mu is held

@@ -5,11 +5,15 @@
 // # On disk
 //
 // A cache directory holds a lock file (the pid of the owning process) and, under
-// objects/, two files per object version, named by a hash of origin, path and version:
+// objects/, two files per object version, named by a hash of origin, path and version.
+// It is used only when it (and objects/) belongs to this process's user and nobody
+// else may write it, and no file in it is opened through a symlink or created where a
+// leftover stood (checkDir, openFile): its contents are this user's own.
 //
 //   - KEY.data: a sparse file as long as the object; only present chunks occupy blocks.
-//   - KEY.meta: the sidecar, mapped into memory while the object is open: an
-//     immutable, checksummed header (origin, path, version, size, chunk size), then a
+//   - KEY.meta: the sidecar, read into memory while the object is open and written
+//     back as chunks land (never mapped: a truncated mapping faults): an immutable,
+//     checksummed header (origin, path, version, size, chunk size), then a
 //     chunk-presence bitmap and a CRC32C per chunk (see sidecar.go for the layout).
 //
 // # Invariants

@@ -185,6 +185,7 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 		} else {
 			s.Misses++
 			s.MissWait += time.Since(start)
+			h.c.metrics.observeFill(time.Since(start))
 		}
 	})
 	return n, nil
@@ -228,6 +229,7 @@ func (h *Handle) readOrigin(ctx context.Context, p []byte, off int64) (int, erro
 			if !origin.Retryable(err) || !sleepCtx(ctx, time.Duration(1<<(2*attempt))*25*time.Millisecond) {
 				break
 			}
+			h.c.metrics.retries[opRead].Add(1)
 		}
 		var rc io.ReadCloser
 		rc, err = h.c.origin.ReadRange(ctx, h.path, h.entry.Version, off, int64(len(p)))

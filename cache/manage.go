@@ -210,7 +210,14 @@ func (c *Cache) Unpin(p string) (int, error) {
 	return len(pinned), nil
 }
 
-// Walk lists the files at or under p in the origin, with their attributes.
+// maxWalkDepth bounds how deep Walk descends: origins without symlinks have no
+// loops, but a hostile one can still serve an endless chain of directories.
+const maxWalkDepth = 256
+
+// Walk lists the files at or under p in the origin, with their attributes. It never
+// follows symlinks (a link to "." would make the walk endless; the files a link points
+// at inside the origin are reached by their own paths), and refuses to go more than
+// maxWalkDepth directories deep.
 func (c *Cache) Walk(ctx context.Context, p string) ([]origin.Entry, []string, error) {
 	e, err := c.meta.stat(ctx, p)
 	if err != nil {
@@ -221,16 +228,25 @@ func (c *Cache) Walk(ctx context.Context, p string) ([]origin.Entry, []string, e
 	}
 	var entries []origin.Entry
 	var paths []string
-	var walk func(dir string) error
-	walk = func(dir string) error {
+	var walk func(dir string, depth int) error
+	walk = func(dir string, depth int) error {
+		if depth > maxWalkDepth {
+			return fmt.Errorf("the tree under /%s is more than %d directories deep: name a deeper directory instead", p, maxWalkDepth)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		l, err := c.meta.list(ctx, dir)
 		if err != nil {
 			return err
 		}
 		for _, e := range l.Entries {
 			cp := origin.Join(dir, e.Name)
+			if e.Symlink != "" {
+				continue
+			}
 			if e.IsDir {
-				if err := walk(cp); err != nil {
+				if err := walk(cp, depth+1); err != nil {
 					return err
 				}
 				continue
@@ -245,7 +261,7 @@ func (c *Cache) Walk(ctx context.Context, p string) ([]origin.Entry, []string, e
 		}
 		return nil
 	}
-	return entries, paths, walk(p)
+	return entries, paths, walk(p, 0)
 }
 
 // WarmProgress is reported while warming: bytes done of the total so far.

@@ -75,6 +75,7 @@ type metaCache struct {
 	log     *slog.Logger
 	// staleTTL is how long a stale answer is reused before the origin is tried again.
 	staleTTL time.Duration
+	stale    [2]atomic.Int64 // stale answers given: attributes, listings (Metrics)
 }
 
 // offlineSource describes paths from the cached objects themselves.
@@ -143,6 +144,7 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 				return origin.Entry{}, err
 			}
 			m.log.Warn("origin unreachable; serving stale attributes", "path", "/"+p, "err", err)
+			m.stale[0].Add(1)
 			m.stats.SetWithTTL(p, stale, entryCost(stale), m.staleTTL)
 			m.stats.Wait()
 			return stale, nil
@@ -182,6 +184,7 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 				return nil, err
 			}
 			m.log.Warn("origin unreachable; serving a stale listing", "path", "/"+p, "err", err)
+			m.stale[1].Add(1)
 			m.lists.SetWithTTL(p, stale, 64+int64(len(stale.Entries))*96, m.staleTTL)
 			m.lists.Wait()
 			return stale, nil

@@ -165,7 +165,7 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o700); err != nil {
 		return fail(err)
 	}
-	f, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := createFile(dataPath)
 	if err != nil {
 		return fail(err)
 	}
@@ -175,7 +175,13 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 		return fail(err)
 	}
 	tmp := c.objectPath(key, ".meta.tmp")
-	if err := os.WriteFile(tmp, img, 0o600); err != nil {
+	if f, err = createFile(tmp); err == nil {
+		_, err = f.Write(img)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return fail(err)
 	}
@@ -210,28 +216,30 @@ func (o *object) openFilesVerify(check bool) error {
 		return nil
 	}
 	c := o.c
-	mf, err := os.OpenFile(c.objectPath(o.key, ".meta"), os.O_RDWR, 0)
+	mf, err := openFile(c.objectPath(o.key, ".meta"), os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
-	side, info, err := mapSidecar(mf)
-	mf.Close()
+	side, info, err := loadSidecar(mf)
+	if err == nil && (info.Path != o.Path || info.Version != o.Version || info.Size != o.Size) {
+		err = fmt.Errorf("%w: it names another object", errBadSidecar)
+	}
 	if err != nil {
+		mf.Close()
+		if errors.Is(err, errBadSidecar) {
+			c.log.Warn("dropping a cache object whose sidecar is damaged; it will be fetched again", "path", o.Path, "file", mf.Name(), "err", err)
+		}
 		return err
 	}
-	if info.Path != o.Path || info.Version != o.Version || info.Size != o.Size {
-		side.unmap()
-		return fmt.Errorf("%w: sidecar of %s changed under us", errBadSidecar, o.Path)
-	}
-	data, err := os.OpenFile(c.objectPath(o.key, ".data"), os.O_RDWR, 0)
+	data, err := openFile(c.objectPath(o.key, ".data"), os.O_RDWR, 0)
 	if err != nil {
-		side.unmap()
+		side.close()
 		return err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(data.Fd()), &st); err != nil || st.Size != o.Size {
 		data.Close()
-		side.unmap()
+		side.close()
 		return fmt.Errorf("%w: %s is %d bytes, object %d", errReplaced, o.Path, st.Size, o.Size)
 	}
 	o.data, o.side = data, side
@@ -283,7 +291,7 @@ func (o *object) verifyAndStamp() []int {
 	return bad
 }
 
-// closeFiles releases the mapping and descriptor. o.mu must be held, refs zero.
+// closeFiles closes the files and releases the data mapping. o.mu must be held, refs zero.
 func (o *object) closeFiles() {
 	if o.data == nil {
 		return
@@ -292,7 +300,7 @@ func (o *object) closeFiles() {
 	la := o.lastAccess
 	o.c.mu.Unlock()
 	o.side.setLastAccess(la)
-	o.side.unmap()
+	o.side.close()
 	if o.mapping != nil {
 		unix.Munmap(o.mapping)
 		o.mapping = nil
@@ -642,6 +650,7 @@ func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*fli
 				break
 			}
 			c.log.Warn("origin read failed, retrying", "path", o.Path, "offset", int64(i)*o.ChunkSize, "attempt", attempt, "err", err)
+			c.metrics.retries[opRead].Add(1)
 			if !sleepCtx(ctx, time.Duration(1<<(2*attempt))*25*time.Millisecond) {
 				break
 			}

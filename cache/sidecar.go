@@ -7,11 +7,10 @@ import (
 	"hash/crc32"
 	"math/bits"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // Sidecar layout (little endian). The header is immutable after creation except for
@@ -160,62 +159,104 @@ func decodeHeader(b []byte) (*objectInfo, int, error) {
 	return info, hl, nil
 }
 
-// sidecar is a mapped sidecar file. Bits and CRCs are written through the shared
-// mapping, so they reach the page cache at once and survive a kill -9 of the process.
+// sidecar is an open sidecar file and this process's copy of it. Reads (has, crc,
+// count) use the copy; writes change the copy, then the file with pwrite, so they
+// reach the page cache at once and survive a kill -9 of the process.
+//
+// It is not a mapping of the file: a mapped file truncated by someone else (a stray
+// `truncate -s 100`) raises SIGBUS at the next access beyond its new end, which no Go
+// code can recover in every goroutine that touches it, and took the whole process
+// (and its mount) down. The copy never faults, whatever happens to the file. The file
+// only ever lags the copy (a failed pwrite leaves a bit unset, or a CRC that no
+// longer matches): a missing bit means a refetch, a wrong CRC is caught by the
+// re-hash on first open (invariant 3), so what the file says is never trusted
+// beyond that. A damaged file is found the next time the object is opened, and the
+// object dropped.
+//
 // Invariant: a chunk's bit is set only after its data and CRC are written; readers that
 // see the bit may read the data.
 type sidecar struct {
-	mem    []byte
+	f      *os.File
+	mem    []byte // the file's contents as this process knows them
+	hl     int    // header length: the bitmap starts at mem[hl]
 	bitmap []uint64
 	crcs   []uint32
+	// wmu makes "change a bitmap word, then write it" atomic, so that two chunks
+	// landing in one word at once cannot leave the file without one of the bits.
+	wmu sync.Mutex
 }
 
-func mapSidecar(f *os.File) (*sidecar, *objectInfo, error) {
+// maxSidecarSize bounds the copy a sidecar takes in memory (a 1 TiB object at 1 MiB
+// chunks needs 4.1 MiB).
+const maxSidecarSize = 64 << 20
+
+// loadSidecar reads the open sidecar file f, which it keeps (close releases it).
+func loadSidecar(f *os.File) (*sidecar, *objectInfo, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
 	}
-	if fi.Size() < fixedHeader || fi.Size() > 64<<20 {
-		return nil, nil, fmt.Errorf("%w: file size %d", errBadSidecar, fi.Size())
+	size := fi.Size()
+	if size < fixedHeader || size > maxSidecarSize {
+		return nil, nil, fmt.Errorf("%w: file size %d", errBadSidecar, size)
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, nil, fmt.Errorf("map sidecar: %w", err)
+	// Backed by uint64s so that the bitmap (at a multiple of 8) is aligned for atomics.
+	words := make([]uint64, (size+7)/8)
+	mem := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), size)
+	if n, err := f.ReadAt(mem, 0); int64(n) != size {
+		return nil, nil, fmt.Errorf("%w: read %d of %d bytes: %v", errBadSidecar, n, size, err)
 	}
 	info, hl, err := decodeHeader(mem)
 	if err != nil {
-		unix.Munmap(mem)
 		return nil, nil, err
 	}
 	n := info.nchunks()
-	s := &sidecar{mem: mem}
-	words := bitmapWords(n)
-	if words > 0 {
-		s.bitmap = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[hl])), words)
-		s.crcs = unsafe.Slice((*uint32)(unsafe.Pointer(&mem[hl+8*words])), n)
+	s := &sidecar{f: f, mem: mem, hl: hl}
+	if nw := bitmapWords(n); nw > 0 {
+		s.bitmap = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[hl])), nw)
+		s.crcs = unsafe.Slice((*uint32)(unsafe.Pointer(&mem[hl+8*nw])), n)
 	}
 	return s, info, nil
 }
 
-func (s *sidecar) unmap() {
-	if s.mem != nil {
-		unix.Munmap(s.mem)
-		s.mem, s.bitmap, s.crcs = nil, nil, nil
+// close closes the file. The sidecar must not be used after.
+func (s *sidecar) close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f, s.mem, s.bitmap, s.crcs = nil, nil, nil, nil
 	}
+}
+
+// writeBack writes the n bytes of the copy at off to the file. Its error is not
+// returned: the file lagging the copy is safe (see sidecar).
+func (s *sidecar) writeBack(off, n int) {
+	s.f.WriteAt(s.mem[off:off+n], int64(off))
 }
 
 func (s *sidecar) has(i int) bool {
 	return atomic.LoadUint64(&s.bitmap[i/64])&(1<<(i%64)) != 0
 }
 
+// set records chunk i as present with the given CRC: the CRC first, then the bit, in
+// the copy and in the file.
 func (s *sidecar) set(i int, crc uint32) {
 	atomic.StoreUint32(&s.crcs[i], crc)
+	s.writeBack(s.crcOff(i), 4)
+	s.wmu.Lock()
 	atomic.OrUint64(&s.bitmap[i/64], 1<<(i%64))
+	s.writeBack(s.hl+8*(i/64), 8)
+	s.wmu.Unlock()
 }
 
 func (s *sidecar) clear(i int) {
+	s.wmu.Lock()
 	atomic.AndUint64(&s.bitmap[i/64], ^uint64(1<<(i%64)))
+	s.writeBack(s.hl+8*(i/64), 8)
+	s.wmu.Unlock()
 }
+
+// crcOff is where chunk i's CRC lies in the file.
+func (s *sidecar) crcOff(i int) int { return s.hl + 8*len(s.bitmap) + 4*i }
 
 func (s *sidecar) crc(i int) uint32 { return atomic.LoadUint32(&s.crcs[i]) }
 
@@ -229,13 +270,17 @@ func (s *sidecar) count() int {
 
 func (s *sidecar) setPinned(p bool) {
 	flags := (*uint32)(unsafe.Pointer(&s.mem[12]))
+	s.wmu.Lock()
 	if p {
 		atomic.OrUint32(flags, flagPinned)
 	} else {
 		atomic.AndUint32(flags, ^uint32(flagPinned))
 	}
+	s.writeBack(12, 4)
+	s.wmu.Unlock()
 }
 
 func (s *sidecar) setLastAccess(t time.Time) {
 	atomic.StoreInt64((*int64)(unsafe.Pointer(&s.mem[40])), t.UnixNano())
+	s.writeBack(40, 8)
 }

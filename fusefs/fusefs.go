@@ -43,6 +43,7 @@ type Options struct {
 	// NoPassthrough serves complete files through the daemon too (splice), for
 	// measuring that path or for kernels that refuse passthrough.
 	NoPassthrough bool
+	Stats         *Stats // counters to add to (stats.go); nil: none kept outside
 }
 
 type filesystem struct {
@@ -51,6 +52,7 @@ type filesystem struct {
 	noPassthrough bool
 	log           *slog.Logger
 	uid, gid      uint32
+	stats         *Stats
 	root          *dirNode // for invalidate
 }
 
@@ -69,7 +71,10 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	if opts.TTL <= 0 {
 		opts.TTL = cache.DefaultTTL
 	}
-	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid())}
+	if opts.Stats == nil {
+		opts.Stats = &Stats{}
+	}
+	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), stats: opts.Stats}
 	root := &dirNode{fsys: fsys, path: ""}
 	fsys.root = root
 	ttl := opts.TTL
@@ -80,7 +85,7 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 			Name:             "cachegate",
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
-			Options:          []string{"ro"},
+			Options:          []string{"ro", "default_permissions"}, // the kernel checks the modes we report
 			MaxWrite:         maxRequest(),
 			MaxReadAhead:     maxRequest(),
 			MaxBackground:    64,
@@ -151,6 +156,9 @@ func maxRequest() int {
 func inoFor(p string, e origin.Entry) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(p))
+	if e.Symlink != "" {
+		h.Write([]byte("\x00" + e.Symlink)) // a link retargeted is a new inode
+	}
 	if !e.IsDir {
 		var b [16]byte
 		for i := 0; i < 8; i++ {
@@ -166,25 +174,53 @@ func inoFor(p string, e origin.Entry) uint64 {
 	return ino
 }
 
+// fillAttr describes e. Entries of origins with owners (local directories) keep
+// their owner and permission bits (write bits removed), which the kernel checks
+// (default_permissions); the others belong to the mounting user, readable by all.
 func (f *filesystem) fillAttr(e origin.Entry, ino uint64, out *fuse.Attr) {
 	out.Ino = ino
 	out.Owner = fuse.Owner{Uid: f.uid, Gid: f.gid}
+	perm := uint32(0o444)
+	if e.IsDir {
+		perm = 0o555
+	}
+	if e.HasOwner {
+		out.Owner = fuse.Owner{Uid: e.Uid, Gid: e.Gid}
+		perm = uint32(e.Perm.Perm())
+	}
 	t := e.ModTime
 	if t.IsZero() {
 		t = time.Unix(0, 0)
 	}
 	out.SetTimes(&t, &t, &t)
 	out.Blksize = 4096
-	if e.IsDir {
-		out.Mode = syscall.S_IFDIR | 0o555
+	switch {
+	case e.IsDir:
+		out.Mode = syscall.S_IFDIR | perm
 		out.Nlink = 2
 		out.Size = 4096
 		return
+	case e.Symlink != "":
+		out.Mode = syscall.S_IFLNK | 0o777
+		out.Nlink = 1
+		out.Size = uint64(len(e.Symlink))
+		return
 	}
-	out.Mode = syscall.S_IFREG | 0o444
+	out.Mode = syscall.S_IFREG | perm
 	out.Nlink = 1
 	out.Size = uint64(e.Size)
 	out.Blocks = (uint64(e.Size) + 511) / 512
+}
+
+// typeOf is the file type bits of e for the kernel.
+func typeOf(e origin.Entry) uint32 {
+	switch {
+	case e.IsDir:
+		return syscall.S_IFDIR
+	case e.Symlink != "":
+		return syscall.S_IFLNK
+	}
+	return syscall.S_IFREG
 }
 
 // errno maps cache and origin errors to what a reader should see.
@@ -219,6 +255,8 @@ var (
 	_ gofs.NodeGetxattrer     = (*fileNode)(nil)
 	_ gofs.NodeOpener         = (*fileNode)(nil)
 	_ gofs.NodeGetattrer      = (*fileNode)(nil)
+	_ gofs.NodeReadlinker     = (*linkNode)(nil)
+	_ gofs.NodeGetattrer      = (*linkNode)(nil)
 	_ gofs.FileReader         = (*fileHandle)(nil)
 	_ gofs.FileReleaser       = (*fileHandle)(nil)
 	_ gofs.FileReaddirenter   = (*dirHandle)(nil)
@@ -227,7 +265,16 @@ var (
 
 func (n *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	e := origin.Entry{IsDir: true}
-	if n.path != "" {
+	if n.path == "" {
+		// A local origin's root has an owner and modes. Other origins are not
+		// asked: their roots have none, and a stat of an unreachable one would
+		// make `ls` of the mount wait for --origin-timeout.
+		if _, ok := n.fsys.c.Origin().(*origin.Local); ok {
+			if st, err := n.fsys.c.Stat(ctx, ""); err == nil && st.IsDir {
+				e = st
+			}
+		}
+	} else {
 		var err error
 		if e, err = n.fsys.c.Lookup(ctx, parentOf(n.path), path.Base(n.path)); err != nil {
 			return n.fsys.errno("getattr", n.path, err)
@@ -259,14 +306,15 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	ino := inoFor(p, e)
 	n.fsys.fillAttr(e, ino, &out.Attr)
 	var ops gofs.InodeEmbedder
-	mode := uint32(syscall.S_IFREG)
-	if e.IsDir {
+	switch {
+	case e.IsDir:
 		ops = &dirNode{fsys: n.fsys, path: p}
-		mode = syscall.S_IFDIR
-	} else {
+	case e.Symlink != "":
+		ops = &linkNode{fsys: n.fsys, path: p, entry: e}
+	default:
 		ops = &fileNode{fsys: n.fsys, path: p, entry: e}
 	}
-	return n.NewInode(ctx, ops, gofs.StableAttr{Mode: mode, Ino: ino}), 0
+	return n.NewInode(ctx, ops, gofs.StableAttr{Mode: typeOf(e), Ino: ino}), 0
 }
 
 func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -276,11 +324,7 @@ func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 	}
 	ents := make([]fuse.DirEntry, len(l.Entries))
 	for i, e := range l.Entries {
-		mode := uint32(syscall.S_IFREG)
-		if e.IsDir {
-			mode = syscall.S_IFDIR
-		}
-		ents[i] = fuse.DirEntry{Name: e.Name, Mode: mode, Ino: inoFor(origin.Join(n.path, e.Name), e), Off: uint64(i + 1)}
+		ents[i] = fuse.DirEntry{Name: e.Name, Mode: typeOf(e), Ino: inoFor(origin.Join(n.path, e.Name), e), Off: uint64(i + 1)}
 	}
 	// Let the kernel keep this directory's entries in its cache while the listing
 	// is unchanged; a changed listing opens without the flags, which resets it.
@@ -355,6 +399,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		return nil, 0, syscall.ESTALE
 	}
 	fh := &fileHandle{h: h, node: n}
+	n.fsys.stats.OpenHandles.Add(1)
 	if fc, ok := ctx.(*fuse.Context); ok && n.fsys.modes != nil {
 		n.fsys.modes.opening.Store(fc.Cancel, fh) // for ioModes.Open to pick the io mode
 	}
@@ -369,6 +414,28 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	return fh, fl, 0
 }
 
+// linkNode is a symlink of a local origin whose target is inside it: the kernel
+// follows it through the mount, so a link to "." or ".." is one entry, not a tree.
+type linkNode struct {
+	gofs.Inode
+	fsys  *filesystem
+	path  string
+	entry origin.Entry // the link this inode stands for (its target is in the inode number)
+}
+
+func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	return []byte(n.entry.Symlink), 0
+}
+
+func (n *linkNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	e := n.entry
+	if cur, err := n.fsys.c.Lookup(ctx, parentOf(n.path), path.Base(n.path)); err == nil && cur.Symlink == e.Symlink && inoFor(n.path, cur) == n.StableAttr().Ino {
+		e = cur
+	}
+	n.fsys.fillAttr(e, n.StableAttr().Ino, &out.Attr)
+	return 0
+}
+
 type fileHandle struct {
 	h    *cache.Handle
 	node *fileNode
@@ -380,12 +447,14 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		if n == 0 {
 			return fuse.ReadResultData(nil), 0
 		}
+		f.node.fsys.stats.SpliceBytes.Add(n)
 		return fuse.ReadResultFd(f.h.Fd(), off, int(n)), 0
 	}
 	if errors.Is(err, cache.ErrNoSpace) {
 		// No room in the cache: read this range straight from the origin.
 		var m int
 		if m, err = f.h.ReadAt(ctx, dest, off); err == nil || err == io.EOF {
+			f.node.fsys.stats.OriginBytes.Add(int64(m))
 			return fuse.ReadResultData(dest[:m]), 0
 		}
 	}
@@ -393,6 +462,7 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 }
 
 func (f *fileHandle) Release(ctx context.Context) syscall.Errno {
+	f.node.fsys.stats.OpenHandles.Add(-1)
 	f.h.Close()
 	return 0
 }

@@ -91,6 +91,7 @@ func (m *ioModes) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOu
 		return m.openCached(s, key, st)
 	}
 	s.passthrough++
+	m.fsys.stats.PassthroughOpens.Add(1)
 	m.files[key] = true
 	out.BackingID = s.backingID
 	out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
@@ -101,6 +102,7 @@ func (m *ioModes) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOu
 // openCached records a cached-mode open. m.mu must be held.
 func (m *ioModes) openCached(s *ioState, key openKey, st fuse.Status) fuse.Status {
 	s.cached++
+	m.fsys.stats.CachedOpens.Add(1)
 	m.files[key] = false
 	return st
 }

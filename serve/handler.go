@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"mime"
-	"net/http"
 	"net/url"
 	"os"
 	"path"
@@ -50,8 +49,10 @@ const segment = 8 << 20
 
 // serve answers one request. It returns whether the connection may be kept.
 func (c *conn) serve(req *request) bool {
-	start := time.Now()
-	defer func() { c.s.m.latency.Observe(time.Since(start).Seconds()) }()
+	if !c.adminOnly {
+		start := time.Now()
+		defer func() { c.s.m.latency.Observe(time.Since(start).Seconds()) }()
+	}
 	target := req.target
 	if !strings.HasPrefix(target, "/") {
 		// Absolute form (a proxy-style request): use its path.
@@ -65,21 +66,18 @@ func (c *conn) serve(req *request) bool {
 	if strings.HasPrefix(rawPath, "/-/") {
 		return c.admin(req, rawPath)
 	}
+	if c.adminOnly {
+		return c.simple(404, "not found: this address serves /-/metrics, /-/healthz and /-/status only", req.keepAlive)
+	}
 	if c.s.opts.AuthToken != "" && !c.authorized(req) {
-		c.startHeader(401, req.keepAlive)
-		c.header("WWW-Authenticate", `Bearer realm="cachegate"`)
-		c.header("Content-Type", "text/plain; charset=utf-8")
-		c.headerInt("Content-Length", 13)
-		c.endHeader()
-		c.s.m.request(401)
-		return c.write(c.hdr, []byte("unauthorized\n")) == nil && req.keepAlive
+		return c.unauthorized(req)
 	}
 	if req.method != "GET" && req.method != "HEAD" {
 		c.startHeader(405, req.keepAlive)
 		c.header("Allow", "GET, HEAD")
 		c.headerInt("Content-Length", 0)
 		c.endHeader()
-		c.s.m.request(405)
+		c.answered(405)
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
 	p, err := cleanURLPath(rawPath)
@@ -87,7 +85,7 @@ func (c *conn) serve(req *request) bool {
 		return c.simple(400, "bad path: "+err.Error(), req.keepAlive)
 	}
 	if p == "" || strings.HasSuffix(rawPath, "/") {
-		return c.directory(req, p, query)
+		return c.directory(req, rawPath, p, query)
 	}
 	h, err := c.s.c.Open(c.context(), p)
 	if err != nil {
@@ -97,18 +95,43 @@ func (c *conn) serve(req *request) bool {
 		case errors.Is(err, fs.ErrNotExist):
 			return c.simple(404, "not found", req.keepAlive)
 		}
-		c.s.log.Error("open failed", "path", "/"+p, "err", err)
-		return c.simple(502, "origin error: "+oneLine(err), req.keepAlive)
+		return c.originFailed(req, "open", p, err)
 	}
 	defer h.Close()
 	return c.file(req, p, h)
 }
 
-func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " ") }
+// originFailed answers a request whose origin or cache work failed: nothing when its
+// client has gone (that ended the work), else 502 with a fixed text. What failed in
+// detail (the origin's URL, internal paths, the origin's own words) goes to the log
+// only, as net/http's toHTTPError keeps err.Error() out of responses.
+func (c *conn) originFailed(req *request, what, p string, err error) bool {
+	if c.context().Err() != nil {
+		c.s.log.Debug(what+" abandoned: the client went away", "path", "/"+p, "err", err)
+		return false
+	}
+	c.s.log.Error(what+" failed", "path", "/"+p, "err", err)
+	return c.simple(502, "bad gateway: the origin could not be read (the server log says why)", req.keepAlive)
+}
 
 func (c *conn) authorized(req *request) bool {
 	tok, ok := strings.CutPrefix(req.auth, "Bearer ")
 	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(c.s.opts.AuthToken)) == 1
+}
+
+// unauthorized answers 401 with the challenge RFC 6750 asks for.
+func (c *conn) unauthorized(req *request) bool {
+	body := []byte("unauthorized\n")
+	c.startHeader(401, req.keepAlive)
+	c.header("WWW-Authenticate", `Bearer realm="cachegate"`)
+	c.header("Content-Type", "text/plain; charset=utf-8")
+	c.headerInt("Content-Length", int64(len(body)))
+	c.endHeader()
+	c.answered(401)
+	if req.method == "HEAD" {
+		body = nil
+	}
+	return c.writeBody(body) && req.keepAlive
 }
 
 // cleanURLPath turns a URL path into an origin path. Encoded slashes and NULs are
@@ -147,11 +170,11 @@ func (c *conn) redirect(req *request, loc string) bool {
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
-	c.s.m.request(301)
+	c.answered(301)
 	if req.method == "HEAD" {
 		body = nil
 	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.writeBody(body) && req.keepAlive
 }
 
 // etagFor returns a strong ETag for an object version: the origin's own ETag when it
@@ -164,21 +187,6 @@ func etagFor(version string) string {
 	return `"` + hex.EncodeToString(sum[:12]) + `"`
 }
 
-// etagListMatch reports whether an If-None-Match list names tag (weak comparison,
-// RFC 9110 §13.1.2).
-func etagListMatch(list, tag string) bool {
-	if strings.TrimSpace(list) == "*" {
-		return true
-	}
-	want := strings.TrimPrefix(tag, "W/")
-	for _, t := range splitList(list) {
-		if strings.TrimPrefix(t, "W/") == want {
-			return true
-		}
-	}
-	return false
-}
-
 func contentType(p string) string {
 	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
 		return t
@@ -186,145 +194,273 @@ func contentType(p string) string {
 	return "application/octet-stream"
 }
 
-// file answers for one object.
+// file answers for one object: permission, preconditions, range selection, then
+// the body (single or multipart).
 func (c *conn) file(req *request, p string, h *cache.Handle) bool {
 	e := h.Entry()
-	size := e.Size
-	etag := etagFor(e.Version)
-	modTime := e.ModTime.UTC().Truncate(time.Second)
-	lastMod := ""
+	if e.HasOwner && e.Perm&0o004 == 0 {
+		// A web server running as nobody could not read it either.
+		return c.simple(403, "forbidden", req.keepAlive)
+	}
+	v := validators{etag: etagFor(e.Version)}
 	if !e.ModTime.IsZero() {
-		lastMod = modTime.Format(timeFormat)
+		v.modTime = e.ModTime.UTC().Truncate(time.Second)
 	}
-
-	// Conditionals (RFC 9110 §13.2.2): If-None-Match wins over If-Modified-Since.
-	notModified := false
-	if req.ifNoneMatch != "" {
-		notModified = etagListMatch(req.ifNoneMatch, etag)
-	} else if req.ifModifiedSince != "" && lastMod != "" {
-		if t, err := http.ParseTime(req.ifModifiedSince); err == nil && !modTime.After(t) {
-			notModified = true
+	fh := fileHeader{keep: req.keepAlive, etag: v.etag, lastModified: formatTime(v.modTime), transfer: zerocopy.Copy}
+	code, rangeH := checkPreconditions(req, v)
+	if code != 0 { // 304 (no body, no length) or 412
+		fh.code, fh.length, fh.xCache, fh.noBody = code, -1, xCache(h, 0, e.Size), true
+		if code == 412 {
+			fh.length = 0
 		}
-	}
-	if notModified {
-		c.startHeader(304, req.keepAlive)
-		c.header("ETag", etag)
-		if lastMod != "" {
-			c.header("Last-Modified", lastMod)
-		}
-		c.header("X-Cache", xCache(h, 0, size))
-		c.header("X-Transfer", "copy")
-		c.endHeader()
-		c.s.m.request(304)
+		c.writeFileHeader(fh)
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
-
-	var ranges []byteRange
-	if req.rangeH != "" && (req.ifRange == "" || req.ifRange == etag || (lastMod != "" && req.ifRange == lastMod)) {
-		rs, unsat, ok := parseRange(req.rangeH, size)
-		switch {
-		case unsat:
-			c.startHeader(416, req.keepAlive)
-			c.header("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-			c.header("Content-Type", "text/plain; charset=utf-8")
-			c.headerInt("Content-Length", 0)
-			c.header("X-Cache", xCache(h, 0, 0))
-			c.header("X-Transfer", "copy")
-			c.endHeader()
-			c.s.m.request(416)
-			return c.write(c.hdr) == nil && req.keepAlive
-		case ok:
-			ranges = rs
-		}
+	ranges, unsat := selectRanges(rangeH, e.Size)
+	if unsat {
+		c.writeFileHeader(fileHeader{code: 416, keep: req.keepAlive, contentType: "text/plain; charset=utf-8", length: 0,
+			contentRange: "bytes */" + strconv.FormatInt(e.Size, 10), xCache: xCache(h, 0, 0), noBody: true})
+		return c.write(c.hdr) == nil && req.keepAlive
 	}
-	common := func(code int, keep bool, ct string, length int64, method zerocopy.Method, xc string) {
-		c.startHeader(code, keep)
-		c.header("Content-Type", ct)
-		c.headerInt("Content-Length", length)
-		c.header("Accept-Ranges", "bytes")
-		c.header("ETag", etag)
-		if lastMod != "" {
-			c.header("Last-Modified", lastMod)
-		}
-		c.header("X-Cache", xc)
-		c.header("X-Transfer", method.String())
-	}
-	ct := contentType(p)
+	fh.contentType = contentType(p)
 	if len(ranges) > 1 {
-		return c.multipart(req, h, ranges, ct, common)
+		return c.multipart(req, p, h, ranges, fh)
 	}
-	off, n, code := int64(0), size, 200
+	r := byteRange{0, e.Size}
+	fh.code = 200
 	if len(ranges) == 1 {
-		off, n, code = ranges[0].start, ranges[0].length, 206
+		r, fh.code = ranges[0], 206
+		fh.contentRange = fmt.Sprintf("bytes %d-%d/%d", r.start, r.start+r.length-1, e.Size)
 	}
-	xc := xCache(h, off, n)
+	return c.single(req, p, h, r, fh)
+}
+
+// single answers with one range of the object (the whole of it for 200).
+func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh fileHeader) bool {
+	fh.xCache, fh.length = xCache(h, r.start, r.length), r.length
+	st := &stream{c: c, h: h}
 	// Fill the first segment before any byte is written, so an origin failure can
 	// still be answered with 502 rather than a truncated body.
-	first := min(n, segment-off%segment)
-	noSpace := false
-	if n > 0 && req.method == "GET" {
-		if _, err := h.Fill(c.context(), off, first); err != nil {
-			if !errors.Is(err, cache.ErrNoSpace) {
-				c.s.log.Error("read failed", "path", "/"+p, "err", err)
-				return c.simple(502, "origin error: "+oneLine(err), req.keepAlive)
-			}
-			noSpace = true
+	if req.method == "GET" && r.length > 0 {
+		if err := st.prefill(r.start, min(r.length, segment-r.start%segment)); err != nil {
+			return c.originFailed(req, "read", p, err)
 		}
 	}
 	// Complete now, after the first fill: a small cold file is whole already.
-	method := c.choose(h, n, false, h.Complete())
-	if noSpace {
-		method = zerocopy.Copy
+	st.m = c.choose(h, r.length, false, h.Complete())
+	if st.uncached {
+		st.m = zerocopy.Copy
 	}
-	common(code, req.keepAlive, ct, n, method, xc)
-	if code == 206 {
-		c.header("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
-	}
-	c.endHeader()
-	c.s.m.request(code)
-	if req.method == "HEAD" || n == 0 {
+	fh.transfer, fh.noBody = st.m, req.method == "HEAD" || r.length == 0
+	c.writeFileHeader(fh)
+	if fh.noBody {
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
-	if err := c.body(h, method, off, n, first, noSpace); err != nil {
-		if !isClientGone(err) {
-			c.s.log.Warn("response cut short", "path", "/"+p, "err", err)
-		}
-		return false // the promised Content-Length cannot be met: close
+	st.pend = append(st.pend, c.hdr)
+	if err := st.sendRange(r.start, r.length); err != nil {
+		return c.cutShort(p, err)
 	}
 	return req.keepAlive
 }
 
-// body sends n bytes from off after the header in c.hdr, in segments that the cache
-// fills as it goes. The first segment (first bytes) is already filled.
-func (c *conn) body(h *cache.Handle, m zerocopy.Method, off, n, first int64, noSpace bool) error {
-	hdr := c.hdr
-	end := off + n
-	for pos, seg := off, first; pos < end; seg = min(segment, end-pos) {
-		if pos > off && !noSpace {
-			if _, err := h.Fill(c.context(), pos, seg); err != nil {
-				if !errors.Is(err, cache.ErrNoSpace) {
-					return err
-				}
-				noSpace, m = true, zerocopy.Copy
-			}
-		}
-		var err error
-		if noSpace {
-			err = c.sendUncached(h, hdr, pos, seg)
-		} else {
-			err = c.send(h, m, hdr, pos, seg)
-		}
-		if err != nil {
+// cutShort ends a response whose body could not be sent whole: the promised
+// Content-Length cannot be met, so the connection is closed.
+func (c *conn) cutShort(p string, err error) bool {
+	if !isClientGone(err) && c.context().Err() == nil {
+		c.s.log.Warn("response cut short", "path", "/"+p, "err", err)
+	}
+	return false
+}
+
+// formatTime formats t for Last-Modified, "" for the zero time.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(timeFormat)
+}
+
+// fileHeader is what the header of an answer about one object says.
+type fileHeader struct {
+	code               int
+	keep               bool
+	contentType        string // omitted when ""
+	length             int64  // Content-Length; omitted when negative (304)
+	contentRange       string // omitted when ""
+	etag, lastModified string // omitted when ""
+	xCache             string
+	transfer           zerocopy.Method
+	noBody             bool // no body bytes follow (HEAD, 304, 412, empty): X-Transfer: none
+}
+
+// writeFileHeader builds fh's header in c.hdr, to go out with the body's first bytes,
+// and counts the answer. 200 and 206 also say Accept-Ranges.
+func (c *conn) writeFileHeader(fh fileHeader) {
+	c.startHeader(fh.code, fh.keep)
+	if fh.contentType != "" {
+		c.header("Content-Type", fh.contentType)
+	}
+	if fh.length >= 0 {
+		c.headerInt("Content-Length", fh.length)
+	}
+	if fh.code == 200 || fh.code == 206 {
+		c.header("Accept-Ranges", "bytes")
+	}
+	if fh.contentRange != "" {
+		c.header("Content-Range", fh.contentRange)
+	}
+	if fh.etag != "" {
+		c.header("ETag", fh.etag)
+	}
+	if fh.lastModified != "" {
+		c.header("Last-Modified", fh.lastModified)
+	}
+	c.header("X-Cache", fh.xCache)
+	transfer := fh.transfer.String()
+	if fh.noBody {
+		transfer = "none"
+	}
+	c.header("X-Transfer", transfer)
+	c.endHeader()
+	c.answered(fh.code)
+	c.rec.xCache, c.rec.xTransfer = fh.xCache, transfer
+}
+
+// stream sends the body of one answer: ranges of one object, each after the bytes
+// pending before it (the header, a part's header). Each segment is filled before it
+// is sent, so a cold range streams as its chunks arrive and one fill never asks the
+// cache for more than a segment (plus the readahead, bounded by the cache). When
+// the cache has no room, the rest is read from the origin and copied.
+type stream struct {
+	c *conn
+	h *cache.Handle
+	m zerocopy.Method
+	// gather collects pending bytes and mapped segments into one writev, flushed at
+	// a segment's worth and before any fill that has to wait (multipart from the
+	// mapping: a small one goes out in one system call).
+	gather   bool
+	uncached bool     // the cache had no room: the rest goes by sendUncached
+	pend     [][]byte // to send before the next body bytes
+	pendFile int64    // mapped file bytes in pend (gather)
+	// preStart, preEnd: the range prefill made present before the header.
+	preStart, preEnd int64
+}
+
+// prefill fills [off, off+n) before the header is written (see file).
+func (st *stream) prefill(off, n int64) error {
+	if err := st.fill(off, n); err != nil {
+		return err
+	}
+	st.preStart, st.preEnd = off, off+n
+	return nil
+}
+
+// fill makes [off, off+n) present. When the cache has no room it switches the
+// stream to uncached reads by copy.
+func (st *stream) fill(off, n int64) error {
+	if st.uncached {
+		return nil
+	}
+	if _, err := st.h.Fill(st.c.context(), off, n); err != nil {
+		if !errors.Is(err, cache.ErrNoSpace) {
 			return err
 		}
-		c.s.bytesByMethod[m].Add(seg)
-		hdr = nil
+		st.uncached, st.m = true, zerocopy.Copy
+	}
+	return nil
+}
+
+// sendRange sends [off, off+n) in segments aligned to segment.
+func (st *stream) sendRange(off, n int64) error {
+	for pos, end := off, off+n; pos < end; {
+		seg := min(segment-pos%segment, end-pos)
+		if pos < st.preStart || pos+seg > st.preEnd {
+			if len(st.pend) > 0 && !st.uncached {
+				// What is ready goes out while this segment fills (a part's header
+				// too, so the client sees the part before it end).
+				if all, _ := st.h.Presence(pos, seg); !all {
+					if err := st.flush(); err != nil {
+						return err
+					}
+				}
+			}
+			if err := st.fill(pos, seg); err != nil {
+				return err
+			}
+		}
+		if err := st.segment(pos, seg); err != nil {
+			return err
+		}
 		pos += seg
-		if c.sock != nil {
-			c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.SendTimeout))
+		if st.c.sock != nil {
+			st.c.nc.SetWriteDeadline(time.Now().Add(st.c.s.opts.SendTimeout))
 		}
 	}
 	return nil
+}
+
+// segment sends n present bytes at off (or reads them from the origin, uncached).
+func (st *stream) segment(off, n int64) error {
+	c := st.c
+	switch {
+	case st.uncached:
+		if st.gather {
+			if err := st.flush(); err != nil {
+				return err
+			}
+		}
+		err := c.sendUncached(st.h, joinPending(st.pend), off, n)
+		st.pend = st.pend[:0]
+		if err == nil {
+			c.sentBody(zerocopy.Copy, n)
+		}
+		return err
+	case st.gather:
+		mem, err := st.h.Mapping()
+		if err != nil {
+			return err
+		}
+		st.pend = append(st.pend, mem[off:off+n])
+		if st.pendFile += n; st.pendFile >= segment {
+			return st.flush()
+		}
+		return nil
+	}
+	err := c.send(st.h, st.m, joinPending(st.pend), off, n)
+	st.pend = st.pend[:0]
+	if err == nil {
+		c.sentBody(st.m, n)
+	}
+	return err
+}
+
+// joinPending returns the pending bytes as one slice: the header alone (no copy) in
+// the common case, else a copy of the few short pieces.
+func joinPending(pend [][]byte) []byte {
+	switch len(pend) {
+	case 0:
+		return nil
+	case 1:
+		return pend[0]
+	}
+	var b []byte
+	for _, p := range pend {
+		b = append(b, p...)
+	}
+	return b
+}
+
+// flush writes what is pending.
+func (st *stream) flush() error {
+	if len(st.pend) == 0 {
+		return nil
+	}
+	err := st.c.write(st.pend...)
+	if err == nil && st.pendFile > 0 {
+		st.c.sentBody(st.m, st.pendFile)
+	}
+	st.pend, st.pendFile = st.pend[:0], 0
+	return err
 }
 
 // send moves one present segment with method m.
@@ -464,80 +600,62 @@ func xCache(h *cache.Handle, off, n int64) string {
 	return "MISS"
 }
 
-// multipart answers a request for several ranges with multipart/byteranges.
-func (c *conn) multipart(req *request, h *cache.Handle, ranges []byteRange, ct string, common func(int, bool, string, int64, zerocopy.Method, string)) bool {
+// multipart answers a request for several ranges (sorted, disjoint, at most
+// maxParts) with multipart/byteranges, streaming each part as it fills.
+func (c *conn) multipart(req *request, p string, h *cache.Handle, ranges []byteRange, fh fileHeader) bool {
 	size := h.Size()
 	var bnd [12]byte
 	rand.Read(bnd[:])
 	boundary := hex.EncodeToString(bnd[:])
-	parts := make([][]byte, len(ranges))
+	heads := make([][]byte, len(ranges))
 	total := int64(0)
 	all, any := true, false
 	for i, r := range ranges {
-		parts[i] = fmt.Appendf(nil, "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n", boundary, ct, r.start, r.start+r.length-1, size)
-		total += int64(len(parts[i])) + r.length
+		heads[i] = fmt.Appendf(nil, "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n", boundary, fh.contentType, r.start, r.start+r.length-1, size)
+		total += int64(len(heads[i])) + r.length
 		a, y := h.Presence(r.start, r.length)
 		all, any = all && a, any || y
 	}
 	trailer := []byte("\r\n--" + boundary + "--\r\n")
 	total += int64(len(trailer))
-	xc := "MISS"
+	fh.xCache = "MISS"
 	if all {
-		xc = "HIT"
+		fh.xCache = "HIT"
 	} else if any {
-		xc = "PARTIAL"
+		fh.xCache = "PARTIAL"
 	}
-	noSpace := false
+	st := &stream{c: c, h: h}
 	if req.method == "GET" {
-		for _, r := range ranges {
-			if _, err := h.Fill(c.context(), r.start, r.length); err != nil {
-				if !errors.Is(err, cache.ErrNoSpace) {
-					return c.simple(502, "origin error: "+oneLine(err), req.keepAlive)
-				}
-				noSpace = true
-			}
+		r := ranges[0]
+		if err := st.prefill(r.start, min(r.length, segment-r.start%segment)); err != nil {
+			return c.originFailed(req, "read", p, err)
 		}
 	}
-	method := c.choose(h, total, true, h.Complete())
-	if noSpace {
-		method = zerocopy.Copy
+	st.m = c.choose(h, total, true, h.Complete())
+	if st.uncached {
+		st.m = zerocopy.Copy
 	}
-	common(206, req.keepAlive, "multipart/byteranges; boundary="+boundary, total, method, xc)
-	c.endHeader()
-	c.s.m.request(206)
+	st.gather = st.m == zerocopy.Mmap
+	fh.code, fh.length, fh.transfer, fh.noBody = 206, total, st.m, req.method == "HEAD"
+	fh.contentType = "multipart/byteranges; boundary=" + boundary
+	c.writeFileHeader(fh)
 	if req.method == "HEAD" {
 		return c.write(c.hdr) == nil && req.keepAlive
 	}
-	var err error
-	if method == zerocopy.Mmap {
-		// One writev: header, and each part's header and bytes straight from the map.
-		var mem []byte
-		if mem, err = h.Mapping(); err == nil {
-			iov := [][]byte{c.hdr}
-			for i, r := range ranges {
-				iov = append(iov, parts[i], mem[r.start:r.start+r.length])
-			}
-			iov = append(iov, trailer)
-			err = c.write(iov...)
-		}
-	} else {
-		err = c.write(c.hdr)
-		for i, r := range ranges {
-			if err == nil {
-				err = c.write(parts[i])
-			}
-			if err == nil {
-				err = c.sendUncached(h, nil, r.start, r.length)
-			}
-		}
-		if err == nil {
-			err = c.write(trailer)
+	st.pend = append(st.pend, c.hdr)
+	framing := int64(len(trailer))
+	for i, r := range ranges {
+		st.pend = append(st.pend, heads[i])
+		framing += int64(len(heads[i]))
+		if err := st.sendRange(r.start, r.length); err != nil {
+			return c.cutShort(p, err)
 		}
 	}
-	if err != nil {
-		return false
+	st.pend = append(st.pend, trailer)
+	if err := st.flush(); err != nil {
+		return c.cutShort(p, err)
 	}
-	c.s.bytesByMethod[method].Add(total)
+	c.sentBody(st.m, framing)
 	return req.keepAlive
 }
 

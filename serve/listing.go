@@ -3,20 +3,29 @@ package serve
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"html"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/cachegate/cachegate/internal/origin"
-	"github.com/cachegate/cachegate/internal/units"
 )
 
 // directory answers for a directory URL: JSON (the format internal/origin reads, so
 // one cachegate can be another's origin) for ?format=json or Accept: application/json,
 // else an HTML index.
-func (c *conn) directory(req *request, p, query string) bool {
+func (c *conn) directory(req *request, rawPath, p, query string) bool {
+	html := !wantsJSON(req.accept, query)
+	if canon := "/" + escapePath(p) + "/"; html && p != "" && rawPath != canon {
+		// The index's links are relative (breadcrumbs climb with ../): they resolve
+		// only against the directory's canonical URL, e.g. not against //d//.
+		if unescaped, err := url.PathUnescape(rawPath); err != nil || unescaped != "/"+p+"/" {
+			if query != "" {
+				canon += "?" + query
+			}
+			return c.redirect(req, canon)
+		}
+	}
 	l, err := c.s.c.List(c.context(), p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -26,25 +35,34 @@ func (c *conn) directory(req *request, p, query string) bool {
 		if e, serr := c.s.c.Stat(c.context(), p); serr == nil && !e.IsDir {
 			return c.simple(404, "not found", req.keepAlive)
 		}
-		c.s.log.Error("list failed", "path", "/"+p, "err", err)
-		return c.simple(502, "origin error: "+oneLine(err), req.keepAlive)
+		return c.originFailed(req, "list", p, err)
 	}
 	var body []byte
 	var ct string
-	if wantsJSON(req.accept, query) {
-		items := make([]origin.ListingEntry, 0, len(l.Entries))
+	if !html {
+		items := make([]listingEntry, 0, len(l.Entries))
+		// Inexact entries cost one origin stat each: watch for the client
+		// leaving (Done starts the watch) and stop asking once it has.
+		ctx := c.context()
+		ctx.Done()
 		for _, e := range l.Entries {
+			if ctx.Err() != nil {
+				c.s.log.Debug("listing abandoned: the client went away", "path", "/"+p)
+				return false
+			}
 			if !e.IsDir && !e.Exact {
 				// The listing we read guessed sizes or times; ours must be exact.
-				if x, err := c.s.c.Stat(c.context(), origin.Join(p, e.Name)); err == nil {
+				if x, err := c.s.c.Stat(ctx, origin.Join(p, e.Name)); err == nil {
 					e = x
 				}
 			}
-			it := origin.ListingEntry{Name: e.Name, Type: "file", MTime: e.ModTime.UTC().Format(http.TimeFormat), Size: e.Size}
-			if e.IsDir {
-				it.Type, it.Size = "directory", 0
-			} else if e.Version != "" {
-				it.ETag = etagFor(e.Version)
+			it := listingEntry{Name: e.Name, Type: "directory", MTime: e.ModTime.UTC().Format(http.TimeFormat)}
+			if !e.IsDir {
+				size := e.Size
+				it.Type, it.Size = "file", &size
+				if e.Version != "" {
+					it.ETag = etagFor(e.Version)
+				}
 			}
 			items = append(items, it)
 		}
@@ -52,10 +70,26 @@ func (c *conn) directory(req *request, p, query string) bool {
 		body = append(body, '\n')
 		ct = "application/json"
 	} else {
-		body = htmlIndex(p, l.Entries)
+		ip := &indexPage{path: p, entries: l.Entries, objects: c.s.c.CachedIn(p, l.Entries)}
+		q, _ := url.ParseQuery(query)
+		ip.setSort(q)
+		st := c.s.c.Status()
+		ip.used, ip.limit, ip.objectCount = st.UsedBytes, st.LimitBytes, st.Objects
+		body = ip.render()
 		ct = "text/html; charset=utf-8"
 	}
 	return c.ok(req, ct, body, "Vary", "Accept")
+}
+
+// listingEntry is origin.ListingEntry as this server writes it: a file's size is
+// always there, 0 included (an empty file is not one of unknown size); a
+// directory has none, as in nginx's autoindex_format json.
+type listingEntry struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	MTime string `json:"mtime"`
+	Size  *int64 `json:"size,omitempty"`
+	ETag  string `json:"etag,omitempty"`
 }
 
 func wantsJSON(accept, query string) bool {
@@ -65,22 +99,4 @@ func wantsJSON(accept, query string) bool {
 		}
 	}
 	return strings.Contains(accept, "application/json") && !strings.HasPrefix(accept, "text/html")
-}
-
-func htmlIndex(p string, entries []origin.Entry) []byte {
-	var b strings.Builder
-	title := html.EscapeString("/" + p)
-	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of %s</title></head>\n<body><h1>Index of %s</h1><hr><pre>\n", title, title)
-	if p != "" {
-		b.WriteString("<a href=\"../\">../</a>\n")
-	}
-	for _, e := range entries {
-		href, name, size := escapePath(e.Name), e.Name, units.FormatSize(e.Size)
-		if e.IsDir {
-			href, name, size = href+"/", name+"/", "-"
-		}
-		fmt.Fprintf(&b, "<a href=\"%s\">%s</a>  %s  %s\n", html.EscapeString(href), html.EscapeString(name), e.ModTime.UTC().Format("2006-01-02 15:04"), size)
-	}
-	b.WriteString("</pre><hr></body></html>\n")
-	return []byte(b.String())
 }

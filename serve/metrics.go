@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 
+	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,7 +33,14 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.requests, m.latency,
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newCacheCollector(s.c))
+	m.reg.MustRegister(s.opts.Collectors...)
+	if al := s.opts.AccessLog; al != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cachegate_access_log_dropped_total", Help: "Access log lines lost: dropped while the disk did not keep up, or in writes that failed.",
+		}, func() float64 { return float64(al.Dropped()) }))
+	}
 	for i := zerocopy.Method(0); i < zerocopy.NumMethods; i++ {
 		i := i
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -114,8 +122,8 @@ func (s *Server) ServeStatus() control.ServeStatus {
 		Goroutines:      runtime.NumGoroutine(),
 	}
 	s.mu.Lock()
-	if len(s.listeners) > 0 {
-		st.Listen = s.listeners[0].Addr().String()
+	if s.main != nil {
+		st.Listen = s.main.Addr().String()
 	}
 	s.mu.Unlock()
 	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
@@ -125,7 +133,13 @@ func (s *Server) ServeStatus() control.ServeStatus {
 }
 
 func (s *Server) statusJSON() []byte {
-	b, _ := json.MarshalIndent(control.StatusOf(s.c, s.ServeStatus), "", "  ")
+	serveStatus := s.ServeStatus
+	s.mu.Lock()
+	if s.main == nil { // a mount's --metrics listener: no HTTP server to report
+		serveStatus = nil
+	}
+	s.mu.Unlock()
+	b, _ := json.MarshalIndent(control.StatusOf(s.c, serveStatus), "", "  ")
 	return append(b, '\n')
 }
 
@@ -143,7 +157,7 @@ func (c *conn) admin(req *request, p string) bool {
 		body = []byte("ok\n")
 	case "/-/metrics", "/-/status":
 		if c.s.opts.AuthToken != "" && !c.authorized(req) {
-			return c.simple(401, "unauthorized", req.keepAlive)
+			return c.unauthorized(req)
 		}
 		if p == "/-/metrics" {
 			body, ct = c.s.m.render(), "text/plain; version=0.0.4; charset=utf-8"
@@ -154,4 +168,63 @@ func (c *conn) admin(req *request, p string) bool {
 		return c.simple(404, "not found", req.keepAlive)
 	}
 	return c.ok(req, ct, body, "Cache-Control", "no-store")
+}
+
+// cacheCollector reports the cache's Metrics: origin requests, errors and retries,
+// evictions, stale answers and the fill latency histogram.
+type cacheCollector struct {
+	c                              *cache.Cache
+	requests, errors, retries      *prometheus.Desc
+	evictions, evictedBytes, stale *prometheus.Desc
+	fill                           *prometheus.Desc
+}
+
+func newCacheCollector(c *cache.Cache) *cacheCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &cacheCollector{c: c,
+		requests:     d("cachegate_origin_requests_total", "Requests made of the origin, by operation (stat, list, read).", "op"),
+		errors:       d("cachegate_origin_errors_total", "Origin requests that failed, by operation and kind (not_found, changed, timeout, canceled, status_4xx, status_5xx, network, other).", "op", "kind"),
+		retries:      d("cachegate_origin_retries_total", "Origin reads repeated by the cache after a transient failure, by operation.", "op"),
+		evictions:    d("cachegate_cache_evictions_total", "Objects evicted to make room (or by cache gc)."),
+		evictedBytes: d("cachegate_cache_evicted_bytes_total", "Disk bytes of the objects evicted."),
+		stale:        d("cachegate_stale_answers_total", "Attributes (stat) and listings (list) served stale because the origin did not answer.", "kind"),
+		fill:         d("cachegate_cache_fill_duration_seconds", "How long reads that missed waited for the origin to bring their chunks."),
+	}
+}
+
+func (cc *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{cc.requests, cc.errors, cc.retries, cc.evictions, cc.evictedBytes, cc.stale, cc.fill} {
+		ch <- d
+	}
+}
+
+func (cc *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	if cc.c == nil {
+		return
+	}
+	m := cc.c.Metrics()
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for _, o := range m.Origin {
+		counter(cc.requests, o.Requests, o.Op)
+		counter(cc.retries, o.Retries, o.Op)
+		for _, kind := range cache.ErrorKinds {
+			counter(cc.errors, o.Errors[kind], o.Op, kind)
+		}
+	}
+	counter(cc.evictions, m.EvictedObjects)
+	counter(cc.evictedBytes, m.EvictedBytes)
+	counter(cc.stale, m.StaleStats, "stat")
+	counter(cc.stale, m.StaleLists, "list")
+	buckets := map[float64]uint64{}
+	var n uint64
+	for i, b := range cache.FillBuckets {
+		n += uint64(m.FillCounts[i])
+		buckets[b.Seconds()] = n
+	}
+	n += uint64(m.FillCounts[len(cache.FillBuckets)])
+	ch <- prometheus.MustNewConstHistogram(cc.fill, n, m.FillSum.Seconds(), buckets)
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 )
 
 // request is the part of an HTTP/1.1 request the server acts on. cachegate parses
@@ -16,13 +15,20 @@ type request struct {
 	method, target     string
 	proto              string // "HTTP/1.1" or "HTTP/1.0"
 	rangeH, ifRange    string
+	ifMatch            string
+	ifUnmodifiedSince  string
 	ifNoneMatch        string
 	ifModifiedSince    string
 	accept, auth, host string
+	referer, userAgent string // for the access log
 	keepAlive          bool
-	contentLength      int64
-	chunked            bool
+	contentLength      int64 // -1 when the header is absent
+	chunked            bool  // a Transfer-Encoding header came (any coding)
 }
+
+// hasBody reports whether the request announces a body. The server never reads
+// one: GET and HEAD with a body are refused, other methods answered and closed.
+func (r *request) hasBody() bool { return r.contentLength > 0 || r.chunked }
 
 // errHeaderTooLarge means the request header exceeded the limit: answer 431 and close.
 var errHeaderTooLarge = errors.New("request header too large")
@@ -30,13 +36,13 @@ var errHeaderTooLarge = errors.New("request header too large")
 // errBadRequest wraps malformed requests: answer 400 and close.
 var errBadRequest = errors.New("bad request")
 
-// readRequest reads one request header from br, at most max bytes of it.
-func readRequest(br *bufio.Reader, max int) (*request, error) {
+// readRequest reads one request header from br, at most limit bytes of it.
+func readRequest(br *bufio.Reader, limit int) (*request, error) {
 	total := 0
 	readLine := func() ([]byte, error) {
 		line, err := br.ReadSlice('\n')
 		total += len(line)
-		if err == bufio.ErrBufferFull || total > max {
+		if err == bufio.ErrBufferFull || total > limit {
 			return nil, errHeaderTooLarge
 		}
 		if err != nil {
@@ -56,7 +62,7 @@ func readRequest(br *bufio.Reader, max int) (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &request{}
+	r := &request{contentLength: -1}
 	sp1 := bytes.IndexByte(line, ' ')
 	sp2 := bytes.LastIndexByte(line, ' ')
 	if sp1 <= 0 || sp2 <= sp1+1 {
@@ -107,10 +113,18 @@ func readRequest(br *bufio.Reader, max int) (*request, error) {
 			r.rangeH = value
 		case eqFold(name, "if-range"):
 			r.ifRange = value
+		case eqFold(name, "if-match"):
+			r.ifMatch = value
+		case eqFold(name, "if-unmodified-since"):
+			r.ifUnmodifiedSince = value
 		case eqFold(name, "if-none-match"):
 			r.ifNoneMatch = value
 		case eqFold(name, "if-modified-since"):
 			r.ifModifiedSince = value
+		case eqFold(name, "referer"):
+			r.referer = value
+		case eqFold(name, "user-agent"):
+			r.userAgent = value
 		case eqFold(name, "accept"):
 			r.accept = value
 		case eqFold(name, "authorization"):
@@ -125,9 +139,11 @@ func readRequest(br *bufio.Reader, max int) (*request, error) {
 				}
 			}
 		case eqFold(name, "content-length"):
-			n, err := strconv.ParseInt(value, 10, 64)
-			if err != nil || n < 0 || (r.contentLength > 0 && n != r.contentLength) {
-				return nil, fmt.Errorf("%w: Content-Length %q", errBadRequest, value)
+			// Digits only (no sign, no list), and a repeated header must agree: a
+			// length two parsers could read differently is how requests are smuggled.
+			n, err := parseDigits(value)
+			if err != nil || (r.contentLength >= 0 && n != r.contentLength) {
+				return nil, fmt.Errorf("%w: Content-Length %q", errBadRequest, truncate([]byte(value)))
 			}
 			r.contentLength = n
 		case eqFold(name, "transfer-encoding"):

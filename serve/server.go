@@ -21,8 +21,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/zerocopy"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configures a Server. Zero values take the defaults in parentheses.
@@ -46,6 +49,10 @@ type Options struct {
 	NotsentLowat         int
 	NotsentLowatSendfile int
 	Logger               *slog.Logger
+	// AccessLog, when set, gets one line per request; Close closes it.
+	AccessLog *AccessLog
+	// Collectors are more metrics for /-/metrics (the mount's).
+	Collectors []prometheus.Collector
 }
 
 // DefaultNotsentLowat and DefaultNotsentLowatSendfile are the send-queue bounds'
@@ -80,6 +87,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []net.Listener
+	main      net.Listener // the first listener Serve was given (ServeStatus's address)
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
 
@@ -137,12 +145,23 @@ func New(c *cache.Cache, opts Options) (*Server, error) {
 }
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
-func (s *Server) Serve(ln net.Listener) error {
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeAdmin accepts connections on ln that get /-/metrics, /-/healthz and
+// /-/status only (--metrics ADDR), with the bearer token as on Serve's listeners,
+// until Close. Their requests are neither counted in the request metrics nor logged
+// in the access log: scrapes are not traffic.
+func (s *Server) ServeAdmin(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *Server) serve(ln net.Listener, adminOnly bool) error {
 	if s.opts.TLSConfig != nil {
 		ln = tls.NewListener(ln, s.opts.TLSConfig)
 	}
 	s.mu.Lock()
 	s.listeners = append(s.listeners, ln)
+	if !adminOnly && s.main == nil {
+		s.main = ln
+	}
 	s.mu.Unlock()
 	var backoff time.Duration
 	for {
@@ -178,7 +197,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				<-s.sem
 				s.wg.Done()
 			}()
-			s.handle(nc)
+			s.handle(nc, adminOnly)
 		}()
 	}
 }
@@ -189,7 +208,8 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// Close stops accepting, closes every connection and waits for their goroutines.
+// Close stops accepting, closes every connection, waits for their goroutines and
+// closes the access log.
 func (s *Server) Close() error {
 	s.closed.Store(true)
 	s.mu.Lock()
@@ -201,6 +221,9 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.opts.AccessLog != nil {
+		return s.opts.AccessLog.Close()
+	}
 	return nil
 }
 
@@ -219,12 +242,27 @@ type conn struct {
 	// set on it (0: the kernel's default).
 	tcp   *net.TCPConn
 	lowat int
+	// ctx is the context of the request being served (see reqCtx); head is
+	// whether it is a HEAD request, whose answers carry no body.
+	ctx  *reqCtx
+	head bool
+	// rec is what the access log records of the request being served; remote is
+	// the client's address without its port.
+	rec    accessEntry
+	remote string
+	// adminOnly: a connection of ServeAdmin's listener.
+	adminOnly bool
 }
 
-func (s *Server) handle(nc net.Conn) {
-	s.active.Add(1)
-	defer s.active.Add(-1)
-	c := &conn{s: s, nc: nc}
+func (s *Server) handle(nc net.Conn, adminOnly bool) {
+	if !adminOnly {
+		s.active.Add(1)
+		defer s.active.Add(-1)
+	}
+	c := &conn{s: s, nc: nc, adminOnly: adminOnly}
+	if host, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
+		c.remote = host
+	}
 	c.egress = s.routes.classify(nc.LocalAddr(), nc.RemoteAddr())
 	c.tcp, _ = nc.(*net.TCPConn)
 	if t, ok := nc.(*tls.Conn); ok {
@@ -257,38 +295,100 @@ func (s *Server) handle(nc net.Conn) {
 			}
 		}
 		nc.SetReadDeadline(time.Now().Add(s.opts.ReadHeaderTimeout))
+		c.head = false
+		c.rec = accessEntry{start: time.Now(), remote: c.remote}
 		req, err := readRequest(c.br, s.opts.MaxHeaderBytes)
 		if err != nil {
+			// Fixed texts: the request line or header is not echoed back.
 			switch {
 			case errors.Is(err, errHeaderTooLarge):
 				c.simple(431, "request header too large", false)
+				c.logAccess(nil)
 			case errors.Is(err, errBadRequest):
-				c.simple(400, err.Error(), false)
+				s.log.Debug("bad request", "client", nc.RemoteAddr(), "err", err)
+				c.simple(400, "bad request", false)
+				c.logAccess(nil)
 			}
 			return
 		}
 		nc.SetReadDeadline(time.Time{})
-		if req.chunked {
-			c.simple(501, "request bodies are not accepted", false)
-			return
-		}
-		if req.contentLength > 0 {
-			// GET and HEAD carry no body; drain a small one, refuse a large one.
-			if req.contentLength > 64<<10 {
-				c.simple(413, "request body too large", false)
+		c.head = req.method == "HEAD"
+		if req.hasBody() {
+			// The server never reads a body: a client announcing one could trickle it
+			// with no deadline, and before the token is checked. GET and HEAD carry
+			// none (400); other methods get their 401 or 405, and the connection is
+			// closed since the body is left unread.
+			if req.method == "GET" || req.method == "HEAD" {
+				c.simple(400, "a GET or HEAD request has no body", false)
+				c.logAccess(req)
+				c.lingerClose()
 				return
 			}
-			if _, err := io.CopyN(io.Discard, c.br, req.contentLength); err != nil {
-				return
-			}
+			req.keepAlive = false
 		}
 		nc.SetWriteDeadline(time.Now().Add(s.opts.SendTimeout))
+		c.ctx = c.newReqCtx()
 		keep := c.serve(req)
-		s.requests.Add(1)
+		c.ctx.end()
+		if !adminOnly {
+			s.requests.Add(1)
+		}
+		c.logAccess(req)
+		if req.hasBody() {
+			c.lingerClose()
+			return
+		}
 		if !keep || !req.keepAlive || s.closed.Load() {
 			return
 		}
 	}
+}
+
+// logAccess writes the access log's line for the request just answered (req is nil
+// when it could not be parsed).
+func (c *conn) logAccess(req *request) {
+	al := c.s.opts.AccessLog
+	if al == nil || c.adminOnly {
+		return
+	}
+	e := &c.rec
+	e.dur = time.Since(e.start)
+	if e.status == 0 {
+		e.status = 499 // nginx's "client closed request": it left before the answer
+	}
+	if req != nil {
+		e.method, e.target, e.proto, e.referer, e.userAgent = req.method, req.target, req.proto, req.referer, req.userAgent
+	}
+	al.log(e)
+}
+
+// answered records the status of the answer being sent, for the metrics and the
+// access log.
+func (c *conn) answered(code int) {
+	c.rec.status = code
+	if !c.adminOnly {
+		c.s.m.request(code)
+	}
+}
+
+// sentBody counts n body bytes sent by method m.
+func (c *conn) sentBody(m zerocopy.Method, n int64) {
+	c.s.bytesByMethod[m].Add(n)
+	c.rec.bytes += n
+}
+
+// lingerClose ends a connection whose client may still be sending a body the server
+// did not read: closing with unread bytes makes the kernel send a reset, which can
+// destroy the answer before the client reads it. So the sending side is shut first
+// and what arrives is drained for a short, bounded time (net/http's
+// closeWriteAndWait).
+func (c *conn) lingerClose() {
+	if c.tcp == nil || c.isTLS {
+		return
+	}
+	c.tcp.CloseWrite()
+	c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, c.nc, 256<<10)
 }
 
 // flushCounts adds the connection's syscall counts to the server's.
@@ -387,23 +487,34 @@ func (c *conn) ok(req *request, ct string, body []byte, extra ...string) bool {
 		c.header(extra[i], extra[i+1])
 	}
 	c.endHeader()
-	c.s.m.request(200)
+	c.answered(200)
 	if req.method == "HEAD" {
 		body = nil
 	}
-	return c.write(c.hdr, body) == nil && req.keepAlive
+	return c.writeBody(body) && req.keepAlive
 }
 
-// simple answers with a short text body.
+// simple answers with a short text body (none for HEAD).
 func (c *conn) simple(code int, msg string, keep bool) bool {
 	body := []byte(msg + "\n")
 	c.startHeader(code, keep)
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
-	err := c.write(c.hdr, body)
-	c.s.m.request(code)
-	return err == nil && keep
+	if c.head {
+		body = nil
+	}
+	c.answered(code)
+	return c.writeBody(body) && keep
+}
+
+// writeBody writes the header built in c.hdr and a short body held in memory.
+func (c *conn) writeBody(body []byte) bool {
+	if c.write(c.hdr, body) != nil {
+		return false
+	}
+	c.rec.bytes += int64(len(body))
+	return true
 }
 
 var dateCache atomic.Pointer[[2]string] // unix second, formatted
@@ -425,7 +536,8 @@ const timeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"
 var statusText = map[int]string{
 	200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
 	400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-	405: "Method Not Allowed", 413: "Content Too Large", 416: "Range Not Satisfiable",
+	405: "Method Not Allowed", 412: "Precondition Failed", 413: "Content Too Large",
+	416: "Range Not Satisfiable",
 	431: "Request Header Fields Too Large", 500: "Internal Server Error",
 	501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
@@ -467,5 +579,110 @@ func (c *conn) copyBuf() []byte {
 	return c.buf
 }
 
-// context returns a context for cache work on behalf of this connection.
-func (c *conn) context() context.Context { return context.Background() }
+// context returns the context for cache work on behalf of the request being served:
+// it ends when the client goes away, the server closes the connection, or the
+// request is answered.
+func (c *conn) context() context.Context {
+	if c.ctx == nil { // a conn driven by a test without handle
+		c.ctx = c.newReqCtx()
+	}
+	return c.ctx
+}
+
+// reqCtx is a request's context. It is cancelled when its client goes away (the
+// connection reads EOF or fails), when the server closes the connection, and when
+// the request has been answered, so that origin work nobody waits for stops.
+//
+// Noticing a departed client takes a goroutine waiting for the socket to become
+// readable (net/http's background read). That is started only when someone waits
+// on Done: a request served from the cache never does, one that waits for the origin
+// does. The watch peeks at the socket and reads nothing, so a pipelined request is
+// left where it is (it also ends the watch: its client is there).
+type reqCtx struct {
+	c         *conn
+	pipelined bool // the next request was already buffered: nothing to watch
+	done      chan struct{}
+
+	once    sync.Once     // starts the watch, or rules it out once the request ends
+	stopped chan struct{} // closed when the watch ends; nil when none started
+
+	mu  sync.Mutex
+	err error // guarded by mu; context.Canceled once done is closed
+}
+
+func (c *conn) newReqCtx() *reqCtx {
+	return &reqCtx{c: c, pipelined: c.br != nil && c.br.Buffered() > 0, done: make(chan struct{})}
+}
+
+func (r *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (r *reqCtx) Value(key any) any           { return nil }
+
+func (r *reqCtx) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *reqCtx) Done() <-chan struct{} {
+	r.once.Do(r.watch)
+	return r.done
+}
+
+// cancel ends the context. Err says context.Canceled whatever the reason, as
+// context.Context's contract asks.
+func (r *reqCtx) cancel() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		r.err = context.Canceled
+		close(r.done)
+	}
+}
+
+// watch starts the goroutine that cancels r when the client goes away. It runs
+// inside r.once.
+func (r *reqCtx) watch() {
+	if r.pipelined || r.c.tcp == nil {
+		return
+	}
+	raw, err := r.c.tcp.SyscallConn()
+	if err != nil {
+		return
+	}
+	r.stopped = make(chan struct{})
+	go func() {
+		defer close(r.stopped)
+		gone := false
+		err := raw.Read(func(fd uintptr) bool {
+			var b [1]byte
+			for {
+				n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+				switch {
+				case err == unix.EINTR:
+					continue
+				case err == unix.EAGAIN:
+					return false // nothing yet: wait until the socket is readable
+				case err != nil || n == 0: // reset, or end of stream
+					gone = true
+				}
+				return true // gone, or the client sent its next request
+			}
+		})
+		// A deadline error is end's doing; any other is the connection closed
+		// under the watch (server shutdown).
+		if gone || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			r.cancel()
+		}
+	}()
+}
+
+// end finishes the request: it stops the watch (a read deadline in the past wakes
+// it; handle sets the next one before reading again) and cancels the context.
+func (r *reqCtx) end() {
+	r.once.Do(func() {})
+	if r.stopped != nil {
+		r.c.nc.SetReadDeadline(time.Unix(1, 0))
+		<-r.stopped
+	}
+	r.cancel()
+}

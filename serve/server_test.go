@@ -143,7 +143,7 @@ func TestConnKeepsBound(t *testing.T) {
 	}
 	client, nc := loopbackPair(t)
 	done := make(chan struct{})
-	go func() { s.handle(nc); close(done) }()
+	go func() { s.handle(nc, false); close(done) }()
 	defer func() { client.Close(); <-done }()
 
 	br := bufio.NewReader(client)

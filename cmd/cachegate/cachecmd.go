@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,12 +32,46 @@ type ownerInfo struct {
 	ChunkSize int64  `json:"chunk_size"`
 }
 
-func writeOwnerInfo(dir string, info ownerInfo) {
-	b, _ := json.MarshalIndent(info, "", "  ")
-	tmp := filepath.Join(dir, ownerFile+".tmp")
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, filepath.Join(dir, ownerFile))
+// writeOwnerInfo replaces dir's owner.json through a new temporary file: a leftover
+// (or a planted symlink) is removed, never written through.
+func writeOwnerInfo(dir string, info ownerInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
 	}
+	tmp := filepath.Join(dir, ownerFile+".tmp")
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("write %s: %w", ownerFile, err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", ownerFile, err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, ownerFile))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", ownerFile, err)
+	}
+	return nil
+}
+
+// readOwnerInfo reads dir's owner.json (not through a symlink); zero when there is
+// none or it cannot be read.
+func readOwnerInfo(dir string) ownerInfo {
+	var info ownerInfo
+	f, err := os.OpenFile(filepath.Join(dir, ownerFile), os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return info
+	}
+	defer f.Close()
+	json.NewDecoder(io.LimitReader(f, 64<<10)).Decode(&info)
+	return info
 }
 
 // cacheVerbFlags are shared by the `cache` verbs and `status`.
@@ -74,16 +110,14 @@ func openSession(dir, originFlag string) (*session, error) {
 	if !errors.Is(err, control.ErrNoOwner) {
 		return nil, err
 	}
-	var info ownerInfo
-	if b, err := os.ReadFile(filepath.Join(dir, ownerFile)); err == nil {
-		json.Unmarshal(b, &info)
-	}
+	info := readOwnerInfo(dir)
 	if originFlag != "" {
 		info.Origin = originFlag
 	}
 	if info.Origin == "" {
 		return nil, usagef("no cachegate has used %s yet and no --origin was given", dir)
 	}
+	hideCredentials(info.Origin)
 	o, err := origin.New(info.Origin, origin.Options{Timeout: 30 * time.Second})
 	if err != nil {
 		return nil, err
@@ -91,7 +125,7 @@ func openSession(dir, originFlag string) (*session, error) {
 	if info.CacheSize <= 0 {
 		info.CacheSize = 10 << 30
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(scrubHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})})
 	c, err := cache.Open(o, cache.Options{Dir: dir, Limit: info.CacheSize, ChunkSize: info.ChunkSize, Logger: log})
 	if err != nil {
 		return nil, err
@@ -137,7 +171,7 @@ func cachegateMountOf(path string) string {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		for i := range f {
-			if f[i] == "-" && i+1 < len(f) && f[i+1] == "fuse.cachegate" && len(f) > 4 {
+			if f[i] == "-" && i+1 < len(f) && f[i+1] == cachegateFSType && len(f) > 4 {
 				mp := unescapeMountinfo(f[4])
 				if (path == mp || strings.HasPrefix(path, mp+"/")) && len(mp) > len(best) {
 					best = mp
@@ -196,11 +230,11 @@ func (c *cacheLsCmd) Run() error {
 	defer s.close()
 	walk := c.Prefix != "" && !c.CachedOnly
 	var objs []cache.ObjectInfo
-	q := "/v1/objects?prefix=" + queryEscape(prefix)
+	q := url.Values{"prefix": {prefix}}
 	if walk {
-		q += "&origin=1"
+		q.Set("origin", "1")
 	}
-	if err := s.client.Get(q, &objs); err != nil {
+	if err := s.client.Get(verbURL("/v1/objects", q), &objs); err != nil {
 		return notFoundHint(err)
 	}
 	if c.JSON {
@@ -241,14 +275,14 @@ func (c *cacheStatCmd) Run() error {
 	}
 	defer s.close()
 	var info cache.ObjectInfo
-	if err := s.client.Get("/v1/object?path="+queryEscape(p), &info); err != nil {
+	if err := s.client.Get(verbURL("/v1/object", url.Values{"path": {p}}), &info); err != nil {
 		return notFoundHint(err)
 	}
 	if c.JSON {
 		return printJSON(info)
 	}
 	fmt.Printf("path:          /%s\norigin:        %s\nversion:       %s\nsize:          %s (%d bytes)\ncached:        %s in %d of %d chunks of %s\ncomplete:      %v\npinned:        %v\nlast access:   %s\nopen handles:  %d\ndata file:     %s\n",
-		info.Path, info.Origin, info.Version, units.FormatSize(info.Size), info.Size, units.FormatSize(info.CachedBytes),
+		info.Path, control.Redact(info.Origin), info.Version, units.FormatSize(info.Size), info.Size, units.FormatSize(info.CachedBytes),
 		info.ChunksPresent, info.Chunks, units.FormatSize(info.ChunkSize), info.Complete, info.Pinned,
 		info.LastAccess.Local().Format(time.RFC3339), info.OpenHandles, info.DataFile)
 	return nil
@@ -267,7 +301,7 @@ func notFoundHint(err error) error {
 // warmArgs are the arguments of warm and pin.
 type warmArgs struct {
 	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
-	Parallel int      `help:"Files fetched at once." default:"4"`
+	Parallel int      `help:"Files fetched at once (1 to 64)." default:"4"`
 	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
 	cacheVerbFlags
 }
@@ -282,6 +316,9 @@ func (c *cachePinCmd) Run() error { return warmOrPin(c.warmArgs, true) }
 
 func warmOrPin(a warmArgs, pin bool) error {
 	f, parallel := a.cacheVerbFlags, a.Parallel
+	if parallel < 1 || parallel > control.MaxParallel {
+		return usagef("--parallel %d is out of range: use 1 to %d", parallel, control.MaxParallel)
+	}
 	paths, err := resolvePaths(a.Paths)
 	if err != nil {
 		return err
@@ -504,9 +541,11 @@ func (c *statusCmd) Run() error {
 	return nil
 }
 
-func queryEscape(s string) string {
-	r := strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", "#", "%23", " ", "%20", "?", "%3F", "=", "%3D")
-	return r.Replace(s)
+// verbURL is a control verb's URL with its parameters escaped by net/url: a
+// hand-made escaper left ';' as is, which net/url's parser refuses, so `cache stat
+// 'a;b'` asked about the path "".
+func verbURL(verb string, params url.Values) string {
+	return verb + "?" + params.Encode()
 }
 
 func isTerminal(f *os.File) bool {

@@ -87,7 +87,7 @@ func defaultCacheDir() string {
 func newLogger(level string) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(scrubHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})})
 }
 
 func main() {
@@ -126,7 +126,7 @@ func run(args []string) int {
 		}
 		slog.SetDefault(newLogger(c.LogLevel))
 		if err := ctx.Run(&c.globals); err != nil {
-			fmt.Fprintln(os.Stderr, "cachegate:", oneLine(err))
+			fmt.Fprintln(os.Stderr, "cachegate:", scrub(oneLine(err)))
 			code = 1
 			var ue *usageError
 			var oe *origin.UsageError

@@ -40,6 +40,7 @@ type cacheFlags struct {
 
 // open opens the origin, checks that it answers, and opens the cache directory.
 func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
+	hideCredentials(spec)
 	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region})
 	if err != nil {
 		return nil, err
@@ -51,11 +52,11 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	if err != nil {
 		var ne net.Error
 		if !errors.As(err, &ne) {
-			return nil, fmt.Errorf("origin %s: %v", o, err)
+			return nil, fmt.Errorf("origin %s: %v", control.Redact(o.String()), err)
 		}
-		unreachable = fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", o, err)
+		unreachable = fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", control.Redact(o.String()), err)
 	} else if !e.IsDir {
-		return nil, usagef("origin %s is not a directory", o)
+		return nil, usagef("origin %s is not a directory", control.Redact(o.String()))
 	}
 	if f.ChunkSize <= 0 || f.ChunkSize%4096 != 0 {
 		return nil, usagef("--chunk-size %d is not a positive multiple of 4KiB", f.ChunkSize)
@@ -90,7 +91,10 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		}
 		log.Warn("origin unreachable; serving what is cached until it answers", "err", unreachable)
 	}
-	writeOwnerInfo(f.CacheDir, ownerInfo{Origin: spec, CacheSize: int64(f.CacheSize), ChunkSize: int64(f.ChunkSize)})
+	if err := writeOwnerInfo(f.CacheDir, ownerInfo{Origin: spec, CacheSize: int64(f.CacheSize), ChunkSize: int64(f.ChunkSize)}); err != nil {
+		// Only the cache verbs run without an owner need it (they can be given --origin).
+		log.Warn("cannot record the cache's origin for the cache verbs", "dir", f.CacheDir, "err", err)
+	}
 	st := c.Status()
 	log.Info("cache opened", "dir", f.CacheDir, "objects", st.Objects, "used", st.UsedBytes, "limit", st.LimitBytes)
 	return c, nil
@@ -116,6 +120,9 @@ func (m *mountCmd) Run(g *globals) error {
 	defer signal.Stop(sig)
 	log := slog.Default()
 	startPprof(m.Pprof, log)
+	if m.AccessLog != "" && m.Serve == "" {
+		return usagef("--access-log logs the HTTP server's requests: add --serve ADDR")
+	}
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
@@ -128,24 +135,27 @@ func (m *mountCmd) Run(g *globals) error {
 	// appears everything is ready: a script that waits for the mount point can use
 	// `cachegate cache …` and the HTTP address at once.
 	var serveStatus func() control.ServeStatus
-	if m.Serve != "" {
-		srv, err := m.start(m.Serve, c, log)
+	stats := &fusefs.Stats{}
+	if m.Serve != "" || m.Metrics != "" {
+		srv, err := m.start(m.Serve, c, log, stats.Collectors()...)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
-		serveStatus = srv.ServeStatus
+		if m.Serve != "" {
+			serveStatus = srv.ServeStatus
+		}
 	}
 	ctl, err := control.Listen(c, serveStatus, log)
 	if err != nil {
 		return err
 	}
 	defer ctl.Close()
-	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough})
+	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough, Stats: stats})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
-	log.Info("mounted", "origin", c.Origin().String(), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	log.Info("mounted", "origin", control.Redact(c.Origin().String()), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
 	return serveUntilSignal(server, m.Mountpoint, log, sig)
 }
 
@@ -156,18 +166,51 @@ func notifyStop() chan os.Signal {
 	return sig
 }
 
+// stopGrace bounds the graceful part of a stop. Requests and FUSE calls waiting on an
+// origin that does not answer would each hold the process for up to --origin-timeout
+// (a listing's per-entry HEADs for far longer); past stopGrace they are abandoned and
+// the process exits, so SIGTERM ends it within seconds whatever is in flight.
+const stopGrace = 5 * time.Second
+
+// bounded makes sure the stop that begins now ends the process: when it has not
+// finished within stopGrace, or a second signal comes, force is called (it must not
+// block: it detaches the mount) and the process exits 0, as a stop does. Abandoned
+// work is as safe as after kill -9: the cache re-verifies what was being written.
+func bounded(sig <-chan os.Signal, log *slog.Logger, force func()) {
+	go func() {
+		select {
+		case <-time.After(stopGrace):
+			log.Warn("work still in flight (waiting on the origin?); exiting without it", "after", stopGrace)
+		case s := <-sig:
+			log.Warn("second signal; exiting now", "signal", s.String())
+		}
+		if force != nil {
+			force()
+		}
+		os.Exit(0)
+	}()
+}
+
 // serveUntilSignal waits until the mount goes away (someone unmounted it) or a signal
-// asks to stop, in which case it unmounts.
+// asks to stop, in which case it unmounts. Either way the rest of the stop is bounded.
 func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, sig <-chan os.Signal) error {
 	done := make(chan struct{})
 	go func() { server.Wait(); close(done) }()
 	select {
 	case <-done:
 		log.Info("unmounted", "mountpoint", mountpoint)
+		bounded(sig, log, nil)
 		return nil
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
 	}
+	bounded(sig, log, func() {
+		// Exiting closes /dev/fuse, which fails the requests still waiting; the
+		// mount must not stay behind as a dead one.
+		if mounted, fstype := isMountpoint(mountpoint); mounted && fstype == cachegateFSType {
+			unix.Unmount(mountpoint, unix.MNT_DETACH)
+		}
+	})
 	if err := server.Unmount(); err != nil {
 		// Busy (a shell sits in it): detach, so the mount disappears now and the kernel
 		// finishes the open files' requests with errors rather than hanging them.
@@ -209,7 +252,8 @@ func checkMountpoint(mp string) error {
 }
 
 // isMountpoint reports whether path is the mount point of an entry of
-// /proc/self/mountinfo, and that mount's filesystem type.
+// /proc/self/mountinfo, and the filesystem type of the one on top (the one umount
+// would remove, listed last), e.g. "tmpfs" or "fuse.cachegate".
 func isMountpoint(path string) (bool, string) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -220,24 +264,28 @@ func isMountpoint(path string) (bool, string) {
 		return false, ""
 	}
 	defer f.Close()
+	mounted, fstype := false, ""
 	s := bufio.NewScanner(f)
 	s.Buffer(make([]byte, 64<<10), 1<<20)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
-		if len(fields) < 10 {
+		if len(fields) < 10 || unescapeMountinfo(fields[4]) != abs {
 			continue
 		}
-		if unescapeMountinfo(fields[4]) == abs {
-			for i, fl := range fields {
-				if fl == "-" && i+1 < len(fields) {
-					return true, fields[i+1]
-				}
+		mounted, fstype = true, ""
+		for i, fl := range fields {
+			if fl == "-" && i+1 < len(fields) {
+				fstype = fields[i+1]
+				break
 			}
-			return true, ""
 		}
 	}
-	return false, ""
+	return mounted, fstype
 }
+
+// cachegateFSType is the type of cachegate's mounts in mountinfo: FUSE with the
+// subtype fusefs.Mount gives them (MountOptions.Name "cachegate").
+const cachegateFSType = "fuse.cachegate"
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo paths.
 func unescapeMountinfo(s string) string {
@@ -273,8 +321,16 @@ type unmountCmd struct {
 
 func (u *unmountCmd) Run(g *globals) error {
 	mp := u.Mountpoint
-	if mounted, _ := isMountpoint(mp); !mounted {
+	mounted, fstype := isMountpoint(mp)
+	switch {
+	case !mounted:
 		return fmt.Errorf("%s is not mounted", mp)
+	case fstype != cachegateFSType:
+		// A typo must not take down an NFS or data mount: only cachegate's are ours.
+		if fstype == "" {
+			fstype = "unknown"
+		}
+		return fmt.Errorf("%s is a %s mount, not cachegate's: use umount", mp, fstype)
 	}
 	err := unix.Unmount(mp, 0)
 	if err == nil {

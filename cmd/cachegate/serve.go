@@ -15,6 +15,7 @@ import (
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/nic"
 	"github.com/cachegate/cachegate/serve"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // serverFlags configure the built-in HTTP server, for `serve` and `mount --serve`.
@@ -27,7 +28,10 @@ type serverFlags struct {
 	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long (default: ${default})." default:"60s" placeholder:"DUR"`
 	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue, while a body is written from memory (mapping, copy, TLS), before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
 	// Its own flag: each method ran far worse at the other's best bound (serve.DefaultNotsentLowatSendfile).
-	NotsentLowatSendfile Size `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
+	NotsentLowatSendfile Size   `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
+	Metrics              string `help:"Serve /-/metrics, /-/healthz and /-/status alone on this address (with --auth-token-file's token, as on --serve's)." placeholder:"ADDR"`
+	AccessLog            string `help:"Log every HTTP request to this file (- for standard output), reopened on SIGHUP (logrotate)." placeholder:"FILE|-"`
+	AccessLogFormat      string `help:"Access log format: combined (nginx's, then request time, X-Cache and X-Transfer) or json (one object per line) (default: ${default})." default:"combined" enum:"combined,json"`
 }
 
 // lowat turns a --notsent-lowat flag into serve.Options' form: the flag's 0 (the
@@ -39,10 +43,11 @@ func lowat(flag Size) int {
 	return int(flag)
 }
 
-// start listens on addr and serves c in the background.
-func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger) (*serve.Server, error) {
+// start listens on addr (on none when "") and on --metrics, and serves c in the
+// background; extra are more metrics (the mount's).
+func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger, extra ...prometheus.Collector) (*serve.Server, error) {
 	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout,
-		NotsentLowat: lowat(f.NotsentLowat), NotsentLowatSendfile: lowat(f.NotsentLowatSendfile)}
+		NotsentLowat: lowat(f.NotsentLowat), NotsentLowatSendfile: lowat(f.NotsentLowatSendfile), Collectors: extra}
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
 	}
@@ -62,9 +67,19 @@ func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger) (*ser
 			return nil, usagef("--auth-token-file %s is empty", f.AuthTokenFile)
 		}
 	}
+	var err error
+	if opts.AccessLog, err = f.openAccessLog(log); err != nil {
+		return nil, err
+	}
 	srv, err := serve.New(c, opts)
 	if err != nil {
 		return nil, usagef("%v", err)
+	}
+	if err := f.startMetrics(srv, opts.TLSConfig != nil, log); err != nil {
+		return nil, err
+	}
+	if addr == "" {
+		return srv, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -132,6 +147,7 @@ func (s *serveCmd) Run(g *globals) error {
 	defer ctl.Close()
 	got := <-sig
 	log.Info("stopping", "signal", got.String())
+	bounded(sig, log, nil)
 	srv.Close()
 	return nil
 }

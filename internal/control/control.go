@@ -16,12 +16,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/origin"
 )
 
 // SocketName is the control socket's name inside the cache directory.
@@ -53,7 +57,7 @@ func StatusOf(c *cache.Cache, serve func() ServeStatus) Status {
 	var st Status
 	st.Pid = os.Getpid()
 	st.Cache = c.Status()
-	st.Origin.URL = c.Origin().String()
+	st.Origin.URL = Redact(c.Origin().String())
 	st.Origin.BytesFetched = st.Cache.BytesFetched
 	if serve != nil {
 		st.Serve = serve()
@@ -64,7 +68,9 @@ func StatusOf(c *cache.Cache, serve func() ServeStatus) Status {
 	return st
 }
 
-// Request is the body of the POST verbs.
+// Request is the body of the POST verbs. The owner refuses, with 400 and a message
+// saying why, any field it does not know, a path that leaves the origin's root, and a
+// number out of its range.
 type Request struct {
 	Paths    []string `json:"paths,omitempty"`
 	Parallel int      `json:"parallel,omitempty"`
@@ -78,6 +84,7 @@ type Server struct {
 	serve func() ServeStatus
 	srv   *http.Server
 	path  string
+	log   *slog.Logger
 }
 
 // Listen starts the control API on the cache directory's socket. serve, when set,
@@ -92,26 +99,53 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	os.Chmod(path, 0o600)
-	s := &Server{c: c, serve: serve, path: path}
+	s := &Server{c: c, serve: serve, path: path, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, StatusOf(c, serve), nil) })
-	mux.HandleFunc("GET /v1/objects", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		if q.Get("origin") == "1" {
-			objs, err := c.ObjectsInOrigin(r.Context(), q.Get("prefix"))
-			reply(w, objs, err)
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		_, _, err := parse(w, r)
+		if err != nil {
+			reply(w, nil, err)
 			return
 		}
-		reply(w, c.Objects(q.Get("prefix")), nil)
+		reply(w, StatusOf(c, serve), nil)
+	})
+	mux.HandleFunc("GET /v1/objects", func(w http.ResponseWriter, r *http.Request) {
+		_, q, err := parse(w, r, "prefix", "origin")
+		var prefix string
+		if err == nil {
+			prefix, err = cleanPath(q.Get("prefix"))
+		}
+		if err == nil && q.Get("origin") != "" && q.Get("origin") != "1" {
+			err = badRequestf("origin=%q: use origin=1 or leave it out", q.Get("origin"))
+		}
+		switch {
+		case err != nil:
+			reply(w, nil, err)
+		case q.Get("origin") == "1":
+			objs, err := c.ObjectsInOrigin(r.Context(), prefix)
+			reply(w, redacted(objs), err)
+		default:
+			reply(w, redacted(c.Objects(prefix)), nil)
+		}
 	})
 	mux.HandleFunc("GET /v1/object", func(w http.ResponseWriter, r *http.Request) {
-		info, err := c.Object(r.Context(), r.URL.Query().Get("path"))
+		_, q, err := parse(w, r, "path")
+		var p string
+		if err == nil {
+			p, err = cleanPath(q.Get("path"))
+		}
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		info, err := c.Object(r.Context(), p)
+		info.Origin = Redact(info.Origin)
 		reply(w, info, err)
 	})
 	mux.HandleFunc("POST /v1/warm", func(w http.ResponseWriter, r *http.Request) { s.warm(w, r, false) })
 	mux.HandleFunc("POST /v1/pin", func(w http.ResponseWriter, r *http.Request) { s.warm(w, r, true) })
 	mux.HandleFunc("POST /v1/unpin", func(w http.ResponseWriter, r *http.Request) {
-		req, err := decode(r)
+		req, _, err := parse(w, r)
 		n := 0
 		for _, p := range req.Paths {
 			if err != nil {
@@ -124,15 +158,19 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 		reply(w, map[string]int{"objects": n}, err)
 	})
 	mux.HandleFunc("POST /v1/evict", func(w http.ResponseWriter, r *http.Request) {
-		req, err := decode(r)
+		req, _, err := parse(w, r)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
 		n := 0
 		for _, p := range req.Paths {
 			n += c.Evict(p)
 		}
-		reply(w, map[string]int{"objects": n}, err)
+		reply(w, map[string]int{"objects": n}, nil)
 	})
 	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
-		req, err := decode(r)
+		req, _, err := parse(w, r)
 		if err != nil {
 			reply(w, nil, err)
 			return
@@ -141,16 +179,39 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST /v1/gc", func(w http.ResponseWriter, r *http.Request) {
-		req, err := decode(r)
+		req, _, err := parse(w, r)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
 		freed, n := c.GC(req.To)
-		reply(w, map[string]int64{"freed_bytes": freed, "objects": int64(n)}, err)
+		reply(w, map[string]int64{"freed_bytes": freed, "objects": int64(n)}, nil)
 	})
 	mux.HandleFunc("POST /v1/clear", func(w http.ResponseWriter, r *http.Request) {
+		if _, _, err := parse(w, r); err != nil {
+			reply(w, nil, err)
+			return
+		}
 		reply(w, map[string]int{"objects": c.Clear()}, nil)
 	})
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s.srv = &http.Server{Handler: s.logLeavers(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go s.srv.Serve(ln)
 	return s, nil
+}
+
+// logLeavers logs the calls whose client went away before the answer. net/http
+// cancels a request's context when its connection closes (once the body has been read
+// to its end, which parse makes sure of), and every verb works under that context, so
+// a killed `cache ls` or `cache warm` stops its work in the owner.
+func (s *Server) logLeavers(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		h.ServeHTTP(w, r)
+		if r.Context().Err() != nil {
+			s.log.Info("control: the client left before the answer; its work was cancelled",
+				"call", r.Method+" "+r.URL.Path, "after", time.Since(start).Round(time.Millisecond))
+		}
+	})
 }
 
 // Close stops the API and removes the socket.
@@ -163,7 +224,7 @@ func (s *Server) Close() error {
 
 // warm streams progress as JSON lines, then a final line with "done".
 func (s *Server) warm(w http.ResponseWriter, r *http.Request, pin bool) {
-	req, err := decode(r)
+	req, _, err := parse(w, r)
 	if err != nil {
 		reply(w, nil, err)
 		return
@@ -197,13 +258,135 @@ type ProgressLine struct {
 	NotFound bool               `json:"not_found,omitempty"`
 }
 
-func decode(r *http.Request) (Request, error) {
+// Limits of a control request. The socket is the owner's user's alone (mode 0600),
+// but a confused script must not make the owner spin or walk outside the origin.
+const (
+	// MaxParallel bounds Request.Parallel: files warmed at once, each one
+	// goroutine and up to a readahead window of origin requests.
+	MaxParallel = 64
+	// maxBody bounds a POST's JSON body (about 10,000 long paths).
+	maxBody = 1 << 20
+	// bodyTimeout bounds the time a client may take to send a POST's body.
+	bodyTimeout = 10 * time.Second
+)
+
+// badRequest is a control request the owner refuses: 400, whatever the verb.
+type badRequest struct{ msg string }
+
+func (e *badRequest) Error() string { return e.msg }
+
+func badRequestf(format string, a ...any) error {
+	return &badRequest{"bad control request: " + fmt.Sprintf(format, a...)}
+}
+
+// parse reads and checks a control request. A GET takes only the query parameters
+// named in params, each at most once, and no body. A POST's body is read whole
+// (at most maxBody bytes, within bodyTimeout), so that its end is seen and net/http
+// cancels the request's context when the client goes away; it must be one JSON
+// Request with known fields only. Every path is cleaned as the CLI cleans it
+// (origin.Clean), so none can leave the origin's root.
+func parse(w http.ResponseWriter, r *http.Request, params ...string) (Request, url.Values, error) {
 	var req Request
-	err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req)
-	if err != nil && err != io.EOF {
-		return req, fmt.Errorf("bad request: %w", err)
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// A ';' in a value is refused by net/url: clients must escape it (%3B).
+		return req, nil, badRequestf("query %q: %v (escape paths with url.QueryEscape)", r.URL.RawQuery, err)
 	}
-	return req, nil
+	for k, v := range q {
+		if !slices.Contains(params, k) {
+			return req, nil, badRequestf("unknown parameter %q for %s %s", k, r.Method, r.URL.Path)
+		}
+		if len(v) > 1 {
+			return req, nil, badRequestf("parameter %q given %d times", k, len(v))
+		}
+	}
+	if r.Method != http.MethodPost {
+		if r.ContentLength != 0 {
+			return req, nil, badRequestf("%s %s takes no body", r.Method, r.URL.Path)
+		}
+		return req, q, nil
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	rc.SetReadDeadline(time.Time{}) // the end of the body is seen: the connection is watched for the client leaving
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return req, nil, badRequestf("body larger than %d bytes", maxBody)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return req, nil, badRequestf("body not received within %v", bodyTimeout)
+	case err != nil:
+		return req, nil, badRequestf("read body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return req, nil, badRequestf("%v", err)
+		}
+		if dec.More() {
+			return req, nil, badRequestf("more than one JSON value in the body")
+		}
+	}
+	return req, q, req.check()
+}
+
+// check refuses out-of-range numbers and cleans every path in place.
+func (req *Request) check() error {
+	if req.Parallel < 0 || req.Parallel > MaxParallel {
+		return badRequestf("parallel %d is out of range: use 1 to %d (0: the default)", req.Parallel, MaxParallel)
+	}
+	if req.To < 0 {
+		return badRequestf("to %d is negative: give the size in bytes to shrink the cache to", req.To)
+	}
+	for i, p := range req.Paths {
+		c, err := cleanPath(p)
+		if err != nil {
+			return err
+		}
+		req.Paths[i] = c
+	}
+	return nil
+}
+
+// cleanPath turns a path of a request into an origin path exactly as the CLI does.
+func cleanPath(p string) (string, error) {
+	c, err := origin.Clean(p)
+	if err != nil {
+		return "", &badRequest{"bad control request: " + err.Error()}
+	}
+	return c, nil
+}
+
+// redacted names the origin of each object without its password.
+func redacted(infos []cache.ObjectInfo) []cache.ObjectInfo {
+	var name, red string // one origin in practice: parse it once
+	for i := range infos {
+		if o := infos[i].Origin; o != name {
+			name, red = o, Redact(o)
+		}
+		infos[i].Origin = red
+	}
+	return infos
+}
+
+// Redact returns an origin spec or URL for printing: a password in it is replaced by
+// "xxxxx" (net/url's URL.Redacted); in a URL net/url cannot parse, all that stands
+// before an '@' is hidden. Specs without userinfo are returned as they are.
+func Redact(spec string) string {
+	u, err := url.Parse(spec)
+	if err == nil {
+		if u.User == nil {
+			return spec
+		}
+		return u.Redacted()
+	}
+	// Unparseable, so its userinfo cannot be told apart: hide all before the last '@'.
+	if i, at := strings.Index(spec, "://"), strings.LastIndex(spec, "@"); i >= 0 && at > i {
+		return spec[:i+3] + "xxxxx" + spec[at:]
+	}
+	return spec
 }
 
 // apiError is the JSON of a failed call.
@@ -217,7 +400,10 @@ func reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
 		e := apiError{Error: err.Error()}
 		code := http.StatusInternalServerError
+		var bad *badRequest
 		switch {
+		case errors.As(err, &bad):
+			e.Kind, code = "bad_request", http.StatusBadRequest
 		case errors.Is(err, fs.ErrNotExist):
 			e.Kind, code = "not_in_origin", http.StatusNotFound
 		case errors.Is(err, cache.ErrNotCached):

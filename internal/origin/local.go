@@ -7,7 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -16,6 +18,12 @@ import (
 
 // Local is a directory on this machine (or an NFS mount). Access goes through os.Root,
 // so neither ".." nor a symlink can reach outside the directory.
+//
+// Listings show symlinks as links (Entry.Symlink) when they resolve inside the
+// directory, and leave out the others; Stat and ReadRange follow links inside the
+// directory, as a web server serving it would. Entries carry the owner and the
+// permission bits, write bits removed. Only regular files are read: a FIFO or device
+// is never opened for long enough to block.
 type Local struct {
 	dir  string
 	root *os.Root
@@ -58,7 +66,38 @@ func localEntry(name string, fi fs.FileInfo) Entry {
 		e.Size = fi.Size()
 		e.Version = localVersion(fi)
 	}
+	setOwner(&e, fi)
 	return e
+}
+
+// setOwner copies fi's owner and permission bits into e, without the write bits: the
+// mount and the server are read-only.
+func setOwner(e *Entry, fi fs.FileInfo) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		e.HasOwner, e.Uid, e.Gid = true, st.Uid, st.Gid
+		e.Perm = fi.Mode().Perm() &^ 0o222
+	}
+}
+
+// linkEntry describes the symlink p (lstat fi) when its target stays inside the
+// root: a relative target that does not climb above the root as written (the kernel
+// resolves it so, from the link's directory in the mount) and that os.Root resolves,
+// links along the way included, to a directory or regular file inside the root.
+func (l *Local) linkEntry(p, name string, fi fs.FileInfo) (Entry, bool) {
+	target, err := l.root.Readlink(p)
+	if err != nil || target == "" || path.IsAbs(target) {
+		return Entry{}, false
+	}
+	if j := path.Join(path.Dir(p), target); j == ".." || strings.HasPrefix(j, "../") {
+		return Entry{}, false
+	}
+	if to, err := l.root.Stat(p); err != nil || !(to.IsDir() || to.Mode().IsRegular()) {
+		return Entry{}, false
+	}
+	e := Entry{Name: name, Symlink: target, Size: int64(len(target)), ModTime: fi.ModTime(), Exact: true}
+	setOwner(&e, fi)
+	e.Perm = 0o777 // a link's own bits mean nothing; ls shows lrwxrwxrwx
+	return e, true
 }
 
 // escapes reports os.Root's refusal of a path that leaves the root (through ".." or a
@@ -98,19 +137,32 @@ func (l *Local) List(ctx context.Context, p string) ([]Entry, error) {
 	}
 	out := make([]Entry, 0, len(names))
 	for _, n := range names {
-		// Stat follows symlinks inside the root; one pointing outside fails and is
-		// left out of the listing rather than exposing what it points at.
-		fi, err := l.root.Stat(l.name(Join(p, n)))
-		if err != nil || !(fi.IsDir() || fi.Mode().IsRegular()) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		cp := Join(p, n)
+		fi, err := l.root.Lstat(cp)
+		if err != nil {
 			continue
 		}
-		out = append(out, localEntry(n, fi))
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			// Shown as the link it is, so that a link to "." or ".." makes no
+			// endless tree; one leading outside is left out rather than exposing
+			// (or pointing the kernel at) what is there.
+			if e, ok := l.linkEntry(cp, n, fi); ok {
+				out = append(out, e)
+			}
+			continue
+		}
+		if fi.IsDir() || fi.Mode().IsRegular() {
+			out = append(out, localEntry(n, fi))
+		}
 	}
 	return out, nil
 }
 
 func (l *Local) ReadRange(ctx context.Context, p, version string, off, n int64) (io.ReadCloser, error) {
-	f, err := l.root.Open(l.name(p))
+	f, err := l.open(ctx, p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w", p, ErrChanged)
@@ -122,6 +174,11 @@ func (l *Local) ReadRange(ctx context.Context, p, version string, off, n int64) 
 		f.Close()
 		return nil, err
 	}
+	if !fi.Mode().IsRegular() {
+		// Stat saw a regular file (only those have versions): it was replaced.
+		f.Close()
+		return nil, fmt.Errorf("%s: now a %s, not a regular file: %w", p, fileType(fi.Mode()), ErrChanged)
+	}
 	if localVersion(fi) != version {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", p, ErrChanged)
@@ -130,12 +187,60 @@ func (l *Local) ReadRange(ctx context.Context, p, version string, off, n int64) 
 		f.Close()
 		return nil, fmt.Errorf("%s: range %d+%d beyond size %d: %w", p, off, n, fi.Size(), ErrChanged)
 	}
-	return &localReader{f: f, pos: off, end: off + n, version: version, p: p}, nil
+	return &localReader{ctx: ctx, f: f, pos: off, end: off + n, version: version, p: p}, nil
+}
+
+// open opens file p for reading without waiting on it: O_NONBLOCK makes the open of
+// a FIFO (which waits for a writer) or a device return at once, for the caller to
+// refuse; a regular file ignores the flag. An open stuck in the kernel anyway (a hung
+// NFS server) is abandoned when ctx ends, and its file closed when it returns.
+func (l *Local) open(ctx context.Context, p string) (*os.File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	type result struct {
+		f   *os.File
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		f, err := l.root.OpenFile(l.name(p), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		res <- result{f, err}
+	}()
+	select {
+	case r := <-res:
+		return r.f, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-res; r.f != nil {
+				r.f.Close()
+			}
+		}()
+		return nil, fmt.Errorf("open %s: %w", p, ctx.Err())
+	}
+}
+
+// fileType names a mode's file type for an error message.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m.IsDir():
+		return "directory"
+	}
+	return "special file"
 }
 
 // localReader re-checks the version when it reaches the end of its range: a file
 // rewritten in place while it was read must not pass as the old version.
 type localReader struct {
+	ctx      context.Context // a read after it ends fails
 	f        *os.File
 	pos, end int64
 	version  string
@@ -145,6 +250,9 @@ type localReader struct {
 func (r *localReader) Read(b []byte) (int, error) {
 	if r.pos >= r.end {
 		return 0, r.recheck()
+	}
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
 	}
 	if int64(len(b)) > r.end-r.pos {
 		b = b[:r.end-r.pos]
@@ -178,6 +286,9 @@ func (r *localReader) WriteToFile(f *os.File, off, n int64, mu sync.Locker) erro
 		return fmt.Errorf("%s: asked for %d bytes, %d left", r.p, n, r.end-r.pos)
 	}
 	for n > 0 {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
 		src, dst := r.pos, off
 		mu.Lock()
 		m, err := unix.CopyFileRange(int(r.f.Fd()), &src, int(f.Fd()), &dst, int(n), 0)

@@ -37,6 +37,12 @@ type Entry struct {
 	HasOwner bool
 	Uid, Gid uint32
 	Perm     fs.FileMode // permission bits only (fs.ModePerm)
+	// Symlink is the target of a symbolic link, as written in it ("sub/f", ".."):
+	// the mount shows the entry as that link and lets the kernel follow it. Only
+	// listings of local origins have links, and only links whose target is inside the
+	// origin; Stat follows links instead. IsDir is false and Size is the target's
+	// length. Web and S3 origins never set it.
+	Symlink string
 }
 
 // Origin is a read-only source of files.
