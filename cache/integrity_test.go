@@ -291,3 +291,42 @@ func TestFailedHolePunchKeepsBlocksCounted(t *testing.T) {
 		t.Fatal("wrong bytes")
 	}
 }
+
+// Issue 19, point 3: the cache tells its invalidators (the mount's kernel caches) of
+// every path whose version it drops or replaces: evict and clear before they return,
+// a new version it finds soon after.
+func TestInvalidatorsHearOfDroppedVersions(t *testing.T) {
+	f := newFixture(t)
+	randomFile(t, f.originDir, "d/a", 1000, 97)
+	randomFile(t, f.originDir, "d/b", 1000, 98)
+	c := f.open()
+	defer c.Close()
+	var mu sync.Mutex
+	heard := map[string]int{}
+	c.OnInvalidate(func(p string) {
+		mu.Lock()
+		heard[p]++
+		mu.Unlock()
+	})
+	count := func(p string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return heard[p]
+	}
+	readWhole(t, c, "d/a")
+	readWhole(t, c, "d/b")
+	if n := c.Evict("d"); n != 2 || count("d/a") != 1 || count("d/b") != 1 {
+		t.Fatalf("evict of 2 objects: told %v", heard)
+	}
+	readWhole(t, c, "d/a")
+	time.Sleep(20 * time.Millisecond)
+	randomFile(t, f.originDir, "d/a", 2000, 99) // a new version at the origin
+	c.Invalidate("d/a")
+	readWhole(t, c, "d/a")
+	waitFor(t, "a replaced version was not told", func() bool { return count("d/a") == 2 })
+	readWhole(t, c, "d/b")
+	c.Clear()
+	if count("d/a") != 3 || count("d/b") != 2 {
+		t.Fatalf("clear: told %v", heard)
+	}
+}
