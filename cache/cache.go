@@ -40,8 +40,8 @@ type Options struct {
 	// included: a stat or listing, an uncached read, and a fetch that brings no new
 	// chunk for this long fail instead of waiting on.
 	OriginTimeout time.Duration
-	// VerifyInterval is how often a background scrub re-hashes every idle complete
-	// object, dropping bad chunks (0: never). ScrubRate bounds its reading, in
+	// VerifyInterval is how often a background scrub re-hashes every idle object,
+	// dropping bad chunks (0: never). ScrubRate bounds its reading, in
 	// bytes per second (default DefaultScrubRate).
 	VerifyInterval time.Duration
 	ScrubRate      int64

@@ -2,9 +2,10 @@ package cache
 
 import "time"
 
-// scrub re-hashes the idle complete objects every VerifyInterval, so that corruption
-// of a cached file (a bad disk, a stray write) is found even in objects that stay open
-// in the idle set, where no new open would re-hash them. It reads one chunk at a time
+// scrub re-hashes the chunks of idle objects (no handle open) every VerifyInterval,
+// so that corruption of a cached file is found even where stat cannot tell (a disk
+// that corrupts in place, a writer that restores the timestamps, or a write that
+// landed next to one of ours in a partly cached object). It reads one chunk at a time
 // and sleeps between chunks so as to read at most ScrubRate bytes per second; a pass
 // that takes longer than the interval is followed by the next one at once. Bad chunks
 // leave the bitmap (refetched on the next read).
@@ -25,13 +26,13 @@ func (c *Cache) scrub() {
 	}
 }
 
-// scrubPass scrubs every object that is complete and idle now. It returns false when
+// scrubPass scrubs every object that is idle and holds chunks now. It returns false when
 // the cache is closing.
 func (c *Cache) scrubPass() bool {
 	c.mu.Lock()
 	var all []*object
 	for _, o := range c.objects {
-		if o.refs == 0 && o.nchunks > 0 && o.completeLocked() {
+		if o.refs == 0 && o.presentChunks > 0 {
 			all = append(all, o)
 		}
 	}

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // dataFiles lists the .data files of a cache directory.
@@ -77,5 +79,44 @@ func TestEvictRefreshesTheKernelsView(t *testing.T) {
 	cli(t, m.CacheDir, "cache", "evict", filepath.Join(m.Dir, "f.txt"))
 	if b, err := os.ReadFile(filepath.Join(m.Dir, "f.txt")); err != nil || string(b) != now {
 		t.Fatalf("read after evict: %q (%d bytes), %v; want the new %d bytes", b, len(b), err, len(now))
+	}
+}
+
+// Issue 19, point 4: with --verify-interval, a running mount's scrub finds a chunk
+// changed on disk without any open, and the next read gets the origin's bytes.
+func TestScrubFindsCorruptionWhileMounted(t *testing.T) {
+	dir := filepath.Join(workDir, "scrub-origin")
+	sum := writeRandom(t, filepath.Join(dir, "s.bin"), 2<<20, 1904)
+	m := startMount(t, dir, "", "--verify-interval", "200ms")
+	if got := sha256File(t, filepath.Join(m.Dir, "s.bin")); got != sum {
+		t.Fatalf("first read: sha256 %s, want %s", got, sum)
+	}
+	files := dataFiles(t, m.CacheDir)
+	if len(files) != 1 {
+		t.Fatalf("cache holds %d data files, want 1", len(files))
+	}
+	fd, err := os.OpenFile(files[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd.WriteAt([]byte("not the origin's bytes"), 1<<20+5)
+	fd.Close()
+	var st struct {
+		Chunks        int `json:"chunks"`
+		ChunksPresent int `json:"chunks_present"`
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := json.Unmarshal([]byte(cli(t, m.CacheDir, "cache", "stat", "s.bin", "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.ChunksPresent == st.Chunks-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the scrub never dropped the changed chunk: %d of %d chunks present", st.ChunksPresent, st.Chunks)
+		}
+	}
+	if got := sha256File(t, filepath.Join(m.Dir, "s.bin")); got != sum {
+		t.Fatalf("read after the scrub: sha256 %s, want %s", got, sum)
 	}
 }
