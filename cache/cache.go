@@ -91,13 +91,9 @@ type Cache struct {
 	// creating makes concurrent openers of a new object version share one creation.
 	creating singleflight.Group
 
-	mu       sync.Mutex
-	objects  map[string]*object // by key
-	byPath   map[string]*object // current version of each path of this origin
-	lru      *list.List         // of *object, front = most recent
-	used     int64              // accounted bytes on disk
-	reserved int64              // bytes reserved by fetches in flight
-	free     freeSpace
+	// mu guards idx, and the fields of every object marked "Guarded by c.mu".
+	mu  sync.Mutex
+	idx index
 
 	// invalidators are told of every path whose cached version the cache dropped or
 	// replaced (see OnInvalidate).
@@ -111,6 +107,17 @@ type Cache struct {
 	metrics cacheMetrics // for Metrics (metrics.go)
 	// noSpaceLogged is when (unix ns) a full cache was last logged.
 	noSpaceLogged atomic.Int64
+}
+
+// index is what Cache.mu guards: the objects, their order and the byte accounting.
+// Every access goes through c.idx, so one made without c.mu shows in review.
+type index struct {
+	objects  map[string]*object // by key
+	byPath   map[string]*object // current version of each path of this origin
+	lru      *list.List         // of *object, front = most recent
+	used     int64              // accounted bytes on disk (INVARIANT: used+reserved <= limit after reserve)
+	reserved int64              // bytes reserved by fetches in flight
+	free     freeSpace
 }
 
 // Stats are counters since the cache was opened.
@@ -157,16 +164,18 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		opts:    opts,
-		oname:   o.String(),
-		log:     opts.Logger,
-		lock:    lock,
-		objDir:  filepath.Join(opts.Dir, "objects"),
-		objects: map[string]*object{},
-		byPath:  map[string]*object{},
-		lru:     list.New(),
+		opts:   opts,
+		oname:  o.String(),
+		log:    opts.Logger,
+		lock:   lock,
+		objDir: filepath.Join(opts.Dir, "objects"),
+		idx: index{
+			objects: map[string]*object{},
+			byPath:  map[string]*object{},
+			lru:     list.New(),
+		},
 	}
-	c.free.dir = opts.Dir
+	c.idx.free.dir = opts.Dir
 	c.origin = &meteredOrigin{Origin: o, m: &c.metrics}
 	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
 		lock.Close()
@@ -200,7 +209,7 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		c.stopScrub, c.scrubDone = make(chan struct{}), make(chan struct{})
 		go c.scrub()
 	}
-	c.log.Debug("cache opened", "dir", opts.Dir, "objects", len(c.objects), "used", c.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
+	c.log.Debug("cache opened", "dir", opts.Dir, "objects", len(c.idx.objects), "used", c.idx.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
 	return c, nil
 }
 
@@ -301,8 +310,8 @@ func (c *Cache) Close() error {
 	c.meta.close()
 	c.idle.Close()
 	c.mu.Lock()
-	all := make([]*object, 0, len(c.objects))
-	for _, o := range c.objects {
+	all := make([]*object, 0, len(c.idx.objects))
+	for _, o := range c.idx.objects {
 		all = append(all, o)
 	}
 	c.mu.Unlock()
@@ -364,16 +373,16 @@ func (c *Cache) load() error {
 	sort.Slice(all, func(i, j int) bool { return all[i].lastAccess.After(all[j].lastAccess) })
 	for _, o := range all {
 		if o.Origin == c.oname {
-			if _, ok := c.byPath[o.Path]; ok {
+			if _, ok := c.idx.byPath[o.Path]; ok {
 				// Two versions of one path: keep the most recently used one.
 				c.removeFiles(o)
 				continue
 			}
-			c.byPath[o.Path] = o
+			c.idx.byPath[o.Path] = o
 		}
-		c.objects[o.key] = o
-		o.elem = c.lru.PushBack(o)
-		c.used += o.diskBytes
+		c.idx.objects[o.key] = o
+		o.elem = c.idx.lru.PushBack(o)
+		c.idx.used += o.diskBytes
 	}
 	return nil
 }
@@ -456,15 +465,15 @@ func (c *Cache) removeLocked(o *object) {
 		return
 	}
 	o.removed = true
-	delete(c.objects, o.key)
-	if c.byPath[o.Path] == o {
-		delete(c.byPath, o.Path)
+	delete(c.idx.objects, o.key)
+	if c.idx.byPath[o.Path] == o {
+		delete(c.idx.byPath, o.Path)
 	}
 	if o.elem != nil {
-		c.lru.Remove(o.elem)
+		c.idx.lru.Remove(o.elem)
 		o.elem = nil
 	}
-	c.used -= o.diskBytes
+	c.idx.used -= o.diskBytes
 	c.removeFiles(o)
 }
 
@@ -479,8 +488,8 @@ func (c *Cache) reserve(n int64) error {
 	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	need := c.used + c.reserved + n - c.opts.Limit
-	short := c.free.shortfall(c.minFree(), c.reserved+n)
+	need := c.idx.used + c.idx.reserved + n - c.opts.Limit
+	short := c.idx.free.shortfall(c.minFree(), c.idx.reserved+n)
 	if short > need {
 		need = short
 	}
@@ -488,7 +497,7 @@ func (c *Cache) reserve(n int64) error {
 	if need > 0 {
 		return ErrNoSpace
 	}
-	c.reserved += n
+	c.idx.reserved += n
 	checkAccountingLocked(c)
 	return nil
 }
@@ -498,7 +507,7 @@ func (c *Cache) reserve(n int64) error {
 // idle set: call closeIfIdle after unlocking) and what is still needed. c.mu is held.
 func (c *Cache) evictLocked(need int64) ([]*object, int64) {
 	var victims []*object
-	for e := c.lru.Back(); need > 0 && e != nil; {
+	for e := c.idx.lru.Back(); need > 0 && e != nil; {
 		o := e.Value.(*object)
 		e = e.Prev()
 		if o.refs > 0 || o.pinned {
@@ -509,23 +518,23 @@ func (c *Cache) evictLocked(need int64) ([]*object, int64) {
 		c.metrics.evicted(o.diskBytes)
 		c.removeLocked(o)
 		victims = append(victims, o)
-		c.free.invalidate() // c.mu is held
+		c.idx.free.invalidate() // c.mu is held
 	}
 	return victims, need
 }
 
 func (c *Cache) unreserve(n int64) {
 	c.mu.Lock()
-	c.reserved -= n
+	c.idx.reserved -= n
 	c.mu.Unlock()
 }
 
 // commit turns reserved bytes into used bytes of o, whose chunk of n bytes landed.
 func (c *Cache) commit(o *object, reserved, used, n int64) {
 	c.mu.Lock()
-	c.reserved -= reserved
+	c.idx.reserved -= reserved
 	if !o.removed {
-		c.used += used
+		c.idx.used += used
 		o.diskBytes += used
 	}
 	o.presentChunks++
@@ -537,7 +546,7 @@ func (c *Cache) commit(o *object, reserved, used, n int64) {
 // invalidateFree makes the next reserve ask the filesystem for its free space.
 func (c *Cache) invalidateFree() {
 	c.mu.Lock()
-	c.free.invalidate()
+	c.idx.free.invalidate()
 	c.mu.Unlock()
 }
 
@@ -547,7 +556,7 @@ func (c *Cache) roomForOne() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	room := c.opts.Limit
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		if o.pinned {
 			room -= o.diskBytes
 		}
@@ -557,7 +566,7 @@ func (c *Cache) roomForOne() int64 {
 
 func (c *Cache) minFree() int64 {
 	if c.opts.MinFreePct > 0 {
-		return int64(c.opts.MinFreePct / 100 * float64(c.free.total()))
+		return int64(c.opts.MinFreePct / 100 * float64(c.idx.free.total()))
 	}
 	return c.opts.MinFree
 }
@@ -601,7 +610,7 @@ func (f *freeSpace) shortfall(min, pending int64) int64 {
 func (c *Cache) Used() (used, limit int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.used, c.opts.Limit
+	return c.idx.used, c.opts.Limit
 }
 
 func (c *Cache) count(f func(*Stats)) {
@@ -624,7 +633,7 @@ type Status struct {
 // Status returns the cache's current figures.
 func (c *Cache) Status() Status {
 	c.mu.Lock()
-	st := Status{UsedBytes: c.used, LimitBytes: c.opts.Limit, Objects: len(c.objects)}
+	st := Status{UsedBytes: c.idx.used, LimitBytes: c.opts.Limit, Objects: len(c.idx.objects)}
 	c.mu.Unlock()
 	st.Hits, st.Misses, st.BytesFetched, st.Uncached = c.Snapshot()
 	return st

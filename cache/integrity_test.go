@@ -232,7 +232,7 @@ func TestOpenOfVanishedObjectIsBounded(t *testing.T) {
 	defer c.Close()
 	readWhole(t, c, "v")
 	c.mu.Lock()
-	o := c.byPath["v"]
+	o := c.idx.byPath["v"]
 	o.refs++ // someone else holds it
 	c.mu.Unlock()
 	o.closeFilesForTest()

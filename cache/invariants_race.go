@@ -12,8 +12,8 @@ import "fmt"
 // accounting: reserve makes room before it adds, and commit moves bytes from reserved
 // to used, so used plus reserved stays within the limit. c.mu must be held.
 func checkAccountingLocked(c *Cache) {
-	if c.used+c.reserved > c.opts.Limit {
-		panic(fmt.Sprintf("cache invariant 4: used %d + reserved %d > limit %d", c.used, c.reserved, c.opts.Limit))
+	if c.idx.used+c.idx.reserved > c.opts.Limit {
+		panic(fmt.Sprintf("cache invariant 4: used %d + reserved %d > limit %d", c.idx.used, c.idx.reserved, c.opts.Limit))
 	}
 }
 

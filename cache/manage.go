@@ -51,7 +51,7 @@ func under(p, prefix string) bool {
 func (c *Cache) Objects(prefix string) []ObjectInfo {
 	c.mu.Lock()
 	var out []ObjectInfo
-	for p, o := range c.byPath {
+	for p, o := range c.idx.byPath {
 		if under(p, prefix) {
 			out = append(out, c.infoLocked(o))
 		}
@@ -97,7 +97,7 @@ var ErrNotCached = errors.New("not cached")
 // "not in the origin" (fs.ErrNotExist) from "not cached" (ErrNotCached).
 func (c *Cache) Object(ctx context.Context, p string) (ObjectInfo, error) {
 	c.mu.Lock()
-	o := c.byPath[p]
+	o := c.idx.byPath[p]
 	var info ObjectInfo
 	if o != nil {
 		info = c.infoLocked(o)
@@ -122,7 +122,7 @@ func (c *Cache) Object(ctx context.Context, p string) (ObjectInfo, error) {
 func (c *Cache) Evict(p string) int {
 	c.mu.Lock()
 	var gone []*object
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		if o.Origin == c.oname && under(o.Path, p) {
 			c.removeLocked(o)
 			gone = append(gone, o)
@@ -153,9 +153,9 @@ func (c *Cache) forget(gone []*object, extra ...string) {
 // bytes are used. It returns the bytes freed and the objects evicted.
 func (c *Cache) GC(to int64) (int64, int) {
 	c.mu.Lock()
-	before := c.used
-	victims, _ := c.evictLocked(c.used - to)
-	freed := before - c.used
+	before := c.idx.used
+	victims, _ := c.evictLocked(c.idx.used - to)
+	freed := before - c.idx.used
 	c.mu.Unlock()
 	for _, o := range victims {
 		o.closeIfIdle()
@@ -167,7 +167,7 @@ func (c *Cache) GC(to int64) (int64, int) {
 func (c *Cache) Clear() int {
 	c.mu.Lock()
 	var gone []*object
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		c.removeLocked(o)
 		gone = append(gone, o)
 	}
@@ -194,7 +194,7 @@ func (c *Cache) setPinned(o *object, pinned bool) {
 func (c *Cache) Unpin(p string) (int, error) {
 	c.mu.Lock()
 	var pinned []*object
-	for path, o := range c.byPath {
+	for path, o := range c.idx.byPath {
 		if under(path, p) && o.pinned {
 			pinned = append(pinned, o)
 		}
@@ -353,14 +353,14 @@ func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var pinned int64
-	for _, o := range c.byPath {
+	for _, o := range c.idx.byPath {
 		if o.pinned {
 			pinned += o.Size
 		}
 	}
 	var add int64
 	for i, p := range files {
-		if o := c.byPath[p]; o != nil && o.pinned {
+		if o := c.idx.byPath[p]; o != nil && o.pinned {
 			continue
 		}
 		add += entries[i].Size
@@ -413,8 +413,8 @@ type VerifyResult struct {
 func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 	res := VerifyResult{Repaired: repair}
 	c.mu.Lock()
-	all := make([]*object, 0, len(c.objects))
-	for _, o := range c.objects {
+	all := make([]*object, 0, len(c.idx.objects))
+	for _, o := range c.idx.objects {
 		all = append(all, o)
 	}
 	c.mu.Unlock()
@@ -466,10 +466,10 @@ func (c *Cache) offlineStat(p string) (origin.Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	name := p[strings.LastIndexByte(p, '/')+1:]
-	if o := c.byPath[p]; o != nil {
+	if o := c.idx.byPath[p]; o != nil {
 		return origin.Entry{Name: name, Size: o.Size, ModTime: o.ModTime, Version: o.Version, Exact: true}, true
 	}
-	for q := range c.byPath {
+	for q := range c.idx.byPath {
 		if q != p && under(q, p) {
 			return origin.Entry{Name: name, IsDir: true, Exact: true}, true
 		}
@@ -483,7 +483,7 @@ func (c *Cache) offlineList(p string) ([]origin.Entry, bool) {
 	defer c.mu.Unlock()
 	seen := map[string]bool{}
 	var out []origin.Entry
-	for q, o := range c.byPath {
+	for q, o := range c.idx.byPath {
 		if q == p || !under(q, p) {
 			continue
 		}

@@ -190,8 +190,8 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 		return fail(err)
 	}
 	c.mu.Lock()
-	c.reserved -= o.diskBytes
-	c.used += o.diskBytes
+	c.idx.reserved -= o.diskBytes
+	c.idx.used += o.diskBytes
 	c.mu.Unlock()
 	return o, nil
 }
@@ -378,7 +378,7 @@ func (o *object) dropChunk(i int) {
 	o.presentBytes -= o.chunkLen(i)
 	if !o.removed && err == nil {
 		o.diskBytes -= n
-		o.c.used -= n
+		o.c.idx.used -= n
 	}
 	o.c.mu.Unlock()
 }
@@ -393,7 +393,7 @@ func (c *Cache) acquire(o *object) error {
 	o.refs++
 	o.lastAccess = time.Now()
 	if o.elem != nil {
-		c.lru.MoveToFront(o.elem)
+		c.idx.lru.MoveToFront(o.elem)
 	}
 	c.mu.Unlock()
 	o.mu.Lock()
@@ -873,14 +873,14 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 // openers of a new version wait for it).
 func (c *Cache) objectFor(key, p string, e origin.Entry) (*object, error) {
 	c.mu.Lock()
-	o := c.objects[key]
+	o := c.idx.objects[key]
 	c.mu.Unlock()
 	if o != nil {
 		return o, nil
 	}
 	v, err, _ := c.creating.Do(key, func() (any, error) {
 		c.mu.Lock()
-		if o := c.objects[key]; o != nil {
+		if o := c.idx.objects[key]; o != nil {
 			c.mu.Unlock()
 			return o, nil
 		}
@@ -891,9 +891,9 @@ func (c *Cache) objectFor(key, p string, e origin.Entry) (*object, error) {
 			return nil, err
 		}
 		c.mu.Lock()
-		c.objects[key] = o
-		o.elem = c.lru.PushFront(o)
-		old := c.byPath[p]
+		c.idx.objects[key] = o
+		o.elem = c.idx.lru.PushFront(o)
+		old := c.idx.byPath[p]
 		if old != nil {
 			if old.refs == 0 {
 				c.removeLocked(old)
@@ -901,7 +901,7 @@ func (c *Cache) objectFor(key, p string, e origin.Entry) (*object, error) {
 				old.doomed = true
 			}
 		}
-		c.byPath[p] = o
+		c.idx.byPath[p] = o
 		c.mu.Unlock()
 		if old != nil {
 			// A new version replaced a cached one: kernels and clients must drop

@@ -31,7 +31,7 @@ func (c *Cache) scrub() {
 func (c *Cache) scrubPass() bool {
 	c.mu.Lock()
 	var all []*object
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		if o.refs == 0 && o.presentChunks > 0 {
 			all = append(all, o)
 		}
