@@ -76,7 +76,7 @@ func readOwnerInfo(dir string) ownerInfo {
 
 // cacheVerbFlags are shared by the `cache` verbs and `status`.
 type cacheVerbFlags struct {
-	CacheDir string `help:"Cache directory (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
+	CacheDir string `help:"Cache directory (default: that of the mount holding a PATH given, else of the one cachegate running, else ${default_cache_dir})." placeholder:"DIR"`
 	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
 }
 
@@ -85,6 +85,7 @@ type cacheVerbFlags struct {
 // and serves the control API itself, so every verb is written once, against the API.
 type session struct {
 	client *control.Client
+	dir    string          // the cache dir
 	c      *cache.Cache    // the cache this command opened, when it had no owner
 	ctl    *control.Server // ...and the control API it serves meanwhile
 }
@@ -98,14 +99,23 @@ func (s *session) close() {
 	}
 }
 
-// openSession talks to the owner of dir, or opens the cache itself when none runs.
-func openSession(dir, originFlag string) (*session, error) {
+// openSession talks to the owner of the cache dir (see cacheDirFor: dir is the
+// --cache-dir flag, args the PATH arguments), or opens the cache itself when none runs.
+func openSession(dir, originFlag string, args ...string) (*session, error) {
+	flagged := dir != ""
+	dir, err := cacheDirFor(dir, args)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if !flagged {
+			return nil, usagef("no cachegate is running and the default cache dir %s does not exist: give --cache-dir", dir)
+		}
 		return nil, usagef("cache dir %s does not exist (see --cache-dir)", dir)
 	}
 	cl, err := control.Dial(dir)
 	if err == nil {
-		return &session{client: cl}, nil
+		return &session{client: cl, dir: dir}, nil
 	}
 	if !errors.Is(err, control.ErrNoOwner) {
 		return nil, err
@@ -130,7 +140,7 @@ func openSession(dir, originFlag string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{c: c}
+	s := &session{c: c, dir: dir}
 	if s.ctl, err = control.Listen(c, nil, log); err == nil {
 		s.client, err = control.Dial(dir)
 	}
@@ -188,7 +198,7 @@ func sessionFor(dir, arg string) (*session, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	s, err := openSession(dir, "")
+	s, err := openSession(dir, "", arg)
 	return s, p, err
 }
 
@@ -323,7 +333,7 @@ func warmOrPin(a warmArgs, pin bool) error {
 	if err != nil {
 		return err
 	}
-	s, err := openSession(f.CacheDir, a.Origin)
+	s, err := openSession(f.CacheDir, a.Origin, a.Paths...)
 	if err != nil {
 		return err
 	}
@@ -380,7 +390,7 @@ func simpleVerb(args []string, f cacheVerbFlags, verb, done string) error {
 	if err != nil {
 		return err
 	}
-	s, err := openSession(f.CacheDir, "")
+	s, err := openSession(f.CacheDir, "", args...)
 	if err != nil {
 		return err
 	}
@@ -478,17 +488,21 @@ type cacheClearCmd struct {
 }
 
 func (c *cacheClearCmd) Run() error {
+	dir, err := cacheDirFor(c.CacheDir, nil)
+	if err != nil {
+		return err
+	}
 	if !c.Yes {
 		if !isTerminal(os.Stdin) {
-			return usagef("refusing to clear %s without --yes (stdin is not a terminal)", c.CacheDir)
+			return usagef("refusing to clear %s without --yes (stdin is not a terminal)", dir)
 		}
-		fmt.Printf("Remove everything cached in %s, pins included? [y/N] ", c.CacheDir)
+		fmt.Printf("Remove everything cached in %s, pins included? [y/N] ", dir)
 		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
 			return errors.New("not cleared")
 		}
 	}
-	s, err := openSession(c.CacheDir, "")
+	s, err := openSession(dir, "")
 	if err != nil {
 		return err
 	}
@@ -507,10 +521,14 @@ func (c *cacheClearCmd) Run() error {
 }
 
 type statusCmd struct {
-	cacheVerbFlags
+	CacheDir string `help:"Show this cache's use, hits and misses (default: list the running cachegate instances)." placeholder:"DIR"`
+	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
 }
 
 func (c *statusCmd) Run() error {
+	if c.CacheDir == "" {
+		return printInstances(c.JSON)
+	}
 	s, err := openSession(c.CacheDir, "")
 	if err != nil {
 		return err

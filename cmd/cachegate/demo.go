@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -9,10 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cachegate/cachegate/fusefs"
 	"github.com/cachegate/cachegate/internal/control"
+	"github.com/cachegate/cachegate/internal/origin"
 )
 
 type demoCmd struct {
@@ -69,7 +72,7 @@ func (d *demoCmd) Run(g *globals) error {
 	if err != nil {
 		return fmt.Errorf("start sample origin: %v", err)
 	}
-	srv := &http.Server{Handler: http.FileServer(http.Dir(originDir)), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: demoOrigin(originDir), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
 	originURL := "http://" + ln.Addr().String() + "/"
@@ -80,6 +83,7 @@ func (d *demoCmd) Run(g *globals) error {
 		return err
 	}
 	defer c.Close()
+	defer registerInstance("demo", c, mnt, "", log)()
 	server, err := fusefs.Mount(mnt, c, fusefs.Options{TTL: flags.MetadataTTL, Logger: log})
 	if err != nil {
 		return fmt.Errorf("mount %s: %v (FUSE needs /dev/fuse and root or fusermount3)", mnt, err)
@@ -90,6 +94,7 @@ func (d *demoCmd) Run(g *globals) error {
 		return err
 	}
 	defer ctl.Close()
+	q := shellQuote
 	fmt.Printf(`
 cachegate demo: a web server at %s is mounted at
   %s
@@ -101,10 +106,10 @@ Try, in another terminal:
   time sha256sum %s/data/large.bin    # cold: fetched from the origin
   time sha256sum %s/data/large.bin    # warm: read from the cache
   ls -ls %s/objects/*/                # the sparse cache files and their sidecars
-  cachegate cache ls --cache-dir %s    # what is cached, from the running demo
+  %s cache ls --cache-dir %s    # what is cached, from the running demo
 
 Press Ctrl-C to unmount and clean up.
-`, originURL, mnt, cacheDir, mnt, mnt, mnt, mnt, cacheDir, cacheDir)
+`, originURL, mnt, cacheDir, q(mnt), q(mnt), q(mnt), q(mnt), q(cacheDir), hintCommand(currentHintEnv(), sameFile), q(cacheDir))
 	return serveUntilSignal(server, mnt, log, sig)
 }
 
@@ -130,4 +135,39 @@ func writeDemoFiles(dir string) error {
 		}
 	}
 	return nil
+}
+
+// demoOrigin serves dir as nginx does with `autoindex_format json`: files through
+// http.FileServer (Last-Modified, ranges), and directory listings, to a client that
+// accepts JSON (cachegate does), as JSON entries with their time and size. Go's HTML
+// listing has neither, so the mount dated every directory 1 January 1970.
+func demoOrigin(dir string) http.Handler {
+	files := http.FileServer(http.Dir(dir))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/") || !strings.Contains(r.Header.Get("Accept"), "application/json") {
+			files.ServeHTTP(w, r)
+			return
+		}
+		f, err := http.Dir(dir).Open(r.URL.Path) // http.Dir keeps the path inside dir
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		defer f.Close()
+		fis, err := f.Readdir(-1) // the demo's own few files
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		list := make([]origin.ListingEntry, 0, len(fis))
+		for _, fi := range fis {
+			e := origin.ListingEntry{Name: fi.Name(), Type: "file", MTime: fi.ModTime().UTC().Format(http.TimeFormat), Size: fi.Size()}
+			if fi.IsDir() {
+				e.Type, e.Size = "directory", 0
+			}
+			list = append(list, e)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(list)
+	})
 }

@@ -17,11 +17,9 @@ import (
 	"github.com/cachegate/cachegate/internal/units"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 type globals struct {
-	LogLevel string `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+	LogLevel string      `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+	Version  versionFlag `help:"Print the version and exit." env:"-"`
 }
 
 type cli struct {
@@ -34,7 +32,8 @@ type cli struct {
 	Nic     nicCmd     `cmd:"" help:"Report whether interfaces do scatter-gather DMA, i.e. whether sendfile is zero-copy."`
 	Bench   benchCmd   `cmd:"" help:"Measure transfer methods on this machine."`
 	Demo    demoCmd    `cmd:"" help:"Start a sample origin, mount it under a temporary directory and show what to try."`
-	Version versionCmd `cmd:"" help:"Print the version."`
+	Version versionCmd `cmd:"" help:"Print the version: module version, VCS revision, Go version."`
+	Help    helpCmd    `cmd:"" help:"Show the help of a command, e.g. cachegate help cache ls."`
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -96,13 +95,13 @@ func main() {
 
 func run(args []string) int {
 	var c cli
-	parser, err := kong.New(&c,
+	parser, err := kong.New(&c, append(rangeMappers(),
 		kong.Name("cachegate"),
 		kong.Description("A caching file gateway: mount web servers and directories read-only through a persistent, chunked local disk cache."),
 		kong.DefaultEnvars("CACHEGATE"),
 		kong.Vars{"default_cache_dir": defaultCacheDir()},
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
-	)
+	)...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cachegate:", err)
 		return 1
@@ -118,7 +117,17 @@ func run(args []string) int {
 				panic(r)
 			}
 		}()
+		if len(args) == 0 {
+			shortUsage(os.Stderr, parser.Model.Node)
+			code = 2
+			return
+		}
 		ctx, err := parser.Parse(args)
+		if node := missingCommand(err); node != nil {
+			shortUsage(os.Stderr, node)
+			code = 2
+			return
+		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "cachegate: %v (see cachegate --help)\n", err)
 			code = 2
@@ -141,10 +150,3 @@ func run(args []string) int {
 type exitCode int
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
-
-type versionCmd struct{}
-
-func (versionCmd) Run() error {
-	fmt.Println("cachegate", version)
-	return nil
-}

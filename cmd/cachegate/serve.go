@@ -24,11 +24,11 @@ type serverFlags struct {
 	TLSCert       string        `name:"tls-cert" help:"Serve HTTPS with this certificate (PEM); needs --tls-key." type:"existingfile" placeholder:"FILE"`
 	TLSKey        string        `name:"tls-key" help:"Private key for --tls-cert (PEM)." type:"existingfile" placeholder:"FILE"`
 	AuthTokenFile string        `help:"Require 'Authorization: Bearer TOKEN' with the token in this file." type:"existingfile" placeholder:"FILE"`
-	MaxConns      int           `help:"Most concurrent client connections." default:"10000"`
-	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long (default: ${default})." default:"60s" placeholder:"DUR"`
+	MaxConns      int           `help:"Most concurrent client connections: 1 to 1000000 (default: ${default})." default:"10000" placeholder:"N"`
+	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long: 1s to 24h (default: ${default})." default:"60s" placeholder:"DUR"`
 	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue, while a body is written from memory (mapping, copy, TLS), before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
 	// Its own flag: each method ran far worse at the other's best bound (serve.DefaultNotsentLowatSendfile).
-	NotsentLowatSendfile Size   `help:"The same bound while a body goes by sendfile (default: ${default})." default:"32KiB" placeholder:"SIZE"`
+	NotsentLowatSendfile Size   `help:"The same bound while a body goes by sendfile (0: the kernel's default, no bound) (default: ${default})." default:"32KiB" placeholder:"SIZE"`
 	Metrics              string `help:"Serve /-/metrics, /-/healthz and /-/status alone on this address (with --auth-token-file's token, as on --serve's)." placeholder:"ADDR"`
 	AccessLog            string `help:"Log every HTTP request to this file (- for standard output), reopened on SIGHUP (logrotate)." placeholder:"FILE|-"`
 	AccessLogFormat      string `help:"Access log format: combined (nginx's, then request time, X-Cache and X-Transfer) or json (one object per line) (default: ${default})." default:"combined" enum:"combined,json"`
@@ -145,6 +145,7 @@ func (s *serveCmd) Run(g *globals) error {
 		return err
 	}
 	defer ctl.Close()
+	defer registerInstance("serve", c, "", s.Listen, log)()
 	got := <-sig
 	log.Info("stopping", "signal", got.String())
 	bounded(sig, log, nil)
