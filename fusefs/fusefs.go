@@ -44,6 +44,14 @@ type Options struct {
 	// measuring that path or for kernels that refuse passthrough.
 	NoPassthrough bool
 	Stats         *Stats // counters to add to (stats.go); nil: none kept outside
+	// Owners and permission bits the mount shows (the kernel enforces them). Entries
+	// without their own (web and S3 origins) belong to UID and GID (default: the
+	// mounting user) with FileMode or DirMode (default 0444 and 0555). Entries of
+	// local origins keep the origin's, except those of the fields that are set.
+	// Umask clears bits of every entry; write bits are always clear (read-only).
+	UID, GID          *uint32
+	FileMode, DirMode *fs.FileMode
+	Umask             fs.FileMode
 }
 
 type filesystem struct {
@@ -51,9 +59,56 @@ type filesystem struct {
 	modes         *ioModes
 	noPassthrough bool
 	log           *slog.Logger
-	uid, gid      uint32
 	stats         *Stats
+	attrs         attrPolicy
 	root          *dirNode // for invalidate
+}
+
+// attrPolicy decides the owner and permission bits of each entry (Options.UID…).
+type attrPolicy struct {
+	uid, gid          uint32
+	fileMode, dirMode uint32
+	umask             uint32
+	// set*: the value was given, so it overrides a local origin's own.
+	setUID, setGID, setFileMode, setDirMode bool
+}
+
+func newAttrPolicy(opts Options) attrPolicy {
+	a := attrPolicy{uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), fileMode: 0o444, dirMode: 0o555, umask: uint32(opts.Umask.Perm())}
+	if opts.UID != nil {
+		a.uid, a.setUID = *opts.UID, true
+	}
+	if opts.GID != nil {
+		a.gid, a.setGID = *opts.GID, true
+	}
+	if opts.FileMode != nil {
+		a.fileMode, a.setFileMode = uint32(opts.FileMode.Perm()), true
+	}
+	if opts.DirMode != nil {
+		a.dirMode, a.setDirMode = uint32(opts.DirMode.Perm()), true
+	}
+	return a
+}
+
+// of returns the owner and permission bits the mount shows for e.
+func (a *attrPolicy) of(e origin.Entry) (fuse.Owner, uint32) {
+	owner := fuse.Owner{Uid: a.uid, Gid: a.gid}
+	perm, set := a.fileMode, a.setFileMode
+	if e.IsDir {
+		perm, set = a.dirMode, a.setDirMode
+	}
+	if e.HasOwner {
+		if !a.setUID {
+			owner.Uid = e.Uid
+		}
+		if !a.setGID {
+			owner.Gid = e.Gid
+		}
+		if !set {
+			perm = uint32(e.Perm.Perm())
+		}
+	}
+	return owner, perm &^ a.umask &^ 0o222
 }
 
 // Mount mounts c read-only at mountpoint and returns the running server. The caller
@@ -74,7 +129,7 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	if opts.Stats == nil {
 		opts.Stats = &Stats{}
 	}
-	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), stats: opts.Stats}
+	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, attrs: newAttrPolicy(opts), stats: opts.Stats}
 	root := &dirNode{fsys: fsys, path: ""}
 	fsys.root = root
 	ttl := opts.TTL
@@ -97,8 +152,8 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 		EntryTimeout:    &ttl,
 		AttrTimeout:     &ttl,
 		NegativeTimeout: &ttl,
-		UID:             fsys.uid,
-		GID:             fsys.gid,
+		UID:             fsys.attrs.uid,
+		GID:             fsys.attrs.gid,
 	}
 	// As gofs.Mount, with ioModes between the kernel and go-fuse's node bridge.
 	fsys.modes = newIOModes(gofs.NewNodeFS(root, nodeOpts), fsys)
@@ -174,20 +229,12 @@ func inoFor(p string, e origin.Entry) uint64 {
 	return ino
 }
 
-// fillAttr describes e. Entries of origins with owners (local directories) keep
-// their owner and permission bits (write bits removed), which the kernel checks
-// (default_permissions); the others belong to the mounting user, readable by all.
+// fillAttr describes e, with the owner and permission bits of f.attrs, which the
+// kernel checks (default_permissions).
 func (f *filesystem) fillAttr(e origin.Entry, ino uint64, out *fuse.Attr) {
 	out.Ino = ino
-	out.Owner = fuse.Owner{Uid: f.uid, Gid: f.gid}
-	perm := uint32(0o444)
-	if e.IsDir {
-		perm = 0o555
-	}
-	if e.HasOwner {
-		out.Owner = fuse.Owner{Uid: e.Uid, Gid: e.Gid}
-		perm = uint32(e.Perm.Perm())
-	}
+	var perm uint32
+	out.Owner, perm = f.attrs.of(e)
 	t := e.ModTime
 	if t.IsZero() {
 		t = time.Unix(0, 0)

@@ -41,9 +41,16 @@ func (f *serverFlags) startMetrics(srv *serve.Server, tlsOn bool, log *slog.Logg
 	if f.Metrics == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", f.Metrics)
+	addr, exposed, err := listenAddr(f.Metrics)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s (--metrics): %v", f.Metrics, err)
+		return usagef("--metrics: %v", err)
+	}
+	if exposed && f.AuthTokenFile == "" {
+		log.Warn("serving metrics on an address other machines can reach, without --auth-token-file", "listen", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s (--metrics): %v", addr, err)
 	}
 	scheme := "http"
 	if tlsOn {

@@ -245,7 +245,7 @@ func (c *cacheLsCmd) Run() error {
 		q.Set("origin", "1")
 	}
 	if err := s.client.Get(verbURL("/v1/objects", q), &objs); err != nil {
-		return notFoundHint(err)
+		return notFoundHint(err, prefix)
 	}
 	if c.JSON {
 		if objs == nil {
@@ -285,8 +285,15 @@ func (c *cacheStatCmd) Run() error {
 	}
 	defer s.close()
 	var info cache.ObjectInfo
-	if err := s.client.Get(verbURL("/v1/object", url.Values{"path": {p}}), &info); err != nil {
-		return notFoundHint(err)
+	err = s.client.Get(verbURL("/v1/object", url.Values{"path": {p}}), &info)
+	if errors.Is(err, cache.ErrNotCached) {
+		// Nothing cached at p itself: a directory (the root too) or a file not cached.
+		if sum, ok := dirSummaryOf(s.client, p); ok {
+			return sum.print(c.JSON)
+		}
+	}
+	if err != nil {
+		return notFoundHint(err, p)
 	}
 	if c.JSON {
 		return printJSON(info)
@@ -298,10 +305,73 @@ func (c *cacheStatCmd) Run() error {
 	return nil
 }
 
-func notFoundHint(err error) error {
+// dirSummary is what `cache stat` shows of a directory: what the origin has under it
+// and how much of that is cached.
+type dirSummary struct {
+	Path        string `json:"path"`
+	Dir         bool   `json:"dir"` // always true: tells it from an object's stat
+	Files       int    `json:"files"`
+	Size        int64  `json:"size"`
+	CachedBytes int64  `json:"cached_bytes"`
+	Complete    int    `json:"complete"` // files cached whole
+	Pinned      int    `json:"pinned"`   // files pinned
+	// OriginUnreachable: the origin could not be listed, so only what is cached is
+	// counted.
+	OriginUnreachable bool `json:"origin_unreachable,omitempty"`
+}
+
+// dirSummaryOf sums up directory p, as `cache ls p` lists it; ok is false when p is
+// a file. When the origin cannot be listed, the cached objects under p are summed.
+func dirSummaryOf(cl *control.Client, p string) (dirSummary, bool) {
+	sum := dirSummary{Path: p, Dir: true}
+	var objs []cache.ObjectInfo
+	if err := cl.Get(verbURL("/v1/objects", url.Values{"prefix": {p}, "origin": {"1"}}), &objs); err != nil {
+		sum.OriginUnreachable = true
+		if err := cl.Get(verbURL("/v1/objects", url.Values{"prefix": {p}}), &objs); err != nil || len(objs) == 0 {
+			return dirSummary{}, false
+		}
+	}
+	for _, o := range objs {
+		if o.Path == p {
+			return dirSummary{}, false // p is a file
+		}
+		sum.Files++
+		sum.Size += o.Size
+		sum.CachedBytes += o.CachedBytes
+		if o.Complete {
+			sum.Complete++
+		}
+		if o.Pinned {
+			sum.Pinned++
+		}
+	}
+	return sum, true
+}
+
+func (d dirSummary) print(asJSON bool) error {
+	if asJSON {
+		return printJSON(d)
+	}
+	plural := func(n int) string {
+		if n == 1 {
+			return "1 file"
+		}
+		return fmt.Sprintf("%d files", n)
+	}
+	fmt.Printf("path:          /%s\ntype:          directory\nfiles:         %d\nsize:          %s (%d bytes)\ncached:        %s (%d bytes)\ncomplete:      %s\npinned:        %s\n",
+		d.Path, d.Files, units.FormatSize(d.Size), d.Size, units.FormatSize(d.CachedBytes), d.CachedBytes, plural(d.Complete), plural(d.Pinned))
+	if d.OriginUnreachable {
+		fmt.Println("note:          the origin could not be listed: only cached files are counted")
+	}
+	return nil
+}
+
+// notFoundHint says what to do about a path (p) that is not in the origin or not
+// cached.
+func notFoundHint(err error, p string) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%v (check the path: it is not in the origin)", err)
+		return fmt.Errorf("/%s: not in the origin (check the path)", p)
 	case errors.Is(err, cache.ErrNotCached):
 		return fmt.Errorf("%v (it exists in the origin; cachegate cache warm fetches it)", err)
 	}
@@ -333,11 +403,28 @@ func warmOrPin(a warmArgs, pin bool) error {
 	if err != nil {
 		return err
 	}
+	if a.Origin != "" {
+		if a.Origin, err = originSpec(a.Origin); err != nil {
+			return err
+		}
+		// Filling a new cache from a named origin (to ship it, or before the first
+		// mount): make the directory. The other verbs refuse one that does not
+		// exist, which is a typo there.
+		if err := os.MkdirAll(f.CacheDir, 0o700); f.CacheDir != "" && err != nil {
+			return fmt.Errorf("create cache dir: %v", err)
+		}
+	}
 	s, err := openSession(f.CacheDir, a.Origin, a.Paths...)
 	if err != nil {
 		return err
 	}
 	defer s.close()
+	if s.c != nil && a.Origin != "" && readOwnerInfo(f.CacheDir).Origin == "" {
+		// The first to fill this cache: the verbs that follow use its origin.
+		if err := writeOwnerInfo(f.CacheDir, ownerInfo{Origin: a.Origin}); err != nil {
+			fmt.Fprintln(os.Stderr, "cachegate: warning:", err)
+		}
+	}
 	bar := newProgressBar(!f.JSON)
 	verb := "/v1/warm"
 	if pin {

@@ -47,11 +47,15 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(f.OriginTimeout, 30*time.Second))
 	defer cancel()
-	e, err := o.Stat(ctx, "")
+	e, err := origin.CheckRoot(ctx, o)
 	var unreachable error
 	if err != nil {
 		var ne net.Error
-		if !errors.As(err, &ne) {
+		var re *origin.RootError
+		switch {
+		case errors.As(err, &re):
+			return nil, err
+		case !errors.As(err, &ne):
 			return nil, fmt.Errorf("origin %s: %v", control.Redact(o.String()), err)
 		}
 		unreachable = fmt.Errorf("cannot reach origin %s: %v: check the address and that the server is up", control.Redact(o.String()), err)
@@ -101,15 +105,16 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 }
 
 type mountCmd struct {
-	Origin     string `arg:"" help:"What to mount: /abs/dir, file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
+	Origin     string `arg:"" help:"What to mount: a directory (relative to the working directory or absolute), file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
 	Mountpoint string `arg:"" help:"An existing, empty directory." type:"path"`
 	cacheFlags
-	Serve string `help:"Also serve the cache over HTTP on this address, from this process." placeholder:"ADDR"`
+	Serve string `help:"Also serve the cache over HTTP on this address, from this process: PORT (on 127.0.0.1), :PORT (every interface) or HOST:PORT." placeholder:"ADDR"`
 	serverFlags
 	AllowOther    bool   `help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
 	DebugFuse     bool   `help:"Log every FUSE request."`
 	NoPassthrough bool   `help:"Serve complete files through cachegate (splice) instead of FUSE passthrough."`
 	Pprof         string `help:"Serve Go's pprof profiles on this address (for profiling cachegate itself)." hidden:"" placeholder:"ADDR"`
+	attrFlags
 }
 
 func (m *mountCmd) Run(g *globals) error {
@@ -123,10 +128,19 @@ func (m *mountCmd) Run(g *globals) error {
 	if m.AccessLog != "" && m.Serve == "" {
 		return usagef("--access-log logs the HTTP server's requests: add --serve ADDR")
 	}
+	spec, err := originSpec(m.Origin)
+	if err != nil {
+		return err
+	}
+	if m.Serve != "" {
+		if _, _, err := listenAddr(m.Serve); err != nil {
+			return usagef("--serve: %v", err) // before the cache dir is made
+		}
+	}
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
-	c, err := m.open(m.Origin, log)
+	c, err := m.open(spec, log)
 	if err != nil {
 		return err
 	}
@@ -154,7 +168,9 @@ func (m *mountCmd) Run(g *globals) error {
 	// Registered before it appears, like the control socket, for a script that waits
 	// for the mount and then runs a verb on a path inside it.
 	defer registerInstance("mount", c, m.Mountpoint, m.Serve, log)()
-	server, err := fusefs.Mount(m.Mountpoint, c, fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough, Stats: stats})
+	opts := fusefs.Options{TTL: m.MetadataTTL, AllowOther: m.AllowOther, Logger: log, Debug: m.DebugFuse, NoPassthrough: m.NoPassthrough, Stats: stats}
+	m.attrFlags.apply(&opts)
+	server, err := fusefs.Mount(m.Mountpoint, c, opts)
 	if err != nil {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}

@@ -81,6 +81,13 @@ func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger, extra
 	if addr == "" {
 		return srv, nil
 	}
+	addr, exposed, err := listenAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	if exposed && opts.AuthToken == "" {
+		log.Warn("serving on an address other machines can reach, without --auth-token-file: whoever reaches it reads the origin through cachegate", "listen", addr)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %v", addr, err)
@@ -118,8 +125,8 @@ func logZeroCopy(addr *net.TCPAddr, tlsOn bool, log *slog.Logger) {
 }
 
 type serveCmd struct {
-	Origin string `arg:"" help:"What to serve: /abs/dir, file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
-	Listen string `help:"Address to listen on (default: ${default})." default:"127.0.0.1:8080" placeholder:"ADDR"`
+	Origin string `arg:"" help:"What to serve: a directory (relative to the working directory or absolute), file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
+	Listen string `help:"Address to listen on: PORT (on 127.0.0.1), :PORT (every interface) or HOST:PORT (default: ${default})." default:"127.0.0.1:8080" placeholder:"ADDR"`
 	serverFlags
 	cacheFlags
 	Pprof string `help:"Serve Go's pprof profiles on this address." hidden:"" placeholder:"ADDR"`
@@ -130,7 +137,14 @@ func (s *serveCmd) Run(g *globals) error {
 	defer signal.Stop(sig)
 	log := slog.Default()
 	startPprof(s.Pprof, log)
-	c, err := s.open(s.Origin, log)
+	spec, err := originSpec(s.Origin)
+	if err != nil {
+		return err
+	}
+	if _, _, err := listenAddr(s.Listen); err != nil {
+		return usagef("--listen: %v", err) // before the cache dir is made
+	}
+	c, err := s.open(spec, log)
 	if err != nil {
 		return err
 	}
