@@ -32,7 +32,7 @@ type cacheFlags struct {
 	ChunkSize      Size          `help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
 	Readahead      Size          `help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
 	MetadataTTL    time.Duration `name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
-	VerifyInterval time.Duration `help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk; 0 turns it off (default: ${default})." default:"24h" placeholder:"DUR"`
+	VerifyInterval time.Duration `help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk: 0 (off) to 8760h (default: ${default})." default:"24h" placeholder:"DUR"`
 	OriginTimeout  time.Duration `help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
 	S3Endpoint     string        `name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
 	S3Region       string        `name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
