@@ -40,7 +40,12 @@ type Options struct {
 	// included: a stat or listing, an uncached read, and a fetch that brings no new
 	// chunk for this long fail instead of waiting on.
 	OriginTimeout time.Duration
-	Logger        *slog.Logger
+	// VerifyInterval is how often a background scrub re-hashes every idle object,
+	// dropping bad chunks (0: never). ScrubRate bounds its reading, in
+	// bytes per second (default DefaultScrubRate).
+	VerifyInterval time.Duration
+	ScrubRate      int64
+	Logger         *slog.Logger
 }
 
 // Defaults for zero Options fields.
@@ -53,6 +58,8 @@ const (
 	// is split into requests of this size that run in parallel.
 	spanChunks = 8
 	blockSize  = 4096
+	// DefaultScrubRate keeps the scrub to a small share of a disk's bandwidth.
+	DefaultScrubRate = 32 << 20
 )
 
 // ErrNoSpace reports that no room could be made for a chunk: everything else is open
@@ -84,18 +91,33 @@ type Cache struct {
 	// creating makes concurrent openers of a new object version share one creation.
 	creating singleflight.Group
 
-	mu       sync.Mutex
-	objects  map[string]*object // by key
-	byPath   map[string]*object // current version of each path of this origin
-	lru      *list.List         // of *object, front = most recent
-	used     int64              // accounted bytes on disk
-	reserved int64              // bytes reserved by fetches in flight
-	free     freeSpace
+	// mu guards idx, and the fields of every object marked "Guarded by c.mu".
+	mu  sync.Mutex
+	idx index
+
+	// invalidators are told of every path whose cached version the cache dropped or
+	// replaced (see OnInvalidate).
+	invMu        sync.Mutex
+	invalidators []func(path string)
+	// stopScrub ends the scrub; scrubDone closes when it has.
+	stopScrub chan struct{}
+	scrubDone chan struct{}
 
 	stats   Stats
 	metrics cacheMetrics // for Metrics (metrics.go)
 	// noSpaceLogged is when (unix ns) a full cache was last logged.
 	noSpaceLogged atomic.Int64
+}
+
+// index is what Cache.mu guards: the objects, their order and the byte accounting.
+// Every access goes through c.idx, so one made without c.mu shows in review.
+type index struct {
+	objects  map[string]*object // by key
+	byPath   map[string]*object // current version of each path of this origin
+	lru      *list.List         // of *object, front = most recent
+	used     int64              // accounted bytes on disk (INVARIANT: used+reserved <= limit after reserve)
+	reserved int64              // bytes reserved by fetches in flight
+	free     freeSpace
 }
 
 // Stats are counters since the cache was opened.
@@ -142,16 +164,18 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		opts:    opts,
-		oname:   o.String(),
-		log:     opts.Logger,
-		lock:    lock,
-		objDir:  filepath.Join(opts.Dir, "objects"),
-		objects: map[string]*object{},
-		byPath:  map[string]*object{},
-		lru:     list.New(),
+		opts:   opts,
+		oname:  o.String(),
+		log:    opts.Logger,
+		lock:   lock,
+		objDir: filepath.Join(opts.Dir, "objects"),
+		idx: index{
+			objects: map[string]*object{},
+			byPath:  map[string]*object{},
+			lru:     list.New(),
+		},
 	}
-	c.free.dir = opts.Dir
+	c.idx.free.dir = opts.Dir
 	c.origin = &meteredOrigin{Origin: o, m: &c.metrics}
 	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
 		lock.Close()
@@ -178,7 +202,14 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lock.Close()
 		return nil, err
 	}
-	c.log.Debug("cache opened", "dir", opts.Dir, "objects", len(c.objects), "used", c.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
+	if opts.VerifyInterval > 0 {
+		if c.opts.ScrubRate <= 0 {
+			c.opts.ScrubRate = DefaultScrubRate
+		}
+		c.stopScrub, c.scrubDone = make(chan struct{}), make(chan struct{})
+		go c.scrub()
+	}
+	c.log.Debug("cache opened", "dir", opts.Dir, "objects", len(c.idx.objects), "used", c.idx.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
 	return c, nil
 }
 
@@ -272,11 +303,15 @@ const maxIdleOpen = 1024
 
 // Close closes idle files and releases the lock. Handles must be closed first.
 func (c *Cache) Close() error {
+	if c.stopScrub != nil {
+		close(c.stopScrub)
+		<-c.scrubDone
+	}
 	c.meta.close()
 	c.idle.Close()
 	c.mu.Lock()
-	all := make([]*object, 0, len(c.objects))
-	for _, o := range c.objects {
+	all := make([]*object, 0, len(c.idx.objects))
+	for _, o := range c.idx.objects {
 		all = append(all, o)
 	}
 	c.mu.Unlock()
@@ -338,16 +373,16 @@ func (c *Cache) load() error {
 	sort.Slice(all, func(i, j int) bool { return all[i].lastAccess.After(all[j].lastAccess) })
 	for _, o := range all {
 		if o.Origin == c.oname {
-			if _, ok := c.byPath[o.Path]; ok {
+			if _, ok := c.idx.byPath[o.Path]; ok {
 				// Two versions of one path: keep the most recently used one.
 				c.removeFiles(o)
 				continue
 			}
-			c.byPath[o.Path] = o
+			c.idx.byPath[o.Path] = o
 		}
-		c.objects[o.key] = o
-		o.elem = c.lru.PushBack(o)
-		c.used += o.diskBytes
+		c.idx.objects[o.key] = o
+		o.elem = c.idx.lru.PushBack(o)
+		c.idx.used += o.diskBytes
 	}
 	return nil
 }
@@ -399,7 +434,10 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 		if f, err := openFile(dataPath, os.O_RDWR, 0); err == nil {
 			for i := 0; i < n; i++ {
 				if !present(i) {
-					unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i)))
+					if err := punchHole(f, int64(i)*o.ChunkSize, roundBlock(o.chunkLen(i))); err != nil {
+						c.log.Warn("cannot give back blocks of chunks a crash left behind; they stay counted", "file", dataPath, "err", err)
+						break
+					}
 				}
 			}
 			unix.Fstat(int(f.Fd()), &st)
@@ -420,22 +458,22 @@ func (c *Cache) removeFiles(o *object) {
 	os.Remove(c.objectPath(o.key, ".data"))
 }
 
-// removeLocked takes o out of the index and deletes its files. c.mu must be held and
-// o must have no references.
+// removeLocked takes o out of the index and deletes its files. c.mu must be held.
+// Handles that still hold o keep their descriptors and mappings (invariant 5).
 func (c *Cache) removeLocked(o *object) {
 	if o.removed {
 		return
 	}
 	o.removed = true
-	delete(c.objects, o.key)
-	if c.byPath[o.Path] == o {
-		delete(c.byPath, o.Path)
+	delete(c.idx.objects, o.key)
+	if c.idx.byPath[o.Path] == o {
+		delete(c.idx.byPath, o.Path)
 	}
 	if o.elem != nil {
-		c.lru.Remove(o.elem)
+		c.idx.lru.Remove(o.elem)
 		o.elem = nil
 	}
-	c.used -= o.diskBytes
+	c.idx.used -= o.diskBytes
 	c.removeFiles(o)
 }
 
@@ -450,8 +488,8 @@ func (c *Cache) reserve(n int64) error {
 	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	need := c.used + c.reserved + n - c.opts.Limit
-	short := c.free.shortfall(c.minFree(), c.reserved+n)
+	need := c.idx.used + c.idx.reserved + n - c.opts.Limit
+	short := c.idx.free.shortfall(c.minFree(), c.idx.reserved+n)
 	if short > need {
 		need = short
 	}
@@ -459,7 +497,8 @@ func (c *Cache) reserve(n int64) error {
 	if need > 0 {
 		return ErrNoSpace
 	}
-	c.reserved += n
+	c.idx.reserved += n
+	checkAccountingLocked(c)
 	return nil
 }
 
@@ -468,7 +507,7 @@ func (c *Cache) reserve(n int64) error {
 // idle set: call closeIfIdle after unlocking) and what is still needed. c.mu is held.
 func (c *Cache) evictLocked(need int64) ([]*object, int64) {
 	var victims []*object
-	for e := c.lru.Back(); need > 0 && e != nil; {
+	for e := c.idx.lru.Back(); need > 0 && e != nil; {
 		o := e.Value.(*object)
 		e = e.Prev()
 		if o.refs > 0 || o.pinned {
@@ -479,39 +518,61 @@ func (c *Cache) evictLocked(need int64) ([]*object, int64) {
 		c.metrics.evicted(o.diskBytes)
 		c.removeLocked(o)
 		victims = append(victims, o)
-		c.free.invalidate()
+		c.idx.free.invalidate() // c.mu is held
 	}
 	return victims, need
 }
 
 func (c *Cache) unreserve(n int64) {
 	c.mu.Lock()
-	c.reserved -= n
+	c.idx.reserved -= n
 	c.mu.Unlock()
 }
 
 // commit turns reserved bytes into used bytes of o, whose chunk of n bytes landed.
 func (c *Cache) commit(o *object, reserved, used, n int64) {
 	c.mu.Lock()
-	c.reserved -= reserved
+	c.idx.reserved -= reserved
 	if !o.removed {
-		c.used += used
+		c.idx.used += used
 		o.diskBytes += used
 	}
 	o.presentChunks++
 	o.presentBytes += n
+	checkAccountingLocked(c)
 	c.mu.Unlock()
+}
+
+// invalidateFree makes the next reserve ask the filesystem for its free space.
+func (c *Cache) invalidateFree() {
+	c.mu.Lock()
+	c.idx.free.invalidate()
+	c.mu.Unlock()
+}
+
+// roomForOne is the most one object may occupy: the limit less what pinned objects
+// hold. A larger object is read through uncached, with no files made for it.
+func (c *Cache) roomForOne() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	room := c.opts.Limit
+	for _, o := range c.idx.objects {
+		if o.pinned {
+			room -= o.diskBytes
+		}
+	}
+	return room
 }
 
 func (c *Cache) minFree() int64 {
 	if c.opts.MinFreePct > 0 {
-		return int64(c.opts.MinFreePct / 100 * float64(c.free.total()))
+		return int64(c.opts.MinFreePct / 100 * float64(c.idx.free.total()))
 	}
 	return c.opts.MinFree
 }
 
 // freeSpace caches statfs of the cache filesystem for a short time: reserve runs once
-// per fetch and must not cost a syscall each time.
+// per fetch and must not cost a syscall each time. Guarded by Cache.mu.
 type freeSpace struct {
 	dir    string
 	at     time.Time
@@ -549,7 +610,7 @@ func (f *freeSpace) shortfall(min, pending int64) int64 {
 func (c *Cache) Used() (used, limit int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.used, c.opts.Limit
+	return c.idx.used, c.opts.Limit
 }
 
 func (c *Cache) count(f func(*Stats)) {
@@ -572,7 +633,7 @@ type Status struct {
 // Status returns the cache's current figures.
 func (c *Cache) Status() Status {
 	c.mu.Lock()
-	st := Status{UsedBytes: c.used, LimitBytes: c.opts.Limit, Objects: len(c.objects)}
+	st := Status{UsedBytes: c.idx.used, LimitBytes: c.opts.Limit, Objects: len(c.idx.objects)}
 	c.mu.Unlock()
 	st.Hits, st.Misses, st.BytesFetched, st.Uncached = c.Snapshot()
 	return st
@@ -583,6 +644,35 @@ func (c *Cache) Snapshot() (hits, misses, fetched, uncached int64) {
 	c.stats.mu.Lock()
 	defer c.stats.mu.Unlock()
 	return c.stats.Hits, c.stats.Misses, c.stats.BytesFetched, c.stats.Uncached
+}
+
+// OnInvalidate registers f to be told the path of every object version the cache
+// drops or replaces: by evict or clear (before those return), and by a new version it
+// detects (asynchronously, as it may be found while serving a read of that path).
+// The mount uses it to drop the kernel's entry, attributes and pages of the path.
+// f must not call back into the cache's management methods.
+func (c *Cache) OnInvalidate(f func(path string)) {
+	c.invMu.Lock()
+	c.invalidators = append(c.invalidators, f)
+	c.invMu.Unlock()
+}
+
+func (c *Cache) notifyInvalidate(paths ...string) {
+	c.invMu.Lock()
+	fs := c.invalidators
+	c.invMu.Unlock()
+	for _, p := range paths {
+		for _, f := range fs {
+			f(p)
+		}
+	}
+}
+
+// changed handles an origin object found changed under a read: its attributes are
+// forgotten, and kernels and clients told, so the next open sees the new version.
+func (c *Cache) changed(p string) {
+	c.meta.invalidate(p)
+	go c.notifyInvalidate(p)
 }
 
 // Invalidate forgets cached attributes and listings of p and its parent, so the next

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -86,11 +87,22 @@ func (f *fixture) open() *Cache {
 	return c
 }
 
+// readWhole reads all of p through c, failing the test on an error. Call it from the
+// test's goroutine only (t.Fatal); other goroutines use readAll.
 func readWhole(t testing.TB, c *Cache, p string) []byte {
 	t.Helper()
-	h, err := c.Open(context.Background(), p)
+	b, err := readAll(c, p)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return b
+}
+
+// readAll reads all of p through c.
+func readAll(c *Cache, p string) ([]byte, error) {
+	h, err := c.Open(context.Background(), p)
+	if err != nil {
+		return nil, err
 	}
 	defer h.Close()
 	out := make([]byte, 0, h.Size())
@@ -100,10 +112,10 @@ func readWhole(t testing.TB, c *Cache, p string) []byte {
 		out = append(out, buf[:n]...)
 		off += int64(n)
 		if err == io.EOF {
-			return out
+			return out, nil
 		}
 		if err != nil {
-			t.Fatalf("read %s at %d: %v", p, off, err)
+			return out, fmt.Errorf("read %s at %d: %w", p, off, err)
 		}
 	}
 }
@@ -150,8 +162,8 @@ func TestConcurrentColdReadersShareFetches(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if got := readWhole(t, c, "big"); !bytes.Equal(got, want) {
-				t.Error("concurrent reader got wrong bytes")
+			if got, err := readAll(c, "big"); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("concurrent reader got wrong bytes (%v)", err)
 			}
 		}()
 	}

@@ -16,7 +16,7 @@ func (c *Cache) CachedIn(dir string, entries []origin.Entry) map[string]ObjectIn
 			continue
 		}
 		// A version other than the listing's is an old one, to be fetched again.
-		if o := c.byPath[origin.Join(dir, e.Name)]; o != nil && (e.Version == "" || o.Version == e.Version) {
+		if o := c.idx.byPath[origin.Join(dir, e.Name)]; o != nil && (e.Version == "" || o.Version == e.Version) {
 			out[e.Name] = c.infoLocked(o)
 		}
 	}

@@ -26,12 +26,28 @@
 //  3. Nothing is served from disk before this process has checked its CRC: an object's
 //     present chunks are re-hashed the first time the process opens it, so corruption
 //     or a torn write from before a crash (or a restart) is dropped and refetched.
+//     A chunk found bad (at that first open, by `cache verify` with or without
+//     --repair, by the scrub, or at an open that finds the data file changed on disk
+//     since this process checked or wrote it) leaves the bitmap at once; an object is
+//     marked verified only when no chunk known bad is left in it.
 //  4. Accounted bytes (chunks rounded to 4 KiB, plus sidecars) never exceed the limit
 //     by more than the bytes reserved by fetches in flight; the fetch reserves its bytes
 //     before it asks the origin, evicting to make room. The disk keeps MinFree free.
 //  5. Files are never truncated or rewritten in place. Eviction unlinks objects that
 //     no handle holds, so open files, mappings and sends keep their bytes; pinned
-//     objects are never evicted.
+//     objects are never evicted. (Evict, clear and a replaced data file unlink an
+//     object also while handles hold it; they keep their descriptors.)
+//
+// # What "never served" covers
+//
+// A corrupt chunk is never served to an open made after the corruption was written,
+// provided stat can tell: the data file's device, inode, size, mtime or ctime differ
+// from what the process recorded after its own last check or write. The scrub
+// (--verify-interval) finds what stat cannot (a disk that corrupts in place, a writer
+// that restores the timestamps) within one interval. Not covered: a handle already open
+// when the bytes change reads what the disk holds (a passthrough open reads the data
+// file itself; a daemon read may send a range it found present), and a change written
+// in the instant between one of cachegate's own writes into that object and its stat.
 //
 // # Policy
 //
@@ -51,5 +67,11 @@
 // at a time, so small reads never turn readahead into one request per chunk. Transient origin errors are retried with backoff,
 // resuming at the first missing chunk; a changed object fails the read (ErrChanged)
 // instead of mixing versions. When no room can be made (everything open or pinned, or
-// the disk is full), reads go straight to the origin, uncached.
+// the disk is full), reads go straight to the origin, uncached, as do objects larger
+// than the cache less its pinned objects (no files are made for them).
+//
+// A fetch (one origin request for a span of chunks) is cancelled when nobody wants it:
+// no reader waits for one of its chunks and no open handle holds it as readahead. A
+// reader that gives up (its context ends) leaves; readahead is held by the handle that
+// started it, bounded by its window, until that handle closes.
 package cache

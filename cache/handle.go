@@ -28,6 +28,9 @@ type Handle struct {
 	window int64 // current readahead window in bytes
 	ahead  int64 // readahead has been started up to here
 	closed bool
+	// spans are the readahead fetches this handle started and holds: they run while
+	// it is open (or a reader waits for them) and are cancelled when it closes.
+	spans []*span
 }
 
 // Entry returns the attributes of the version this handle reads.
@@ -163,7 +166,9 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	}
 	h.mu.Unlock()
 	if to > from {
-		o.prefetch(int(from/cs), int((to-1)/cs))
+		if started := o.prefetch(int(from/cs), int((to-1)/cs)); len(started) > 0 {
+			h.hold(started)
+		}
 	}
 
 	start := time.Now()
@@ -239,7 +244,7 @@ func (h *Handle) readOrigin(ctx context.Context, p []byte, off int64) (int, erro
 		}
 	}
 	if errors.Is(err, origin.ErrChanged) {
-		h.c.meta.invalidate(h.path)
+		h.c.changed(h.path)
 	}
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 		err = stalled(h.c.opts.OriginTimeout, nil)
@@ -247,13 +252,32 @@ func (h *Handle) readOrigin(ctx context.Context, p []byte, off int64) (int, erro
 	return 0, err
 }
 
-// Close releases the handle's hold on its object.
+// hold keeps readahead spans this handle started until it closes. The list is
+// pruned of finished spans as it grows, so it stays within the readahead window.
+func (h *Handle) hold(started []*span) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed { // closed while the readahead started: let it go at once
+		h.o.letGo(started, nil)
+		return
+	}
+	if len(h.spans) >= 16 {
+		h.spans = h.o.letGo(nil, h.spans)
+	}
+	h.spans = append(h.spans, started...)
+}
+
+// Close releases the handle's hold on its object and cancels the readahead it
+// started that no reader waits for.
 func (h *Handle) Close() error {
 	h.mu.Lock()
 	closed := h.closed
 	h.closed = true
+	spans := h.spans
+	h.spans = nil
 	h.mu.Unlock()
 	if !closed && h.o != nil {
+		h.o.letGo(spans, nil)
 		h.c.release(h.o)
 	}
 	return nil

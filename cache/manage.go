@@ -52,7 +52,7 @@ func under(p, prefix string) bool {
 func (c *Cache) Objects(prefix string) []ObjectInfo {
 	c.mu.Lock()
 	var out []ObjectInfo
-	for p, o := range c.byPath {
+	for p, o := range c.idx.byPath {
 		if under(p, prefix) {
 			out = append(out, c.infoLocked(o))
 		}
@@ -68,7 +68,7 @@ func (c *Cache) Objects(prefix string) []ObjectInfo {
 func (c *Cache) AllObjects(prefix string) []ObjectInfo {
 	c.mu.Lock()
 	var out []ObjectInfo
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		if under(o.Path, prefix) {
 			out = append(out, c.infoLocked(o))
 		}
@@ -87,7 +87,7 @@ func (c *Cache) AllObjects(prefix string) []ObjectInfo {
 func (c *Cache) ObjectsByOrigin() map[string]int {
 	out := map[string]int{}
 	c.mu.Lock()
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		out[o.Origin]++
 	}
 	c.mu.Unlock()
@@ -130,7 +130,7 @@ var ErrNotCached = errors.New("not cached")
 // "not in the origin" (fs.ErrNotExist) from "not cached" (ErrNotCached).
 func (c *Cache) Object(ctx context.Context, p string) (ObjectInfo, error) {
 	c.mu.Lock()
-	o := c.byPath[p]
+	o := c.idx.byPath[p]
 	var info ObjectInfo
 	if o != nil {
 		info = c.infoLocked(o)
@@ -176,7 +176,7 @@ func (e *pathError) Unwrap() error { return e.kind }
 // c.mu must be held.
 func (c *Cache) mineUnderLocked(p string) []*object {
 	var out []*object
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		if o.Origin == c.oname && under(o.Path, p) {
 			out = append(out, o)
 		}
@@ -201,43 +201,53 @@ func (c *Cache) checkCached(ctx context.Context, paths []string) error {
 	return nil
 }
 
-// Evict removes the cached versions of paths and of everything under them. Open
-// handles keep reading the bytes they have; new opens fetch again. Without force, a
-// pinned object refuses the whole request (ErrPinned), as does a path with nothing
-// cached (fs.ErrNotExist or ErrNotCached): nothing goes. It returns how many objects
-// went.
+// Evict removes the cached versions of paths and of everything under them, and
+// forgets their attributes. Open handles keep reading the bytes they have; new opens
+// fetch again. Invalidators (the mount's kernel caches) are told before it returns.
+// Without force, a pinned object refuses the whole request (ErrPinned), as does a
+// path with nothing cached (fs.ErrNotExist or ErrNotCached): nothing goes. It returns
+// how many objects went.
 func (c *Cache) Evict(ctx context.Context, paths []string, force bool) (int, error) {
 	if err := c.checkCached(ctx, paths); err != nil {
 		return 0, err
 	}
 	c.mu.Lock()
 	var gone []*object
+	seen := map[*object]bool{} // paths may overlap
 	for _, p := range paths {
-		gone = append(gone, c.mineUnderLocked(p)...)
-	}
-	if !force {
-		for _, o := range gone {
-			if o.pinned {
+		for _, o := range c.mineUnderLocked(p) {
+			if !force && o.pinned {
 				c.mu.Unlock()
 				return 0, fmt.Errorf("/%s: %w: unpin it first, or --force", o.Path, ErrPinned)
 			}
+			if !seen[o] {
+				seen[o] = true
+				gone = append(gone, o)
+			}
 		}
 	}
-	n := 0
 	for _, o := range gone {
-		if !o.removed { // paths may overlap
-			c.removeLocked(o)
-			n++
-		}
+		c.removeLocked(o)
 	}
 	c.mu.Unlock()
+	c.forget(gone, paths...)
+	return len(gone), nil
+}
+
+// forget closes the files of removed objects and drops what the cache and its
+// invalidators know of their paths (and of extra paths).
+func (c *Cache) forget(gone []*object, extra ...string) {
+	paths := extra
 	for _, o := range gone {
 		o.closeIfIdle()
+		if o.Origin == c.oname {
+			paths = append(paths, o.Path)
+		}
 	}
 	for _, p := range paths {
 		c.meta.invalidate(p)
 	}
-	return n, nil
+	c.notifyInvalidate(paths...)
 }
 
 // GC evicts least recently used objects (never pinned or open ones) until at most to
@@ -245,13 +255,13 @@ func (c *Cache) Evict(ctx context.Context, paths []string, force bool) (int, err
 // the bytes freed and the objects evicted.
 func (c *Cache) GC(to int64) (int64, int) {
 	c.mu.Lock()
-	before := c.used
-	need := c.used - to
+	before := c.idx.used
+	need := c.idx.used - to
 	if to <= 0 {
 		need = math.MaxInt64 // every victim, whatever its size
 	}
 	victims, _ := c.evictLocked(need)
-	freed := before - c.used
+	freed := before - c.idx.used
 	c.mu.Unlock()
 	for _, o := range victims {
 		o.closeIfIdle()
@@ -263,14 +273,12 @@ func (c *Cache) GC(to int64) (int64, int) {
 func (c *Cache) Clear() int {
 	c.mu.Lock()
 	var gone []*object
-	for _, o := range c.objects {
+	for _, o := range c.idx.objects {
 		c.removeLocked(o)
 		gone = append(gone, o)
 	}
 	c.mu.Unlock()
-	for _, o := range gone {
-		o.closeIfIdle()
-	}
+	c.forget(gone)
 	return len(gone)
 }
 
@@ -296,7 +304,7 @@ func (c *Cache) Unpin(ctx context.Context, paths []string) (int, error) {
 	}
 	c.mu.Lock()
 	var pinned []*object
-	for path, o := range c.byPath {
+	for path, o := range c.idx.byPath {
 		for _, p := range paths {
 			if under(path, p) && o.pinned {
 				pinned = append(pinned, o)
@@ -461,14 +469,14 @@ func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var pinned int64
-	for _, o := range c.byPath {
+	for _, o := range c.idx.byPath {
 		if o.pinned {
 			pinned += o.Size
 		}
 	}
 	var add int64
 	for i, p := range files {
-		if o := c.byPath[p]; o != nil && o.pinned {
+		if o := c.idx.byPath[p]; o != nil && o.pinned {
 			continue
 		}
 		add += entries[i].Size
@@ -510,16 +518,19 @@ type VerifyResult struct {
 	Chunks   int        `json:"chunks_checked"`
 	Bad      []BadChunk `json:"bad"`
 	Repaired bool       `json:"repaired"`
+	// Refetched counts bad chunks fetched again at once (with repair); the others
+	// are fetched by the next read that needs them.
+	Refetched int `json:"refetched"`
 }
 
-// Verify re-hashes every present chunk of every object. With repair, bad chunks are
-// dropped (refetched on the next read); an object some reader holds open is evicted
-// whole instead, since punching blocks out from under a reader would show it zeros.
+// Verify re-hashes every present chunk of every object. Bad chunks always leave the
+// bitmap, so they are refetched and never served again; with repair they are
+// refetched at once. An object is marked verified only with its bad chunks gone.
 func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 	res := VerifyResult{Repaired: repair}
 	c.mu.Lock()
-	all := make([]*object, 0, len(c.objects))
-	for _, o := range c.objects {
+	all := make([]*object, 0, len(c.idx.objects))
+	for _, o := range c.idx.objects {
 		all = append(all, o)
 	}
 	c.mu.Unlock()
@@ -537,28 +548,30 @@ func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 		c.mu.Unlock()
 		o.mu.Lock()
 		err := o.openFilesVerify(false)
-		var bad []BadChunk
+		var bad []int
 		if err == nil {
 			c.mu.Lock()
-			inUse := o.refs > 1
-			present := o.presentChunks
+			res.Chunks += o.presentChunks
 			c.mu.Unlock()
-			o.verify(repair && !inUse, func(b BadChunk) { bad = append(bad, b) })
-			o.verified = true
-			res.Chunks += present
-			if repair && inUse && len(bad) > 0 {
-				c.mu.Lock()
-				c.removeLocked(o)
-				c.mu.Unlock()
-			}
+			bad = o.verifyAndStamp()
 		}
 		o.mu.Unlock()
+		for _, i := range bad {
+			res.Bad = append(res.Bad, BadChunk{Path: o.Path, Chunk: i})
+			if !repair {
+				continue
+			}
+			if _, ferr := o.ensure(ctx, i, i); ferr != nil {
+				c.log.Warn("cannot refetch a bad chunk now; the next read of it will", "path", o.Path, "chunk", i, "err", ferr)
+			} else {
+				res.Refetched++
+			}
+		}
 		c.release(o)
 		if err != nil {
 			return res, fmt.Errorf("verify %s: %w", o.Path, err)
 		}
 		res.Objects++
-		res.Bad = append(res.Bad, bad...)
 	}
 	return res, nil
 }
@@ -569,10 +582,10 @@ func (c *Cache) offlineStat(p string) (origin.Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	name := p[strings.LastIndexByte(p, '/')+1:]
-	if o := c.byPath[p]; o != nil {
+	if o := c.idx.byPath[p]; o != nil {
 		return origin.Entry{Name: name, Size: o.Size, ModTime: o.ModTime, Version: o.Version, Exact: true}, true
 	}
-	for q := range c.byPath {
+	for q := range c.idx.byPath {
 		if q != p && under(q, p) {
 			return origin.Entry{Name: name, IsDir: true, Exact: true}, true
 		}
@@ -586,7 +599,7 @@ func (c *Cache) offlineList(p string) ([]origin.Entry, bool) {
 	defer c.mu.Unlock()
 	seen := map[string]bool{}
 	var out []origin.Entry
-	for q, o := range c.byPath {
+	for q, o := range c.idx.byPath {
 		if q == p || !under(q, p) {
 			continue
 		}

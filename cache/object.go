@@ -1,5 +1,9 @@
 package cache
 
+// Lock order: Handle.mu, then object.mu, then Cache.mu; object.mu, then object.writeMu.
+// Cache.mu is never held while taking an object's mu (closeIfIdle takes o.mu first),
+// and no lock is held while waiting for the origin or for a flight.
+
 import (
 	"container/list"
 	"context"
@@ -22,7 +26,8 @@ type object struct {
 	c   *Cache
 	key string
 	objectInfo
-	nchunks int
+	nchunks  int
+	dataPath string // c.objectPath(key, ".data"), kept for the stat at every open
 
 	// Guarded by c.mu.
 	refs          int
@@ -37,11 +42,13 @@ type object struct {
 
 	// Guarded by mu; data and side are set while refs > 0 and, after that, while the
 	// object sits in the cache's idle set (so a hot object costs no open or mmap).
-	mu       sync.Mutex
-	data     *os.File
-	side     *sidecar
-	mapping  []byte // read-only map of the whole data file, made on first use
-	verified bool   // every present chunk's CRC checked by this process
+	mu      sync.Mutex
+	data    *os.File
+	side    *sidecar
+	mapping []byte // read-only map of the whole data file, made on first use
+	// verified: every chunk in the bitmap had its CRC checked by this process, and
+	// bad ones left the bitmap. Never true while a known bad chunk is in place.
+	verified bool
 	inflight map[int]*flight
 	// timedOut remembers the last fetch of this object that ran out of
 	// --origin-timeout, so that for timeoutMemory new fetches fail at once: the
@@ -59,17 +66,69 @@ type object struct {
 	// a fill's samples on 2026-12-02 while spliced writes went without this mutex).
 	// A Go mutex makes the waiters sleep while their network reads carry on.
 	writeMu sync.Mutex
+	// stamp is the data file's identity and timestamps as of the last check or
+	// write of ours (guarded by writeMu): an open that finds the file otherwise
+	// re-hashes it, since someone else wrote it (issue 19, point 4).
+	stamp fileStamp
 }
 
 // flight is one chunk being fetched; done closes when it is present or failed.
 type flight struct {
 	done chan struct{}
 	err  error
+	span *span
+}
+
+// span is one origin request for a run of chunks, shared by their flights. It is
+// cancelled when nobody wants it any more: no reader waits for one of its chunks and
+// no open handle holds it as readahead. Readahead nobody waits for is bounded by the
+// handle's window and ends when that handle closes.
+type span struct {
+	cancel context.CancelCauseFunc
+	// Guarded by the object's mu.
+	waiters int  // ensure calls waiting for one of its chunks
+	holders int  // handles whose readahead started it, until they close
+	done    bool // the fetch returned
+}
+
+// errAbandoned ends a fetch that no reader waits for any more. A reader that joined it
+// just then starts a new one.
+var errAbandoned = errors.New("origin read abandoned: no reader waits for it")
+
+// errStalled ends a fetch that brought no chunk for --origin-timeout.
+var errStalled = errors.New("origin read stalled")
+
+// fileStamp identifies a data file's contents as far as stat can tell.
+type fileStamp struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+func stampOf(st *unix.Stat_t) fileStamp {
+	return fileStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
+
+// noteWriteLocked records the data file's stamp after a write of ours. o.writeMu must
+// be held, so no write lands between the write and the record.
+func (o *object) noteWriteLocked() {
+	var st unix.Stat_t
+	if unix.Fstat(int(o.data.Fd()), &st) == nil {
+		o.stamp = stampOf(&st)
+	}
+}
+
+// punchHole gives back the blocks of [off, off+n) of f. A variable so that tests can
+// make it fail as it does on filesystems without hole punching.
+var punchHole = defaultPunchHole
+
+func defaultPunchHole(f *os.File, off, n int64) error {
+	return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 }
 
 func newObject(c *Cache, key string, info *objectInfo) *object {
 	return &object{
-		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(),
+		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(), dataPath: c.objectPath(key, ".data"),
 		pinned: info.Pinned, lastAccess: info.LastAccess,
 		inflight: map[int]*flight{},
 	}
@@ -88,6 +147,9 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 	img, err := encodeHeader(info)
 	if err != nil {
 		return nil, err
+	}
+	if room := c.roomForOne(); roundBlock(info.Size)+roundBlock(int64(len(img))) > room {
+		return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
 	}
 	if err := c.reserve(roundBlock(int64(len(img)))); err != nil {
 		return nil, err
@@ -128,21 +190,29 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 		return fail(err)
 	}
 	c.mu.Lock()
-	c.reserved -= o.diskBytes
-	c.used += o.diskBytes
+	c.idx.reserved -= o.diskBytes
+	c.idx.used += o.diskBytes
 	c.mu.Unlock()
 	return o, nil
 }
 
-// openFiles maps the sidecar and opens the data file, verifying the chunks the first
-// time this process opens the object (invariant 3). o.mu must be held.
+// openFiles maps the sidecar and opens the data file. The first open in this process
+// re-hashes the present chunks (invariant 3), and so does any later open that finds
+// the data file written by someone else since. o.mu must be held.
 func (o *object) openFiles() error { return o.openFilesVerify(true) }
 
-// openFilesVerify opens the files; with check, the first open in this process
-// re-hashes the present chunks and drops bad ones. `cache verify` opens without it, to
-// report before it repairs.
+// errReplaced reports a data file that is not the one this process checked: another
+// inode, another size, or gone. The object is dropped and made anew.
+var errReplaced = errors.New("cache data file replaced on disk")
+
+// openFilesVerify opens the files; with check, they are re-hashed when this process
+// has not checked them yet or they changed on disk since. `cache verify` opens without
+// it, to report what it finds.
 func (o *object) openFilesVerify(check bool) error {
 	if o.data != nil {
+		if check {
+			return o.recheckLocked()
+		}
 		return nil
 	}
 	c := o.c
@@ -166,12 +236,59 @@ func (o *object) openFilesVerify(check bool) error {
 		side.close()
 		return err
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(data.Fd()), &st); err != nil || st.Size != o.Size {
+		data.Close()
+		side.close()
+		return fmt.Errorf("%w: %s is %d bytes, object %d", errReplaced, o.Path, st.Size, o.Size)
+	}
 	o.data, o.side = data, side
-	if check && !o.verified {
-		o.verify(true, nil)
-		o.verified = true
+	o.writeMu.Lock()
+	changed := stampOf(&st) != o.stamp
+	o.writeMu.Unlock()
+	if check && (!o.verified || changed) {
+		if o.verified {
+			c.log.Warn("cache data file changed on disk since it was checked; re-hashing it", "path", o.Path)
+		}
+		o.verifyAndStamp()
 	}
 	return nil
+}
+
+// recheckLocked re-hashes an open object whose data file changed on disk since this
+// process last checked or wrote it. The check costs one stat of the data file per
+// open. o.mu must be held, the files open.
+func (o *object) recheckLocked() error {
+	if !o.verified {
+		o.verifyAndStamp()
+		return nil
+	}
+	var st unix.Stat_t
+	o.writeMu.Lock() // no write of ours between the stat and the stamp
+	err := unix.Stat(o.dataPath, &st)
+	cur := stampOf(&st)
+	same, moved := cur == o.stamp, err != nil || cur.dev != o.stamp.dev || cur.ino != o.stamp.ino || cur.size != o.stamp.size
+	o.writeMu.Unlock()
+	switch {
+	case same:
+		return nil
+	case moved:
+		return fmt.Errorf("%w: %s", errReplaced, o.Path)
+	}
+	o.c.log.Warn("cache data file changed on disk since it was checked; re-hashing it", "path", o.Path)
+	o.verifyAndStamp()
+	return nil
+}
+
+// verifyAndStamp re-hashes the object, drops bad chunks, and records the data file's
+// stamp. o.mu must be held, the files open.
+func (o *object) verifyAndStamp() []int {
+	bad := o.verify()
+	o.verified = true
+	o.writeMu.Lock()
+	o.noteWriteLocked()
+	o.writeMu.Unlock()
+	return bad
 }
 
 // closeFiles closes the files and releases the data mapping. o.mu must be held, refs zero.
@@ -213,44 +330,55 @@ type BadChunk struct {
 	Chunk int    `json:"chunk"`
 }
 
-// verify re-hashes every present chunk and, when repair is set, drops the ones that do
-// not match, punching their blocks out so they are refetched. o.mu must be held and
-// the files open. It reports each bad chunk to report when that is not nil.
-func (o *object) verify(repair bool, report func(BadChunk)) int {
+// verify re-hashes every present chunk and drops the ones that do not match from the
+// bitmap, punching their blocks out, so that they are refetched and never served
+// again. A reader that has the file open by passthrough, or is sending a range it
+// found present, may read zeros there instead of the bad bytes until the refetch.
+// o.mu must be held and the files open. It returns the bad chunks.
+func (o *object) verify() []int {
 	buf := getBuf(o.ChunkSize)
 	defer putBuf(buf)
-	bad := 0
+	var bad []int
 	for i := 0; i < o.nchunks; i++ {
-		if !o.side.has(i) {
-			continue
-		}
-		n := o.chunkLen(i)
-		b := (*buf)[:n]
-		if _, err := o.data.ReadAt(b, int64(i)*o.ChunkSize); err == nil && checksum(b) == o.side.crc(i) {
-			continue
-		}
-		bad++
-		if repair {
-			o.dropChunk(i)
-			o.c.log.Warn("dropped corrupt cache chunk; it will be refetched", "path", o.Path, "chunk", i)
-		}
-		if report != nil {
-			report(BadChunk{Path: o.Path, Chunk: i})
+		if o.checkChunk(i, (*buf)[:o.chunkLen(i)]) {
+			bad = append(bad, i)
 		}
 	}
 	return bad
 }
 
+// checkChunk re-hashes chunk i, if present, into b and drops it when it is bad. It
+// reports whether it was. o.mu must be held and the files open.
+func (o *object) checkChunk(i int, b []byte) bool {
+	if !o.side.has(i) {
+		return false
+	}
+	if _, err := o.data.ReadAt(b, int64(i)*o.ChunkSize); err == nil && checksum(b) == o.side.crc(i) {
+		return false
+	}
+	o.dropChunk(i)
+	o.c.log.Warn("dropped corrupt cache chunk; it will be refetched", "path", o.Path, "chunk", i)
+	return true
+}
+
+// dropChunk takes chunk i out of the bitmap and gives its blocks back. o.mu held.
 func (o *object) dropChunk(i int) {
 	o.side.clear(i)
 	n := roundBlock(o.chunkLen(i))
-	unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(i)*o.ChunkSize, n)
+	o.writeMu.Lock()
+	err := punchHole(o.data, int64(i)*o.ChunkSize, n)
+	o.noteWriteLocked()
+	o.writeMu.Unlock()
+	if err != nil {
+		// The blocks stay allocated, so they stay counted: du never exceeds the count.
+		o.c.log.Warn("cannot punch a dropped chunk out of its data file; its blocks stay counted until the object is evicted", "path", o.Path, "chunk", i, "err", err)
+	}
 	o.c.mu.Lock()
 	o.presentChunks--
 	o.presentBytes -= o.chunkLen(i)
-	if !o.removed {
+	if !o.removed && err == nil {
 		o.diskBytes -= n
-		o.c.used -= n
+		o.c.idx.used -= n
 	}
 	o.c.mu.Unlock()
 }
@@ -265,7 +393,7 @@ func (c *Cache) acquire(o *object) error {
 	o.refs++
 	o.lastAccess = time.Now()
 	if o.elem != nil {
-		c.lru.MoveToFront(o.elem)
+		c.idx.lru.MoveToFront(o.elem)
 	}
 	c.mu.Unlock()
 	o.mu.Lock()
@@ -297,11 +425,13 @@ func (c *Cache) release(o *object) {
 }
 
 // ensure makes chunks first..last present, joining fetches in flight and starting
-// the missing ones. The caller holds a reference.
+// the missing ones. The caller holds a reference. A fetch it waits for is cancelled
+// when it leaves (ctx ends) and nobody else wants it.
 func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err error) {
 	hit = true
-	for {
+	for restarts := 0; ; {
 		var wait []*flight
+		var joined map[*span]bool // made on the first miss: a hit allocates nothing
 		o.mu.Lock()
 		if o.side == nil {
 			o.mu.Unlock()
@@ -313,9 +443,17 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			}
 			if f := o.inflight[i]; f != nil {
 				wait = append(wait, f)
+				if joined == nil {
+					joined = map[*span]bool{}
+				}
+				if !joined[f.span] {
+					joined[f.span] = true
+					f.span.waiters++
+				}
 				continue
 			}
 			if err := o.recentTimeout(); err != nil {
+				o.leaveLocked(joined)
 				o.mu.Unlock()
 				return false, err
 			}
@@ -323,7 +461,13 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
 				end++
 			}
-			wait = append(wait, o.startFetchLocked(i, end)...)
+			fl, sp := o.startFetchLocked(i, end)
+			sp.waiters++
+			if joined == nil {
+				joined = map[*span]bool{}
+			}
+			joined[sp] = true
+			wait = append(wait, fl...)
 			i = end
 		}
 		o.mu.Unlock()
@@ -331,28 +475,64 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			return hit, nil
 		}
 		hit = false
-		for _, f := range wait {
-			select {
-			case <-f.done:
-			case <-ctx.Done():
-				return false, ctx.Err()
-			}
-			if f.err != nil {
-				return false, f.err
-			}
+		err := awaitFlights(ctx, wait)
+		o.mu.Lock()
+		o.leaveLocked(joined)
+		o.mu.Unlock()
+		// A fetch abandoned just as we joined it: start our own, a few times at most.
+		if errors.Is(err, errAbandoned) && ctx.Err() == nil && restarts < 3 {
+			restarts++
+			continue
+		}
+		if err != nil {
+			return false, err
 		}
 	}
 }
 
+// awaitFlights waits until every flight is done, one fails, or ctx ends.
+func awaitFlights(ctx context.Context, wait []*flight) error {
+	for _, f := range wait {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if f.err != nil {
+			return f.err
+		}
+	}
+	return nil
+}
+
+// leaveLocked stops waiting for spans, cancelling those nobody wants any more.
+// o.mu must be held.
+func (o *object) leaveLocked(spans map[*span]bool) {
+	for sp := range spans {
+		sp.waiters--
+		abandonIfUnwantedLocked(sp)
+	}
+}
+
+// abandonIfUnwantedLocked cancels sp when nobody waits for it or holds it. The
+// object's mu must be held.
+func abandonIfUnwantedLocked(sp *span) {
+	if sp.waiters == 0 && sp.holders == 0 && !sp.done {
+		sp.cancel(errAbandoned)
+	}
+}
+
 // prefetch starts fetches for the missing chunks of first..last without waiting,
-// in spans that run in parallel.
-func (o *object) prefetch(first, last int) {
+// in spans that run in parallel. It returns the spans it started, held for the
+// caller until it lets them go (letGo).
+func (o *object) prefetch(first, last int) []*span {
 	last = min(last, o.nchunks-1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.side == nil || o.recentTimeout() != nil {
-		return
+		return nil
 	}
+	var started []*span
 	for i := first; i <= last; i++ {
 		if o.side.has(i) || o.inflight[i] != nil {
 			continue
@@ -361,34 +541,65 @@ func (o *object) prefetch(first, last int) {
 		for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
 			end++
 		}
-		o.startFetchLocked(i, end)
+		_, sp := o.startFetchLocked(i, end)
+		sp.holders++
+		started = append(started, sp)
 		i = end
 	}
+	return started
+}
+
+// letGo drops holds taken by prefetch, cancelling spans nobody else wants, and
+// returns the spans of keep that are still running.
+func (o *object) letGo(drop, keep []*span) []*span {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, sp := range drop {
+		sp.holders--
+		abandonIfUnwantedLocked(sp)
+	}
+	running := keep[:0]
+	for _, sp := range keep {
+		if sp.done {
+			sp.holders--
+		} else {
+			running = append(running, sp)
+		}
+	}
+	return running
 }
 
 // startFetchLocked registers flights for chunks first..last and starts one origin
 // request for them. o.mu must be held.
-func (o *object) startFetchLocked(first, last int) []*flight {
+func (o *object) startFetchLocked(first, last int) ([]*flight, *span) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sp := &span{cancel: cancel}
 	fl := make([]*flight, last-first+1)
 	for i := range fl {
-		fl[i] = &flight{done: make(chan struct{})}
+		fl[i] = &flight{done: make(chan struct{}), span: sp}
 		o.inflight[first+i] = fl[i]
 	}
 	o.c.mu.Lock()
 	o.refs++ // the fetch keeps the files open and the object unevictable
 	o.c.mu.Unlock()
-	go o.fetch(first, last, fl)
-	return fl
+	go o.fetch(ctx, sp, first, last, fl)
+	return fl, sp
 }
 
 const maxAttempts = 4
 
 // fetch reads chunks first..last from the origin into the data file, completing each
 // chunk's flight as soon as it lands. Transient errors are retried from the first chunk
-// not yet written.
-func (o *object) fetch(first, last int, fl []*flight) {
+// not yet written. ctx ends when nobody wants the span (errAbandoned).
+func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*flight) {
 	c := o.c
 	defer c.release(o)
+	defer func() {
+		o.mu.Lock()
+		sp.done = true
+		o.mu.Unlock()
+		sp.cancel(nil)
+	}()
 	var reserved int64
 	for i := first; i <= last; i++ {
 		reserved += roundBlock(o.chunkLen(i))
@@ -419,9 +630,10 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	spanLen := min(o.Size, int64(last+1)*o.ChunkSize) - spanOff
 	o.writeMu.Lock()
 	err := unix.Fallocate(int(o.data.Fd()), 0, spanOff, spanLen)
+	o.noteWriteLocked()
 	o.writeMu.Unlock()
 	if errors.Is(err, syscall.ENOSPC) {
-		c.free.invalidate()
+		c.invalidateFree()
 		finish(fmt.Errorf("%w (%v)", ErrNoSpace, err))
 		return
 	}
@@ -430,9 +642,7 @@ func (o *object) fetch(first, last int, fl []*flight) {
 	// The fetch gives up when no chunk has arrived for OriginTimeout, retries
 	// included: the stall timer cancels ctx, which interrupts a request or body
 	// read in progress, and progress winds the timer back.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stall := time.AfterFunc(c.opts.OriginTimeout, cancel)
+	stall := time.AfterFunc(c.opts.OriginTimeout, func() { sp.cancel(errStalled) })
 	defer stall.Stop()
 	for attempt := 0; i <= last; attempt++ {
 		if attempt > 0 {
@@ -479,25 +689,36 @@ func (o *object) fetch(first, last int, fl []*flight) {
 		}
 		rc.Close()
 		if errors.Is(err, syscall.ENOSPC) {
-			c.free.invalidate()
+			c.invalidateFree()
 			err = fmt.Errorf("%w (%v)", ErrNoSpace, err)
 			break
 		}
 	}
 	if i <= last {
+		abandoned := false
 		if ctx.Err() != nil {
-			err = stalled(c.opts.OriginTimeout, err)
-			o.mu.Lock()
-			o.timedOut.at, o.timedOut.err = time.Now(), err
-			o.mu.Unlock()
+			if abandoned = errors.Is(context.Cause(ctx), errAbandoned); abandoned {
+				err = errAbandoned
+			} else {
+				err = stalled(c.opts.OriginTimeout, err)
+				o.mu.Lock()
+				o.timedOut.at, o.timedOut.err = time.Now(), err
+				o.mu.Unlock()
+			}
 		}
 		// Give back the blocks allocated for chunks that never arrived.
 		off := int64(i) * o.ChunkSize
-		unix.Fallocate(int(o.data.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, spanOff+spanLen-off)
-		if errors.Is(err, origin.ErrChanged) {
-			c.meta.invalidate(o.Path)
+		o.writeMu.Lock()
+		perr := punchHole(o.data, off, spanOff+spanLen-off)
+		o.noteWriteLocked()
+		o.writeMu.Unlock()
+		if perr != nil {
+			c.log.Warn("cannot give back the blocks of chunks that never arrived; du may show more than the cache counts until the object is evicted", "path", o.Path, "err", perr)
 		}
-		if err != nil && !errors.Is(err, ErrNoSpace) {
+		if errors.Is(err, origin.ErrChanged) {
+			c.changed(o.Path)
+		}
+		if err != nil && !errors.Is(err, ErrNoSpace) && !abandoned {
 			c.log.Error("origin read failed", "path", o.Path, "offset", int64(i)*o.ChunkSize, "err", err)
 		}
 		finish(err)
@@ -545,10 +766,12 @@ func (o *object) writeChunk(i int, b []byte) error {
 	// The files stay open while the fetch holds its reference.
 	o.writeMu.Lock()
 	_, err := o.data.WriteAt(b, int64(i)*o.ChunkSize)
+	o.noteWriteLocked()
 	o.writeMu.Unlock()
 	if err != nil {
 		return err
 	}
+	checkChunkWritten(o, i, crc)
 	o.side.set(i, crc)
 	return nil
 }
@@ -557,7 +780,7 @@ func (o *object) writeChunk(i int, b []byte) error {
 // the kernel, then computes its CRC from the page cache, read back into b.
 func (o *object) spliceChunk(fw origin.FileWriter, i int, b []byte) error {
 	off := int64(i) * o.ChunkSize
-	if err := fw.WriteToFile(o.data, off, int64(len(b)), &o.writeMu); err != nil {
+	if err := fw.WriteToFile(o.data, off, int64(len(b)), stampingLocker{o}); err != nil {
 		return err
 	}
 	// Read the chunk back from the page cache for its CRC: copying 1 MiB costs less
@@ -566,8 +789,21 @@ func (o *object) spliceChunk(fw origin.FileWriter, i int, b []byte) error {
 	if _, err := o.data.ReadAt(b, off); err != nil {
 		return fmt.Errorf("read chunk back for its checksum: %w", err)
 	}
-	o.side.set(i, checksum(b))
+	crc := checksum(b)
+	checkChunkWritten(o, i, crc)
+	o.side.set(i, crc)
 	return nil
+}
+
+// stampingLocker is o.writeMu for a FileWriter: unlocking records the data file's
+// stamp, so the write just made is not taken for someone else's.
+type stampingLocker struct{ o *object }
+
+func (l stampingLocker) Lock() { l.o.writeMu.Lock() }
+
+func (l stampingLocker) Unlock() {
+	l.o.noteWriteLocked()
+	l.o.writeMu.Unlock()
 }
 
 var bufPools sync.Map // chunk size -> *sync.Pool of *[]byte
@@ -588,7 +824,8 @@ func putBuf(b *[]byte) {
 }
 
 // Open returns a handle on the current version of file p, creating its cache object
-// when needed. When the cache cannot hold it, the handle reads the origin directly.
+// when needed. When the cache cannot hold it (no room, or larger than the cache), the
+// handle reads the origin directly.
 func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 	e, err := c.meta.stat(ctx, p)
 	if err != nil {
@@ -598,37 +835,12 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 		return nil, fmt.Errorf("%s: %w", p, syscall.EISDIR)
 	}
 	key := objectKey(c.oname, p, e.Version)
-	c.mu.Lock()
-	o := c.objects[key]
-	c.mu.Unlock()
-	if o == nil {
-		// One creator per key: concurrent openers of a new version wait for it.
-		v, err, _ := c.creating.Do(key, func() (any, error) {
-			c.mu.Lock()
-			if o := c.objects[key]; o != nil {
-				c.mu.Unlock()
-				return o, nil
-			}
-			c.mu.Unlock()
-			info := &objectInfo{Origin: c.oname, Path: p, Version: e.Version, Size: e.Size, ModTime: e.ModTime, ChunkSize: c.opts.ChunkSize, LastAccess: time.Now()}
-			o, err := c.create(key, info)
-			if err != nil {
-				return nil, err
-			}
-			c.mu.Lock()
-			c.objects[key] = o
-			o.elem = c.lru.PushFront(o)
-			if old := c.byPath[p]; old != nil {
-				if old.refs == 0 {
-					c.removeLocked(old)
-				} else {
-					old.doomed = true
-				}
-			}
-			c.byPath[p] = o
-			c.mu.Unlock()
-			return o, nil
-		})
+	// An object can vanish between its lookup and its acquisition (evicted, files
+	// gone or replaced); each try drops it, so the next one creates it anew. Past
+	// maxOpenTries the origin is read uncached rather than trying for ever.
+	const maxOpenTries = 3
+	for try := 1; ; try++ {
+		o, err := c.objectFor(key, p, e)
 		if err != nil {
 			if errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) {
 				c.noteNoSpace(p, err)
@@ -637,22 +849,70 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 			}
 			return &Handle{c: c, path: p, entry: e}, nil
 		}
-		o = v.(*object)
+		err = c.acquire(o)
+		if err == nil {
+			return &Handle{c: c, o: o, path: p, entry: e}, nil
+		}
+		if !errors.Is(err, errRemoved) && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errBadSidecar) && !errors.Is(err, errReplaced) {
+			return nil, err
+		}
+		c.log.Warn("cache object unusable; dropping it", "path", p, "err", err)
+		// Handles that hold it keep their descriptors and what they checked.
+		c.mu.Lock()
+		c.removeLocked(o)
+		c.mu.Unlock()
+		o.closeIfIdle()
+		if try == maxOpenTries {
+			c.log.Warn("cache object keeps vanishing; reading it from the origin", "path", p)
+			return &Handle{c: c, path: p, entry: e}, nil
+		}
 	}
-	if err := c.acquire(o); err != nil {
-		if errors.Is(err, errRemoved) {
-			return c.Open(ctx, p)
-		}
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errBadSidecar) {
-			// Evicted between lookup and open, or damaged: start over once.
-			c.mu.Lock()
-			if o.refs == 0 {
-				c.removeLocked(o)
-			}
+}
+
+// objectFor returns the object of key, creating it (one creator per key: concurrent
+// openers of a new version wait for it).
+func (c *Cache) objectFor(key, p string, e origin.Entry) (*object, error) {
+	c.mu.Lock()
+	o := c.idx.objects[key]
+	c.mu.Unlock()
+	if o != nil {
+		return o, nil
+	}
+	v, err, _ := c.creating.Do(key, func() (any, error) {
+		c.mu.Lock()
+		if o := c.idx.objects[key]; o != nil {
 			c.mu.Unlock()
-			return c.Open(ctx, p)
+			return o, nil
 		}
+		c.mu.Unlock()
+		info := &objectInfo{Origin: c.oname, Path: p, Version: e.Version, Size: e.Size, ModTime: e.ModTime, ChunkSize: c.opts.ChunkSize, LastAccess: time.Now()}
+		o, err := c.create(key, info)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.idx.objects[key] = o
+		o.elem = c.idx.lru.PushFront(o)
+		old := c.idx.byPath[p]
+		if old != nil {
+			if old.refs == 0 {
+				c.removeLocked(old)
+			} else {
+				old.doomed = true
+			}
+		}
+		c.idx.byPath[p] = o
+		c.mu.Unlock()
+		if old != nil {
+			// A new version replaced a cached one: kernels and clients must drop
+			// what they keep of the old one. Not from this goroutine, which may be
+			// serving a FUSE request on that very path.
+			go c.notifyInvalidate(p)
+		}
+		return o, nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	return &Handle{c: c, o: o, path: p, entry: e}, nil
+	return v.(*object), nil
 }

@@ -143,7 +143,7 @@ func TestCacheVerifyFlippedByte(t *testing.T) {
 	f.WriteAt(b, at)
 	f.Close()
 
-	// No owner: verify names the object and the chunk, exits 1, changes nothing.
+	// No owner: verify names the object and the chunk, exits 1, and drops the chunk.
 	out, code := runCLI(t, "cache", "verify", "--cache-dir", cacheDir)
 	if code != 1 || !strings.Contains(out, "BAD /v.bin chunk 3") || strings.Count(out, "BAD") != 1 {
 		t.Fatalf("verify: exit %d\n%s", code, out)

@@ -61,6 +61,7 @@ type filesystem struct {
 	log           *slog.Logger
 	stats         *Stats
 	attrs         attrPolicy
+	root          *dirNode // for invalidate
 }
 
 // attrPolicy decides the owner and permission bits of each entry (Options.UID…).
@@ -130,6 +131,7 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	}
 	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, attrs: newAttrPolicy(opts), stats: opts.Stats}
 	root := &dirNode{fsys: fsys, path: ""}
+	fsys.root = root
 	ttl := opts.TTL
 	nodeOpts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
@@ -163,6 +165,7 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	if err := server.WaitMount(); err != nil {
 		return nil, nil, err
 	}
+	c.OnInvalidate(fsys.invalidate)
 	if err := setReadahead(mountpoint, kernelReadahead); err != nil {
 		fsys.log.Debug("kernel readahead left at its default", "err", err)
 	}
@@ -431,6 +434,16 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	h, err := n.fsys.c.Open(ctx, n.path)
 	if err != nil {
 		return nil, 0, n.fsys.errno("open", n.path, err)
+	}
+	if inoFor(n.path, h.Entry()) != n.StableAttr().Ino {
+		// The object is no longer the version this inode stands for (a listing said
+		// 10 bytes, the origin now 3 MiB): the kernel would read it under the old
+		// size, part of the new version. ESTALE makes the kernel look the path up
+		// again (once) and open the new inode.
+		h.Close()
+		n.fsys.c.Invalidate(n.path)
+		go n.fsys.invalidate(n.path)
+		return nil, 0, syscall.ESTALE
 	}
 	fh := &fileHandle{h: h, node: n}
 	n.fsys.stats.OpenHandles.Add(1)

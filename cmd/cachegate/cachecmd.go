@@ -224,7 +224,7 @@ type cacheCmd struct {
 	Pin    cachePinCmd    `cmd:"" help:"Warm and pin files: pinned objects survive restarts and are never evicted."`
 	Unpin  cacheUnpinCmd  `cmd:"" help:"Remove pins."`
 	Evict  cacheEvictCmd  `cmd:"" help:"Drop files from the cache (open readers keep reading; new reads refetch)."`
-	Verify cacheVerifyCmd `cmd:"" help:"Re-hash every cached chunk and report bad ones (--repair drops them)."`
+	Verify cacheVerifyCmd `cmd:"" help:"Re-hash every cached chunk, report bad ones and drop them (refetched on the next read; --repair refetches them now)."`
 	Gc     cacheGcCmd     `cmd:"" name:"gc" help:"Evict least recently used objects down to a size."`
 	Clear  cacheClearCmd  `cmd:"" help:"Remove everything from the cache, pins included."`
 }
@@ -486,7 +486,7 @@ func simpleVerb(args []string, f cacheVerbFlags, req control.Request, verb, done
 }
 
 type cacheVerifyCmd struct {
-	Repair bool `env:"-" help:"Drop bad chunks, so the next read refetches them."`
+	Repair bool `env:"-" help:"Also refetch bad chunks now (they are dropped either way, so the next read refetches them)."`
 	cacheVerbFlags
 }
 
@@ -512,13 +512,16 @@ func (c *cacheVerifyCmd) Run() error {
 			fmt.Printf("BAD /%s chunk %d\n", b.Path, b.Chunk)
 		}
 		fmt.Printf("checked %d objects, %d chunks: %d bad", res.Objects, res.Chunks, len(res.Bad))
-		if c.Repair && len(res.Bad) > 0 {
-			fmt.Print(", dropped (they will be refetched)")
+		switch {
+		case c.Repair && len(res.Bad) > 0:
+			fmt.Printf(", dropped; %d refetched now (the rest on their next read)", res.Refetched)
+		case len(res.Bad) > 0:
+			fmt.Print(", dropped (the next read refetches them)")
 		}
 		fmt.Println()
 	}
 	if len(res.Bad) > 0 && !c.Repair {
-		return errors.New("bad chunks found: run cachegate cache verify --repair")
+		return errors.New("bad chunks found and dropped: they are never served; cachegate cache verify --repair refetches them now (a disk that keeps corrupting data needs checking)")
 	}
 	return nil
 }

@@ -27,6 +27,9 @@ var durationRanges = map[string]struct{ min, max time.Duration }{
 	"origin-timeout": {100 * time.Millisecond, 24 * time.Hour},
 	"metadata-ttl":   {time.Millisecond, 8760 * time.Hour},
 	"idle-timeout":   {time.Second, 24 * time.Hour},
+	// 0 turns the scrub off; a short interval only runs it back to back, still at
+	// its bounded rate.
+	"verify-interval": {0, 8760 * time.Hour},
 }
 
 // sizeRange is the allowed values of a size flag: min to max (0: no bound), a

@@ -26,6 +26,8 @@ func TestFlagRanges(t *testing.T) {
 		{args: []string{"serve", o, "--metadata-ttl", "0"}, want: []string{"--metadata-ttl", "1ms to 8760h"}},
 		{args: []string{"serve", o, "--idle-timeout=-1s"}, want: []string{"--idle-timeout", "-1s", "1s to 24h"}},
 		{args: []string{"mount", o, mp, "--idle-timeout", "0"}, want: []string{"--idle-timeout", "1s to 24h"}},
+		{args: []string{"serve", o, "--verify-interval=-1h"}, want: []string{"--verify-interval", "0s to 8760h"}},
+		{args: []string{"mount", o, mp, "--verify-interval", "9000h"}, want: []string{"--verify-interval", "0s to 8760h"}},
 		{args: []string{"mount", o, mp, "--cache-size", "-5G"}, want: []string{"--cache-size", "-5G", "must be positive"}},
 		{args: []string{"serve", o, "--cache-size", "0"}, want: []string{"--cache-size", "at least 16KiB"}},
 		{args: []string{"mount", o, mp, "--chunk-size", "0"}, want: []string{"--chunk-size", "multiple of 4KiB from 4KiB to 1GiB"}},

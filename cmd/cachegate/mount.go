@@ -26,15 +26,16 @@ import (
 
 // cacheFlags are shared by every command that owns a cache.
 type cacheFlags struct {
-	CacheDir      string        `group:"cache" help:"Cache directory (one process owns it at a time) (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
-	CacheSize     Size          `group:"cache" help:"Most bytes the cache keeps on disk: at least 4 chunks (default: ${default})." default:"10GiB" placeholder:"SIZE"`
-	MinFree       FreeSpace     `group:"cache" help:"Free space to leave on the cache's filesystem: a size or a percentage below 100%; 0 leaves none (default: ${default})." default:"5%" placeholder:"SIZE|PCT"`
-	ChunkSize     Size          `group:"cache" help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
-	Readahead     Size          `group:"cache" help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
-	MetadataTTL   time.Duration `group:"cache" name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
-	OriginTimeout time.Duration `group:"origin" help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
-	S3Endpoint    string        `group:"origin" name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
-	S3Region      string        `group:"origin" name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
+	CacheDir       string        `group:"cache" help:"Cache directory (one process owns it at a time) (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
+	CacheSize      Size          `group:"cache" help:"Most bytes the cache keeps on disk: at least 4 chunks (default: ${default})." default:"10GiB" placeholder:"SIZE"`
+	MinFree        FreeSpace     `group:"cache" help:"Free space to leave on the cache's filesystem: a size or a percentage below 100%; 0 leaves none (default: ${default})." default:"5%" placeholder:"SIZE|PCT"`
+	ChunkSize      Size          `group:"cache" help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
+	Readahead      Size          `group:"cache" help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
+	MetadataTTL    time.Duration `group:"cache" name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
+	VerifyInterval time.Duration `group:"cache" help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk: 0 (off) to 8760h (default: ${default})." default:"24h" placeholder:"DUR"`
+	OriginTimeout  time.Duration `group:"origin" help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
+	S3Endpoint     string        `group:"origin" name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
+	S3Region       string        `group:"origin" name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
@@ -68,15 +69,16 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		return nil, usagef("--cache-size must hold at least 4 chunks (%d bytes)", f.ChunkSize*4)
 	}
 	c, err := cache.Open(o, cache.Options{
-		Dir:           f.CacheDir,
-		Limit:         int64(f.CacheSize),
-		MinFree:       f.MinFree.Bytes,
-		MinFreePct:    f.MinFree.Pct,
-		ChunkSize:     int64(f.ChunkSize),
-		Readahead:     int64(f.Readahead),
-		TTL:           f.MetadataTTL,
-		OriginTimeout: f.OriginTimeout,
-		Logger:        log,
+		Dir:            f.CacheDir,
+		Limit:          int64(f.CacheSize),
+		MinFree:        f.MinFree.Bytes,
+		MinFreePct:     f.MinFree.Pct,
+		ChunkSize:      int64(f.ChunkSize),
+		Readahead:      int64(f.Readahead),
+		TTL:            f.MetadataTTL,
+		OriginTimeout:  f.OriginTimeout,
+		VerifyInterval: f.VerifyInterval,
+		Logger:         log,
 	})
 	if err != nil {
 		if unreachable != nil {
