@@ -218,7 +218,7 @@ func resolvePaths(args []string) ([]string, error) {
 }
 
 type cacheCmd struct {
-	Ls     cacheLsCmd     `cmd:"" help:"List cached objects under PREFIX: size, cached %, pinned, last access."`
+	Ls     cacheLsCmd     `cmd:"" help:"List cached objects under PREFIX: path (from the origin's root, as in --json), size, cached %, pinned, last access."`
 	Stat   cacheStatCmd   `cmd:"" help:"Show one cached object in detail."`
 	Warm   cacheWarmCmd   `cmd:"" help:"Fetch files (directories recursively) into the cache."`
 	Pin    cachePinCmd    `cmd:"" help:"Warm and pin files: pinned objects survive restarts and are never evicted."`
