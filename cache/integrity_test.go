@@ -315,7 +315,7 @@ func TestInvalidatorsHearOfDroppedVersions(t *testing.T) {
 	}
 	readWhole(t, c, "d/a")
 	readWhole(t, c, "d/b")
-	if n := c.Evict("d"); n != 2 || count("d/a") != 1 || count("d/b") != 1 {
+	if n, err := c.Evict(context.Background(), []string{"d"}, false); err != nil || n != 2 || count("d/a") != 1 || count("d/b") != 1 {
 		t.Fatalf("evict of 2 objects: told %v", heard)
 	}
 	readWhole(t, c, "d/a")

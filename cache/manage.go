@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -58,6 +59,38 @@ func (c *Cache) Objects(prefix string) []ObjectInfo {
 	}
 	c.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// AllObjects lists the cached objects of every origin this cache directory holds
+// under prefix (those another origin left, e.g. by `cache warm --origin`, too), by
+// origin and path.
+func (c *Cache) AllObjects(prefix string) []ObjectInfo {
+	c.mu.Lock()
+	var out []ObjectInfo
+	for _, o := range c.idx.objects {
+		if under(o.Path, prefix) {
+			out = append(out, c.infoLocked(o))
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Origin != out[j].Origin {
+			return out[i].Origin < out[j].Origin
+		}
+		return out[i].Path < out[j].Path
+	})
+	return out
+}
+
+// ObjectsByOrigin counts the cached objects by origin.
+func (c *Cache) ObjectsByOrigin() map[string]int {
+	out := map[string]int{}
+	c.mu.Lock()
+	for _, o := range c.idx.objects {
+		out[o.Origin]++
+	}
+	c.mu.Unlock()
 	return out
 }
 
@@ -115,22 +148,90 @@ func (c *Cache) Object(ctx context.Context, p string) (ObjectInfo, error) {
 	return ObjectInfo{}, fmt.Errorf("%s: %w", p, ErrNotCached)
 }
 
-// Evict removes the cached versions of p and of everything under it, and forgets
-// their attributes. Open handles keep reading the bytes they have; new opens fetch
-// again. Invalidators (the mount's kernel caches) are told before it returns. It
-// returns how many objects went.
-func (c *Cache) Evict(p string) int {
-	c.mu.Lock()
-	var gone []*object
+// ErrPinned reports an evict of a pinned object without force.
+var ErrPinned = errors.New("pinned")
+
+// missing says why nothing is cached at or under p: the origin does not have it
+// (fs.ErrNotExist), or it does, or could not be asked (ErrNotCached).
+func (c *Cache) missing(ctx context.Context, p string) error {
+	if _, err := c.meta.stat(ctx, p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return &pathError{fmt.Sprintf("/%s: not in the origin (check the path)", p), fs.ErrNotExist}
+		}
+		return &pathError{fmt.Sprintf("/%s: not cached (and the origin could not be asked: %v)", p, err), ErrNotCached}
+	}
+	return &pathError{fmt.Sprintf("/%s: not cached", p), ErrNotCached}
+}
+
+// pathError is a message that is whole as it is, and the sentinel it stands for.
+type pathError struct {
+	msg  string
+	kind error
+}
+
+func (e *pathError) Error() string { return e.msg }
+func (e *pathError) Unwrap() error { return e.kind }
+
+// mineUnderLocked returns this origin's objects (every version) at or under p.
+// c.mu must be held.
+func (c *Cache) mineUnderLocked(p string) []*object {
+	var out []*object
 	for _, o := range c.idx.objects {
 		if o.Origin == c.oname && under(o.Path, p) {
-			c.removeLocked(o)
-			gone = append(gone, o)
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// checkCached returns the error of the first of paths with nothing of this origin
+// cached at or under it.
+func (c *Cache) checkCached(ctx context.Context, paths []string) error {
+	var none []string
+	c.mu.Lock()
+	for _, p := range paths {
+		if len(c.mineUnderLocked(p)) == 0 {
+			none = append(none, p)
 		}
 	}
 	c.mu.Unlock()
-	c.forget(gone, p)
-	return len(gone)
+	if len(none) > 0 {
+		return c.missing(ctx, none[0])
+	}
+	return nil
+}
+
+// Evict removes the cached versions of paths and of everything under them, and
+// forgets their attributes. Open handles keep reading the bytes they have; new opens
+// fetch again. Invalidators (the mount's kernel caches) are told before it returns.
+// Without force, a pinned object refuses the whole request (ErrPinned), as does a
+// path with nothing cached (fs.ErrNotExist or ErrNotCached): nothing goes. It returns
+// how many objects went.
+func (c *Cache) Evict(ctx context.Context, paths []string, force bool) (int, error) {
+	if err := c.checkCached(ctx, paths); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	var gone []*object
+	seen := map[*object]bool{} // paths may overlap
+	for _, p := range paths {
+		for _, o := range c.mineUnderLocked(p) {
+			if !force && o.pinned {
+				c.mu.Unlock()
+				return 0, fmt.Errorf("/%s: %w: unpin it first, or --force", o.Path, ErrPinned)
+			}
+			if !seen[o] {
+				seen[o] = true
+				gone = append(gone, o)
+			}
+		}
+	}
+	for _, o := range gone {
+		c.removeLocked(o)
+	}
+	c.mu.Unlock()
+	c.forget(gone, paths...)
+	return len(gone), nil
 }
 
 // forget closes the files of removed objects and drops what the cache and its
@@ -150,11 +251,16 @@ func (c *Cache) forget(gone []*object, extra ...string) {
 }
 
 // GC evicts least recently used objects (never pinned or open ones) until at most to
-// bytes are used. It returns the bytes freed and the objects evicted.
+// bytes are used; to 0 empties the cache of them, 0-byte objects included. It returns
+// the bytes freed and the objects evicted.
 func (c *Cache) GC(to int64) (int64, int) {
 	c.mu.Lock()
 	before := c.idx.used
-	victims, _ := c.evictLocked(c.idx.used - to)
+	need := c.idx.used - to
+	if to <= 0 {
+		need = math.MaxInt64 // every victim, whatever its size
+	}
+	victims, _ := c.evictLocked(need)
 	freed := before - c.idx.used
 	c.mu.Unlock()
 	for _, o := range victims {
@@ -189,14 +295,21 @@ func (c *Cache) setPinned(o *object, pinned bool) {
 	c.mu.Unlock()
 }
 
-// Unpin clears the pins of p and everything under it. It returns how many objects were
-// pinned.
-func (c *Cache) Unpin(p string) (int, error) {
+// Unpin clears the pins of paths and of everything under them. A path with nothing
+// cached refuses the whole request (fs.ErrNotExist or ErrNotCached). It returns how
+// many objects were pinned.
+func (c *Cache) Unpin(ctx context.Context, paths []string) (int, error) {
+	if err := c.checkCached(ctx, paths); err != nil {
+		return 0, err
+	}
 	c.mu.Lock()
 	var pinned []*object
 	for path, o := range c.idx.byPath {
-		if under(path, p) && o.pinned {
-			pinned = append(pinned, o)
+		for _, p := range paths {
+			if under(path, p) && o.pinned {
+				pinned = append(pinned, o)
+				break
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -220,6 +333,9 @@ const maxWalkDepth = 256
 // maxWalkDepth directories deep.
 func (c *Cache) Walk(ctx context.Context, p string) ([]origin.Entry, []string, error) {
 	e, err := c.meta.stat(ctx, p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, &pathError{fmt.Sprintf("/%s: not in the origin (check the path)", p), fs.ErrNotExist}
+	}
 	if err != nil {
 		return nil, nil, err
 	}

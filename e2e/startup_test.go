@@ -136,7 +136,7 @@ func TestRelativeOriginAndWarmIntoNewCacheDir(t *testing.T) {
 	if fi, err := os.Stat(newDir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("new cache dir: %v %v, want mode 0700", fi, err)
 	}
-	if out, code := runCLI(t, "cache", "ls", "--cache-dir", newDir); code != 0 || !strings.Contains(out, "/f.bin") || !strings.Contains(out, "100%") {
+	if out, code := runCLI(t, "cache", "ls", "--cache-dir", newDir); code != 0 || !strings.Contains(out, "\nf.bin ") || !strings.Contains(out, "100%") {
 		t.Errorf("cache ls after warm: exit %d:\n%s", code, out)
 	}
 	// The other verbs still refuse a missing directory (a typo).

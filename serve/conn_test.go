@@ -122,7 +122,9 @@ func TestClientWatchKeepsRequests(t *testing.T) {
 			t.Fatalf("GET /%s: %d, %d bytes", p, r.StatusCode, len(r.body))
 		}
 	}
-	ts.c.Evict("a")
+	if _, err := ts.c.Evict(context.Background(), []string{"a"}, false); err != nil {
+		t.Fatal(err)
+	}
 	io.WriteString(nc, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n")
 	for _, p := range []string{"a", "c"} {
 		if r := readResponse(t, br, p); r.StatusCode != 200 || !bytes.Equal(r.body, files[p]) {

@@ -12,11 +12,11 @@ import (
 // attrFlags set the owners and permission bits a mount shows, as rclone's and
 // s3fs's do (fusefs.Options.UID…).
 type attrFlags struct {
-	UID      ID   `name:"uid" env:"CACHEGATE_MOUNT_UID" help:"Owner of every file and directory (default: your uid; a local origin's own)." placeholder:"UID"`
-	GID      ID   `name:"gid" env:"CACHEGATE_MOUNT_GID" help:"Group of every file and directory (default: your gid; a local origin's own)." placeholder:"GID"`
-	FileMode Perm `env:"CACHEGATE_MOUNT_FILE_MODE" help:"Permission bits of files, in octal (default: 0444; a local origin's own). Write bits are always clear: the mount is read-only." placeholder:"MODE"`
-	DirMode  Perm `env:"CACHEGATE_MOUNT_DIR_MODE" help:"Permission bits of directories, in octal (default: 0555; a local origin's own)." placeholder:"MODE"`
-	Umask    Perm `env:"CACHEGATE_MOUNT_UMASK" help:"Permission bits to clear on every file and directory, in octal, e.g. 022 or 027 (default: 0; the process's umask is not used)." placeholder:"MASK"`
+	UID      ID   `group:"mount" name:"uid" env:"CACHEGATE_MOUNT_UID" help:"Owner of every file and directory (default: your uid; a local origin's own)." placeholder:"UID"`
+	GID      ID   `group:"mount" name:"gid" env:"CACHEGATE_MOUNT_GID" help:"Group of every file and directory (default: your gid; a local origin's own)." placeholder:"GID"`
+	FileMode Perm `group:"mount" env:"CACHEGATE_MOUNT_FILE_MODE" help:"Permission bits of files, in octal (default: 0444; a local origin's own). Write bits are always clear: the mount is read-only." placeholder:"MODE"`
+	DirMode  Perm `group:"mount" env:"CACHEGATE_MOUNT_DIR_MODE" help:"Permission bits of directories, in octal (default: 0555; a local origin's own)." placeholder:"MODE"`
+	Umask    Perm `group:"mount" env:"CACHEGATE_MOUNT_UMASK" help:"Permission bits to clear on every file and directory, in octal, e.g. 022 or 027 (default: 0; the process's umask is not used)." placeholder:"MASK"`
 }
 
 // apply sets the fusefs options of the flags that were given.

@@ -16,11 +16,11 @@ type benchCmd struct {
 }
 
 type benchTransferCmd struct {
-	Size  Size   `help:"Size of each file (default: ${default})." default:"256MiB" placeholder:"SIZE"`
-	Files int    `help:"Files each connection fetches, one after another: 1 to 1000 (default: ${default})." default:"4" placeholder:"N"`
-	Conns int    `help:"Parallel connections: 1 to 1024 (default: ${default})." default:"1" placeholder:"N"`
-	Addr  string `help:"Address to listen on; use this host's NIC address to go through it (default: ${default}, loopback)." default:"127.0.0.1:0" placeholder:"ADDR"`
-	JSON  bool   `help:"Print JSON: results per method, the model, and the interface."`
+	Size  Size   `env:"CACHEGATE_BENCH_SIZE" help:"Size of each file (default: ${default})." default:"256MiB" placeholder:"SIZE"`
+	Files int    `env:"CACHEGATE_BENCH_FILES" help:"Files each connection fetches, one after another: 1 to 1000 (default: ${default})." default:"4" placeholder:"N"`
+	Conns int    `env:"CACHEGATE_BENCH_CONNS" help:"Parallel connections: 1 to 1024 (default: ${default})." default:"1" placeholder:"N"`
+	Addr  string `env:"CACHEGATE_BENCH_ADDR" help:"Address to listen on; use this host's NIC address to go through it (default: ${default}, loopback)." default:"127.0.0.1:0" placeholder:"ADDR"`
+	JSON  bool   `env:"-" help:"Print JSON: results per method, the model, and the interface."`
 }
 
 // benchReport is the --json document.

@@ -11,15 +11,18 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode"
 
+	"github.com/alecthomas/kong"
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/units"
 	"golang.org/x/sys/unix"
+	"golang.org/x/text/width"
 )
 
 // ownerFile records, in the cache directory, what its last owner served, so that the
@@ -76,8 +79,8 @@ func readOwnerInfo(dir string) ownerInfo {
 
 // cacheVerbFlags are shared by the `cache` verbs and `status`.
 type cacheVerbFlags struct {
-	CacheDir string `help:"Cache directory (default: that of the mount holding a PATH given, else of the one cachegate running, else ${default_cache_dir})." placeholder:"DIR"`
-	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
+	CacheDir string `group:"cache" help:"Cache directory (default: that of the mount holding a PATH given, else of the one cachegate running, else ${default_cache_dir})." placeholder:"DIR"`
+	JSON     bool   `env:"-" help:"Print JSON (stable fields, for scripts)."`
 }
 
 // session is a client of the cache's owner. When no cachegate owns the cache, the
@@ -215,7 +218,7 @@ func resolvePaths(args []string) ([]string, error) {
 }
 
 type cacheCmd struct {
-	Ls     cacheLsCmd     `cmd:"" help:"List cached objects under PREFIX: size, cached %, pinned, last access."`
+	Ls     cacheLsCmd     `cmd:"" help:"List cached objects under PREFIX: path (from the origin's root, as in --json), size, cached %, pinned, last access."`
 	Stat   cacheStatCmd   `cmd:"" help:"Show one cached object in detail."`
 	Warm   cacheWarmCmd   `cmd:"" help:"Fetch files (directories recursively) into the cache."`
 	Pin    cachePinCmd    `cmd:"" help:"Warm and pin files: pinned objects survive restarts and are never evicted."`
@@ -228,7 +231,8 @@ type cacheCmd struct {
 
 type cacheLsCmd struct {
 	Prefix     string `arg:"" optional:"" help:"Origin path prefix, or a path inside a mount. With one, every file of the origin under it is listed, cached or not."`
-	CachedOnly bool   `help:"List only what is cached, without asking the origin."`
+	CachedOnly bool   `env:"-" help:"List only what is cached, without asking the origin."`
+	All        bool   `env:"-" help:"List what is cached of every origin this cache dir holds (e.g. filled by cache warm --origin), with an ORIGIN column; implies --cached-only."`
 	cacheVerbFlags
 }
 
@@ -238,11 +242,14 @@ func (c *cacheLsCmd) Run() error {
 		return err
 	}
 	defer s.close()
-	walk := c.Prefix != "" && !c.CachedOnly
+	walk := c.Prefix != "" && !c.CachedOnly && !c.All
 	var objs []cache.ObjectInfo
 	q := url.Values{"prefix": {prefix}}
 	if walk {
 		q.Set("origin", "1")
+	}
+	if c.All {
+		q.Set("all", "1")
 	}
 	if err := s.client.Get(verbURL("/v1/objects", q), &objs); err != nil {
 		return notFoundHint(err, prefix)
@@ -253,24 +260,7 @@ func (c *cacheLsCmd) Run() error {
 		}
 		return printJSON(objs)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "PATH\tSIZE\tCACHED\tPINNED\tLAST ACCESS")
-	for _, o := range objs {
-		pct := 100.0
-		if o.Size > 0 {
-			pct = 100 * float64(o.CachedBytes) / float64(o.Size)
-		}
-		pin := ""
-		if o.Pinned {
-			pin = "pinned"
-		}
-		last := "-"
-		if !o.LastAccess.IsZero() {
-			last = o.LastAccess.Local().Format("2006-01-02 15:04:05")
-		}
-		fmt.Fprintf(w, "/%s\t%s\t%.0f%%\t%s\t%s\n", o.Path, units.FormatSize(o.Size), pct, pin, last)
-	}
-	return w.Flush()
+	return writeTable(os.Stdout, lsRows(objs, c.All))
 }
 
 type cacheStatCmd struct {
@@ -380,10 +370,10 @@ func notFoundHint(err error, p string) error {
 
 // warmArgs are the arguments of warm and pin.
 type warmArgs struct {
-	Paths    []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
-	Parallel int      `help:"Files fetched at once (1 to 64)." default:"4"`
-	Origin   string   `help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
-	cacheVerbFlags
+	Paths          []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
+	Parallel       int      `env:"-" help:"Files fetched at once: 1 to 64 (default: ${default})." default:"4" placeholder:"N"`
+	cacheVerbFlags          // before --origin: the flag groups in flagGroups' order
+	Origin         string   `env:"-" group:"origin" help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
 }
 
 type cacheWarmCmd struct{ warmArgs }
@@ -433,10 +423,7 @@ func warmOrPin(a warmArgs, pin bool) error {
 	line, err := s.client.Stream(verb, control.Request{Paths: paths, Parallel: parallel}, func(l control.ProgressLine) { bar.update(l.Progress) })
 	final := line.Progress
 	if err == nil && line.Error != "" {
-		err = errors.New(line.Error)
-		if line.NotFound {
-			err = fmt.Errorf("%s (not in the origin)", line.Error)
-		}
+		err = errors.New(line.Error) // a path the origin lacks says so (cache.Walk)
 	}
 	bar.done(final)
 	if err != nil {
@@ -449,30 +436,32 @@ func warmOrPin(a warmArgs, pin bool) error {
 	if pin {
 		done = "pinned"
 	}
-	fmt.Printf("%s %d files, %s (%s fetched from the origin)\n", done, final.Files, units.FormatSize(final.Bytes), units.FormatSize(final.Fetched))
+	fmt.Printf("%s %s, %s (%s fetched from the origin)\n", done, plural(final.Files, "file"), units.FormatSize(final.Bytes), units.FormatSize(final.Fetched))
 	return nil
 }
 
 type cacheUnpinCmd struct {
-	Paths []string `arg:""`
+	Paths []string `arg:"" help:"Pinned files or directories (origin paths or paths inside a mount); a directory unpins everything under it."`
 	cacheVerbFlags
 }
 
 func (c *cacheUnpinCmd) Run() error {
-	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/unpin", "unpinned")
+	return simpleVerb(c.Paths, c.cacheVerbFlags, control.Request{}, "/v1/unpin", "unpinned")
 }
 
 type cacheEvictCmd struct {
-	Paths []string `arg:""`
+	Paths []string `arg:"" help:"Cached files or directories (origin paths or paths inside a mount); a directory evicts everything under it."`
+	Force bool     `env:"-" help:"Evict pinned files too (their pins go with them)."`
 	cacheVerbFlags
 }
 
 func (c *cacheEvictCmd) Run() error {
-	return simpleVerb(c.Paths, c.cacheVerbFlags, "/v1/evict", "evicted")
+	return simpleVerb(c.Paths, c.cacheVerbFlags, control.Request{Force: c.Force}, "/v1/evict", "evicted")
 }
 
 // simpleVerb runs a per-path verb that answers with a count of objects.
-func simpleVerb(args []string, f cacheVerbFlags, verb, done string) error {
+// A path with nothing cached, or (evict) a pinned one, fails the whole request.
+func simpleVerb(args []string, f cacheVerbFlags, req control.Request, verb, done string) error {
 	paths, err := resolvePaths(args)
 	if err != nil {
 		return err
@@ -485,18 +474,19 @@ func simpleVerb(args []string, f cacheVerbFlags, verb, done string) error {
 	var res struct {
 		Objects int `json:"objects"`
 	}
-	if err := s.client.Post(verb, control.Request{Paths: paths}, &res); err != nil {
+	req.Paths = paths
+	if err := s.client.Post(verb, req, &res); err != nil {
 		return err
 	}
 	if f.JSON {
 		return printJSON(res)
 	}
-	fmt.Printf("%s %d objects\n", done, res.Objects)
+	fmt.Printf("%s %s\n", done, plural(res.Objects, "object"))
 	return nil
 }
 
 type cacheVerifyCmd struct {
-	Repair bool `help:"Also refetch bad chunks now (they are dropped either way, so the next read refetches them)."`
+	Repair bool `env:"-" help:"Also refetch bad chunks now (they are dropped either way, so the next read refetches them)."`
 	cacheVerbFlags
 }
 
@@ -537,7 +527,7 @@ func (c *cacheVerifyCmd) Run() error {
 }
 
 type cacheGcCmd struct {
-	To Size `help:"Evict down to this size (default: half of the cache's limit)." placeholder:"SIZE"`
+	To optionalSize `env:"-" help:"Evict down to this size; 0 evicts everything but pinned and open files (default: half of the cache's limit)." placeholder:"SIZE"`
 	cacheVerbFlags
 }
 
@@ -547,12 +537,12 @@ func (c *cacheGcCmd) Run() error {
 		return err
 	}
 	defer s.close()
-	to := int64(c.To)
+	to := int64(c.To.Size)
 	var res struct {
 		Freed   int64 `json:"freed_bytes"`
-		Objects int64 `json:"objects"`
+		Objects int   `json:"objects"`
 	}
-	if c.To == 0 {
+	if !c.To.set {
 		var st control.Status
 		if err := s.client.Get("/v1/status", &st); err != nil {
 			return err
@@ -565,12 +555,25 @@ func (c *cacheGcCmd) Run() error {
 	if c.JSON {
 		return printJSON(res)
 	}
-	fmt.Printf("freed %s in %d objects\n", units.FormatSize(res.Freed), res.Objects)
+	fmt.Printf("freed %s in %s\n", units.FormatSize(res.Freed), plural(res.Objects, "object"))
 	return nil
 }
 
+// optionalSize is a size flag that tells "not given" from 0.
+type optionalSize struct {
+	Size
+	set bool
+}
+
+// Decode overrides Size's (which kong would call through the embedding, never
+// setting set).
+func (s *optionalSize) Decode(ctx *kong.DecodeContext) error {
+	s.set = true
+	return s.Size.Decode(ctx)
+}
+
 type cacheClearCmd struct {
-	Yes bool `help:"Do not ask."`
+	Yes bool `env:"-" help:"Do not ask."`
 	cacheVerbFlags
 }
 
@@ -603,13 +606,13 @@ func (c *cacheClearCmd) Run() error {
 	if c.JSON {
 		return printJSON(res)
 	}
-	fmt.Printf("cleared %d objects\n", res.Objects)
+	fmt.Printf("cleared %s\n", plural(res.Objects, "object"))
 	return nil
 }
 
 type statusCmd struct {
-	CacheDir string `help:"Show this cache's use, hits and misses (default: list the running cachegate instances)." placeholder:"DIR"`
-	JSON     bool   `help:"Print JSON (stable fields, for scripts)."`
+	CacheDir string `group:"cache" help:"Show this cache's use, hits and misses (default: list the running cachegate instances)." placeholder:"DIR"`
+	JSON     bool   `env:"-" help:"Print JSON (stable fields, for scripts)."`
 }
 
 func (c *statusCmd) Run() error {
@@ -635,15 +638,37 @@ func (c *statusCmd) Run() error {
 	if st.Pid != 0 {
 		owner = fmt.Sprintf("pid %d", st.Pid)
 	}
-	fmt.Printf("cache dir:   %s (owner: %s)\norigin:      %s\nused:        %s of %s in %d objects\nreads:       %d hits, %d misses, %s fetched from the origin\n",
-		c.CacheDir, owner, st.Origin.URL, units.FormatSize(st.Cache.UsedBytes), units.FormatSize(st.Cache.LimitBytes), st.Cache.Objects,
-		st.Cache.Hits, st.Cache.Misses, units.FormatSize(st.Origin.BytesFetched))
+	fmt.Printf("cache dir:   %s (owner: %s)\norigin:      %s\nused:        %s of %s in %s%s\nreads:       %d hits, %d misses, %s fetched from the origin\n",
+		c.CacheDir, owner, st.Origin.URL, units.FormatSize(st.Cache.UsedBytes), units.FormatSize(st.Cache.LimitBytes), plural(st.Cache.Objects, "object"),
+		byOrigin(st), st.Cache.Hits, st.Cache.Misses, units.FormatSize(st.Origin.BytesFetched))
 	if st.Serve.Listen != "" {
 		b := st.Serve.BytesByTransfer
 		fmt.Printf("server:      %s, %d requests, %d connections; sent %s by sendfile, %s by mmap, %s by copy\n",
 			st.Serve.Listen, st.Serve.Requests, st.Serve.Connections, units.FormatSize(b["sendfile"]), units.FormatSize(b["mmap"]), units.FormatSize(b["copy"]))
 	}
 	return nil
+}
+
+// byOrigin is status's split of the object count when other origins than the
+// owner's left objects in the cache dir: " (5 of http://a/, 1 of /srv/b: cache ls --all)".
+func byOrigin(st control.Status) string {
+	if len(st.ObjectsByOrigin) == 0 || len(st.ObjectsByOrigin) == 1 && st.ObjectsByOrigin[st.Origin.URL] > 0 {
+		return ""
+	}
+	names := make([]string, 0, len(st.ObjectsByOrigin))
+	for o := range st.ObjectsByOrigin {
+		names = append(names, o)
+	}
+	slices.Sort(names)
+	// The owner's origin first.
+	if i := slices.Index(names, st.Origin.URL); i > 0 {
+		names = append(append([]string{st.Origin.URL}, names[:i]...), names[i+1:]...)
+	}
+	parts := make([]string, len(names))
+	for i, o := range names {
+		parts[i] = fmt.Sprintf("%d of %s", st.ObjectsByOrigin[o], o)
+	}
+	return " (" + strings.Join(parts, ", ") + "; cache ls --all lists them)"
 }
 
 // verbURL is a control verb's URL with its parameters escaped by net/url: a
@@ -678,19 +703,25 @@ func (b *progressBar) update(p cache.WarmProgress) {
 }
 
 func (b *progressBar) draw(p cache.WarmProgress) {
+	fmt.Fprint(os.Stderr, "\r"+progressText(p, time.Since(b.start)))
+}
+
+// progressText is the progress line of p, elapsed after the start.
+func progressText(p cache.WarmProgress, elapsed time.Duration) string {
 	frac := 1.0
 	if p.Bytes > 0 {
-		frac = float64(p.BytesDone) / float64(p.Bytes)
+		frac = min(float64(p.BytesDone)/float64(p.Bytes), 1)
 	}
 	const width = 30
 	filled := int(frac * width)
-	el := time.Since(b.start).Seconds()
+	el := elapsed.Seconds()
 	rate := float64(p.BytesDone) / max(el, 0.001)
 	eta := "-"
 	if rate > 0 && p.Bytes > p.BytesDone {
-		eta = (time.Duration(float64(p.Bytes-p.BytesDone)/rate) * time.Second / time.Second).Round(time.Second).String()
+		secs := float64(p.Bytes-p.BytesDone) / rate
+		eta = time.Duration(min(secs, 1e6) * float64(time.Second)).Round(time.Second).String()
 	}
-	fmt.Fprintf(os.Stderr, "\r[%s%s] %3.0f%%  %s / %s  %s/s  ETA %s  files %d/%d ",
+	return fmt.Sprintf("[%s%s] %3.0f%%  %s / %s  %s/s  ETA %s  files %d/%d ",
 		strings.Repeat("=", filled), strings.Repeat(" ", width-filled), 100*frac,
 		units.FormatSize(p.BytesDone), units.FormatSize(p.Bytes), units.FormatSize(int64(rate)), eta, p.FilesDone, p.Files)
 }
@@ -700,4 +731,88 @@ func (b *progressBar) done(p cache.WarmProgress) {
 		b.draw(p)
 		fmt.Fprintln(os.Stderr)
 	}
+}
+
+// plural is "1 object", "2 objects".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// writeTable writes rows as columns two spaces apart, measuring cells by their width
+// on a terminal (text/tabwriter counts runes, so a CJK name shifted the columns after
+// it). The last column is not padded.
+func writeTable(w io.Writer, rows [][]string) error {
+	var widths []int
+	for _, r := range rows {
+		for i, cell := range r {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], displayWidth(cell))
+		}
+	}
+	bw := bufio.NewWriter(w)
+	for _, r := range rows {
+		for i, cell := range r {
+			bw.WriteString(cell)
+			if i < len(r)-1 {
+				bw.WriteString(strings.Repeat(" ", widths[i]-displayWidth(cell)+2))
+			}
+		}
+		bw.WriteByte('\n')
+	}
+	return bw.Flush()
+}
+
+// displayWidth is how many terminal columns s takes: East Asian wide and fullwidth
+// characters take two, combining marks and other zero-width characters none.
+func displayWidth(s string) int {
+	n := 0
+	for _, r := range s {
+		switch {
+		case unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Me, r) || unicode.Is(unicode.Cf, r):
+		case width.LookupRune(r).Kind() == width.EastAsianWide || width.LookupRune(r).Kind() == width.EastAsianFullwidth:
+			n += 2
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+// lsRows is cache ls's table: paths as in its JSON, relative to the origin's root;
+// withOrigin adds each object's origin (cache ls --all).
+func lsRows(objs []cache.ObjectInfo, withOrigin bool) [][]string {
+	head := []string{"PATH", "SIZE", "CACHED", "PINNED", "LAST ACCESS"}
+	if withOrigin {
+		head = append(head, "ORIGIN")
+	}
+	rows := [][]string{head}
+	for _, o := range objs {
+		pct := 100.0
+		if o.Size > 0 {
+			pct = 100 * float64(o.CachedBytes) / float64(o.Size)
+		}
+		pin := "-"
+		if o.Pinned {
+			pin = "pinned"
+		}
+		last := "-"
+		if !o.LastAccess.IsZero() {
+			last = o.LastAccess.Local().Format("2006-01-02 15:04:05")
+		}
+		path := o.Path
+		if path == "" {
+			path = "."
+		}
+		r := []string{path, units.FormatSize(o.Size), fmt.Sprintf("%.0f%%", pct), pin, last}
+		if withOrigin {
+			r = append(r, control.Redact(o.Origin))
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }

@@ -19,7 +19,7 @@ import (
 )
 
 type demoCmd struct {
-	Dir string `help:"Where to put the sample files, cache and mount point (default: a new temporary directory, removed on exit)." placeholder:"DIR"`
+	Dir string `env:"CACHEGATE_DEMO_DIR" help:"Where to put the sample files, cache and mount point (default: a new temporary directory, removed on exit)." placeholder:"DIR"`
 }
 
 // demoFiles are the sample origin's contents: a few texts, awkward names, and one

@@ -18,7 +18,7 @@ import (
 )
 
 type globals struct {
-	LogLevel string      `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+	LogLevel string      `help:"Log level: debug, info, warn or error (default: ${default})." default:"info" enum:"debug,info,warn,error" placeholder:"LEVEL"`
 	Version  versionFlag `help:"Print the version and exit." env:"-"`
 }
 
@@ -95,13 +95,7 @@ func main() {
 
 func run(args []string) int {
 	var c cli
-	parser, err := kong.New(&c, append(rangeMappers(),
-		kong.Name("cachegate"),
-		kong.Description("A caching file gateway: mount web servers and directories read-only through a persistent, chunked local disk cache."),
-		kong.DefaultEnvars("CACHEGATE"),
-		kong.Vars{"default_cache_dir": defaultCacheDir()},
-		kong.Exit(func(code int) { panic(exitCode(code)) }),
-	)...)
+	parser, err := newParser(&c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cachegate:", err)
 		return 1
@@ -145,6 +139,30 @@ func run(args []string) int {
 		}
 	}()
 	return code
+}
+
+// flagGroups are the sections of every command's flags in --help, in this order
+// (kong lists groups in order of first appearance, so each command's struct declares
+// its flags in this order too; help_test.go checks it). The global flags and a
+// command's own one-shot flags (--json, --yes, …) stay in the first, untitled section.
+var flagGroups = []kong.Group{
+	{Key: "cache", Title: "Cache flags:"},
+	{Key: "origin", Title: "Origin flags:"},
+	{Key: "mount", Title: "Mount flags:"},
+	{Key: "server", Title: "Server flags:"},
+	{Key: "logging", Title: "Logging flags:"},
+}
+
+// newParser builds the command line's kong model into c.
+func newParser(c *cli) (*kong.Kong, error) {
+	return kong.New(c, append(rangeMappers(),
+		kong.Name("cachegate"),
+		kong.Description("A caching file gateway: mount web servers, S3 buckets and directories read-only, or serve them over HTTP, through a persistent, chunked local disk cache."),
+		kong.ExplicitGroups(flagGroups),
+		kong.DefaultEnvars("CACHEGATE"),
+		kong.Vars{"default_cache_dir": defaultCacheDir()},
+		kong.Exit(func(code int) { panic(exitCode(code)) }),
+	)...)
 }
 
 type exitCode int

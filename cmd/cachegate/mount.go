@@ -26,16 +26,16 @@ import (
 
 // cacheFlags are shared by every command that owns a cache.
 type cacheFlags struct {
-	CacheDir       string        `help:"Cache directory (one process owns it at a time) (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
-	CacheSize      Size          `help:"Most bytes the cache keeps on disk: at least 4 chunks (default: ${default})." default:"10GiB" placeholder:"SIZE"`
-	MinFree        FreeSpace     `help:"Free space to leave on the cache's filesystem: a size or a percentage below 100%; 0 leaves none (default: ${default})." default:"5%" placeholder:"SIZE|PCT"`
-	ChunkSize      Size          `help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
-	Readahead      Size          `help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
-	MetadataTTL    time.Duration `name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
-	VerifyInterval time.Duration `help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk: 0 (off) to 8760h (default: ${default})." default:"24h" placeholder:"DUR"`
-	OriginTimeout  time.Duration `help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
-	S3Endpoint     string        `name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
-	S3Region       string        `name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
+	CacheDir       string        `group:"cache" help:"Cache directory (one process owns it at a time) (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
+	CacheSize      Size          `group:"cache" help:"Most bytes the cache keeps on disk: at least 4 chunks (default: ${default})." default:"10GiB" placeholder:"SIZE"`
+	MinFree        FreeSpace     `group:"cache" help:"Free space to leave on the cache's filesystem: a size or a percentage below 100%; 0 leaves none (default: ${default})." default:"5%" placeholder:"SIZE|PCT"`
+	ChunkSize      Size          `group:"cache" help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
+	Readahead      Size          `group:"cache" help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
+	MetadataTTL    time.Duration `group:"cache" name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
+	VerifyInterval time.Duration `group:"cache" help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk: 0 (off) to 8760h (default: ${default})." default:"24h" placeholder:"DUR"`
+	OriginTimeout  time.Duration `group:"origin" help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
+	S3Endpoint     string        `group:"origin" name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
+	S3Region       string        `group:"origin" name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
@@ -108,13 +108,14 @@ type mountCmd struct {
 	Origin     string `arg:"" help:"What to mount: a directory (relative to the working directory or absolute), file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
 	Mountpoint string `arg:"" help:"An existing, empty directory." type:"path"`
 	cacheFlags
-	Serve string `help:"Also serve the cache over HTTP on this address, from this process: PORT (on 127.0.0.1), :PORT (every interface) or HOST:PORT." placeholder:"ADDR"`
-	serverFlags
-	AllowOther    bool   `help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
-	DebugFuse     bool   `help:"Log every FUSE request."`
-	NoPassthrough bool   `help:"Serve complete files through cachegate (splice) instead of FUSE passthrough."`
-	Pprof         string `help:"Serve Go's pprof profiles on this address (for profiling cachegate itself)." hidden:"" placeholder:"ADDR"`
+	// Declared in the order of flagGroups: cache, origin (in cacheFlags), mount, server, logging.
+	AllowOther    bool `group:"mount" env:"CACHEGATE_MOUNT_ALLOW_OTHER" help:"Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root)."`
+	NoPassthrough bool `group:"mount" env:"CACHEGATE_MOUNT_NO_PASSTHROUGH" help:"Serve complete files through cachegate (splice) instead of FUSE passthrough."`
 	attrFlags
+	Serve string `group:"server" env:"CACHEGATE_MOUNT_SERVE" help:"Also serve the cache over HTTP on this address, from this process: PORT (on 127.0.0.1), :PORT (every interface) or HOST:PORT." placeholder:"ADDR"`
+	serverFlags
+	DebugFuse bool   `group:"logging" help:"Log every FUSE request."`
+	Pprof     string `help:"Serve Go's pprof profiles on this address (for profiling cachegate itself)." hidden:"" placeholder:"ADDR"`
 }
 
 func (m *mountCmd) Run(g *globals) error {

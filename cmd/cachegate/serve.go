@@ -20,18 +20,18 @@ import (
 
 // serverFlags configure the built-in HTTP server, for `serve` and `mount --serve`.
 type serverFlags struct {
-	Transfer      string        `help:"How file bytes reach sockets: auto, sendfile, mmap or copy." default:"auto" enum:"auto,sendfile,mmap,copy"`
-	TLSCert       string        `name:"tls-cert" help:"Serve HTTPS with this certificate (PEM); needs --tls-key." type:"existingfile" placeholder:"FILE"`
-	TLSKey        string        `name:"tls-key" help:"Private key for --tls-cert (PEM)." type:"existingfile" placeholder:"FILE"`
-	AuthTokenFile string        `help:"Require 'Authorization: Bearer TOKEN' with the token in this file." type:"existingfile" placeholder:"FILE"`
-	MaxConns      int           `help:"Most concurrent client connections: 1 to 1000000 (default: ${default})." default:"10000" placeholder:"N"`
-	IdleTimeout   time.Duration `help:"Close keep-alive connections idle this long: 1s to 24h (default: ${default})." default:"60s" placeholder:"DUR"`
-	NotsentLowat  Size          `help:"Unsent bytes a client's socket may queue, while a body is written from memory (mapping, copy, TLS), before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
+	Transfer      string        `group:"server" env:"CACHEGATE_SERVE_TRANSFER" help:"How file bytes reach sockets: auto, sendfile, mmap or copy (default: ${default})." default:"auto" enum:"auto,sendfile,mmap,copy" placeholder:"METHOD"`
+	TLSCert       string        `group:"server" env:"CACHEGATE_SERVE_TLS_CERT" name:"tls-cert" help:"Serve HTTPS with this certificate (PEM); needs --tls-key." type:"existingfile" placeholder:"FILE"`
+	TLSKey        string        `group:"server" env:"CACHEGATE_SERVE_TLS_KEY" name:"tls-key" help:"Private key for --tls-cert (PEM)." type:"existingfile" placeholder:"FILE"`
+	AuthTokenFile string        `group:"server" env:"CACHEGATE_SERVE_AUTH_TOKEN_FILE" help:"Require 'Authorization: Bearer TOKEN' with the token in this file." type:"existingfile" placeholder:"FILE"`
+	MaxConns      int           `group:"server" env:"CACHEGATE_SERVE_MAX_CONNS" help:"Most concurrent client connections: 1 to 1000000 (default: ${default})." default:"10000" placeholder:"N"`
+	IdleTimeout   time.Duration `group:"server" env:"CACHEGATE_SERVE_IDLE_TIMEOUT" help:"Close keep-alive connections idle this long: 1s to 24h (default: ${default})." default:"60s" placeholder:"DUR"`
+	NotsentLowat  Size          `group:"server" env:"CACHEGATE_SERVE_NOTSENT_LOWAT" help:"Unsent bytes a client's socket may queue, while a body is written from memory (mapping, copy, TLS), before the server waits to send more (TCP_NOTSENT_LOWAT; 0: the kernel's default, no bound) (default: ${default})." default:"64KiB" placeholder:"SIZE"`
 	// Its own flag: each method ran far worse at the other's best bound (serve.DefaultNotsentLowatSendfile).
-	NotsentLowatSendfile Size   `help:"The same bound while a body goes by sendfile (0: the kernel's default, no bound) (default: ${default})." default:"32KiB" placeholder:"SIZE"`
-	Metrics              string `help:"Serve /-/metrics, /-/healthz and /-/status alone on this address (with --auth-token-file's token, as on --serve's)." placeholder:"ADDR"`
-	AccessLog            string `help:"Log every HTTP request to this file (- for standard output), reopened on SIGHUP (logrotate)." placeholder:"FILE|-"`
-	AccessLogFormat      string `help:"Access log format: combined (nginx's, then request time, X-Cache and X-Transfer) or json (one object per line) (default: ${default})." default:"combined" enum:"combined,json"`
+	NotsentLowatSendfile Size   `group:"server" env:"CACHEGATE_SERVE_NOTSENT_LOWAT_SENDFILE" help:"The same bound while a body goes by sendfile (0: the kernel's default, no bound) (default: ${default})." default:"32KiB" placeholder:"SIZE"`
+	Metrics              string `group:"server" help:"Serve /-/metrics, /-/healthz and /-/status alone on this address (with --auth-token-file's token, as on --serve's)." placeholder:"ADDR"`
+	AccessLog            string `group:"logging" help:"Log every HTTP request to this file (- for standard output), reopened on SIGHUP (logrotate)." placeholder:"FILE|-"`
+	AccessLogFormat      string `group:"logging" help:"Access log format: combined (nginx's, then request time, X-Cache and X-Transfer) or json (one object per line) (default: ${default})." default:"combined" enum:"combined,json" placeholder:"FORMAT"`
 }
 
 // lowat turns a --notsent-lowat flag into serve.Options' form: the flag's 0 (the
@@ -125,10 +125,10 @@ func logZeroCopy(addr *net.TCPAddr, tlsOn bool, log *slog.Logger) {
 }
 
 type serveCmd struct {
-	Origin string `arg:"" help:"What to serve: a directory (relative to the working directory or absolute), file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
-	Listen string `help:"Address to listen on: PORT (on 127.0.0.1), :PORT (every interface) or HOST:PORT (default: ${default})." default:"127.0.0.1:8080" placeholder:"ADDR"`
+	Origin     string `arg:"" help:"What to serve: a directory (relative to the working directory or absolute), file:///abs/dir, http://host[:port]/prefix/, https://… or s3://bucket[/prefix]"`
+	cacheFlags        // declared in the order of flagGroups
+	Listen     string `group:"server" env:"CACHEGATE_SERVE_LISTEN" help:"Address to listen on: PORT (on 127.0.0.1), :PORT (every interface) or HOST:PORT (default: ${default})." default:"127.0.0.1:8080" placeholder:"ADDR"`
 	serverFlags
-	cacheFlags
 	Pprof string `help:"Serve Go's pprof profiles on this address." hidden:"" placeholder:"ADDR"`
 }
 
@@ -169,7 +169,7 @@ func (s *serveCmd) Run(g *globals) error {
 
 type nicCmd struct {
 	Interfaces []string `arg:"" optional:"" name:"iface" help:"Interfaces to report (default: all)."`
-	JSON       bool     `help:"Print JSON."`
+	JSON       bool     `help:"Print JSON." env:"-"`
 }
 
 func (n *nicCmd) Run(g *globals) error {

@@ -33,9 +33,13 @@ const SocketName = "control.sock"
 
 // Status is the document of `status --json` and the server's /-/status.
 type Status struct {
-	Pid    int          `json:"pid"`
-	Cache  cache.Status `json:"cache"`
-	Origin struct {
+	Pid   int          `json:"pid"`
+	Cache cache.Status `json:"cache"`
+	// ObjectsByOrigin splits Cache.Objects by origin (credentials redacted): objects
+	// another origin left in the directory (cache warm --origin) are counted there
+	// but listed only by cache ls --all.
+	ObjectsByOrigin map[string]int `json:"objects_by_origin"`
+	Origin          struct {
 		URL          string `json:"url"`
 		BytesFetched int64  `json:"bytes_fetched"`
 	} `json:"origin"`
@@ -59,6 +63,10 @@ func StatusOf(c *cache.Cache, serve func() ServeStatus) Status {
 	st.Cache = c.Status()
 	st.Origin.URL = Redact(c.Origin().String())
 	st.Origin.BytesFetched = st.Cache.BytesFetched
+	st.ObjectsByOrigin = map[string]int{}
+	for o, n := range c.ObjectsByOrigin() {
+		st.ObjectsByOrigin[Redact(o)] += n
+	}
 	if serve != nil {
 		st.Serve = serve()
 	}
@@ -75,7 +83,8 @@ type Request struct {
 	Paths    []string `json:"paths,omitempty"`
 	Parallel int      `json:"parallel,omitempty"`
 	Repair   bool     `json:"repair,omitempty"`
-	To       int64    `json:"to,omitempty"`
+	To       int64    `json:"to,omitempty"`    // gc: 0 evicts every object neither pinned nor open
+	Force    bool     `json:"force,omitempty"` // evict: pinned objects too
 }
 
 // Server answers the control API for one cache.
@@ -110,7 +119,7 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 		reply(w, StatusOf(c, serve), nil)
 	})
 	mux.HandleFunc("GET /v1/objects", func(w http.ResponseWriter, r *http.Request) {
-		_, q, err := parse(w, r, "prefix", "origin")
+		_, q, err := parse(w, r, "prefix", "origin", "all")
 		var prefix string
 		if err == nil {
 			prefix, err = cleanPath(q.Get("prefix"))
@@ -118,9 +127,14 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 		if err == nil && q.Get("origin") != "" && q.Get("origin") != "1" {
 			err = badRequestf("origin=%q: use origin=1 or leave it out", q.Get("origin"))
 		}
+		if err == nil && q.Get("all") != "" && (q.Get("all") != "1" || q.Get("origin") != "") {
+			err = badRequestf("all=%q: use all=1 (without origin=1) or leave it out", q.Get("all"))
+		}
 		switch {
 		case err != nil:
 			reply(w, nil, err)
+		case q.Get("all") == "1":
+			reply(w, redacted(c.AllObjects(prefix)), nil)
 		case q.Get("origin") == "1":
 			objs, err := c.ObjectsInOrigin(r.Context(), prefix)
 			reply(w, redacted(objs), err)
@@ -146,15 +160,11 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 	mux.HandleFunc("POST /v1/pin", func(w http.ResponseWriter, r *http.Request) { s.warm(w, r, true) })
 	mux.HandleFunc("POST /v1/unpin", func(w http.ResponseWriter, r *http.Request) {
 		req, _, err := parse(w, r)
-		n := 0
-		for _, p := range req.Paths {
-			if err != nil {
-				break
-			}
-			var k int
-			k, err = c.Unpin(p)
-			n += k
+		if err != nil {
+			reply(w, nil, err)
+			return
 		}
+		n, err := c.Unpin(r.Context(), req.Paths)
 		reply(w, map[string]int{"objects": n}, err)
 	})
 	mux.HandleFunc("POST /v1/evict", func(w http.ResponseWriter, r *http.Request) {
@@ -163,11 +173,8 @@ func Listen(c *cache.Cache, serve func() ServeStatus, log *slog.Logger) (*Server
 			reply(w, nil, err)
 			return
 		}
-		n := 0
-		for _, p := range req.Paths {
-			n += c.Evict(p)
-		}
-		reply(w, map[string]int{"objects": n}, nil)
+		n, err := c.Evict(r.Context(), req.Paths, req.Force)
+		reply(w, map[string]int{"objects": n}, err)
 	})
 	mux.HandleFunc("POST /v1/verify", func(w http.ResponseWriter, r *http.Request) {
 		req, _, err := parse(w, r)
@@ -408,6 +415,8 @@ func reply(w http.ResponseWriter, v any, err error) {
 			e.Kind, code = "not_in_origin", http.StatusNotFound
 		case errors.Is(err, cache.ErrNotCached):
 			e.Kind, code = "not_cached", http.StatusNotFound
+		case errors.Is(err, cache.ErrPinned):
+			e.Kind, code = "pinned", http.StatusConflict
 		}
 		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(e)
@@ -508,7 +517,8 @@ func (e *CallError) Error() string { return e.Msg }
 
 // Is lets errors.Is see "not in origin" and "not cached" across the socket.
 func (e *CallError) Is(target error) bool {
-	return (e.Kind == "not_in_origin" && target == fs.ErrNotExist) || (e.Kind == "not_cached" && target == cache.ErrNotCached)
+	return (e.Kind == "not_in_origin" && target == fs.ErrNotExist) || (e.Kind == "not_cached" && target == cache.ErrNotCached) ||
+		(e.Kind == "pinned" && target == cache.ErrPinned)
 }
 
 func decodeReply(resp *http.Response, out any) error {
