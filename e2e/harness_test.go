@@ -298,7 +298,28 @@ func startMount(t testing.TB, originURL, cacheDir string, flags ...string) *moun
 	args := append([]string{"mount", originURL, dir, "--cache-dir", cacheDir}, flags...)
 	m.proc = startProc(t, args, func() bool { return isMounted(dir) })
 	t.Cleanup(func() { m.stop(t) }) // runs before the proc's cleanup
+	// The mount shows in mountinfo before go-fuse's poll hack has opened a file on it
+	// from inside the process; a kill -9 then would leave that thread waiting in the
+	// kernel for an answer only the dead process could give. "mounted" is logged after.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(m.logs.String(), "msg=mounted"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("cachegate mount never logged mounted\n%s", m.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return m
+}
+
+// kill9 kills the mount's process without letting it clean up, aborting its FUSE
+// connection if a thread of it stays stuck on a request to its own mount.
+func (m *mount) kill9() {
+	m.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-m.done:
+	case <-time.After(5 * time.Second):
+		abortFuse(m.Dir)
+		<-m.done
+	}
 }
 
 // stop stops the mount's process and makes sure nothing stays mounted, aborting the
