@@ -444,7 +444,8 @@ func TestMountBadInput(t *testing.T) {
 		want string
 	}{
 		{"unknown scheme", []string{"mount", "gopher://x/", mp}, 2, "unsupported origin scheme"},
-		{"relative origin", []string{"mount", "some/dir", mp}, 2, "absolute"},
+		// A relative origin is resolved against the working directory (TestRelativeOriginAndWarmIntoNewCacheDir).
+		{"missing relative origin", []string{"mount", "some/dir", mp}, 2, "does not exist"},
 		{"unreachable", []string{"mount", fmt.Sprintf("http://127.0.0.1:%d/", freePort(t)), mp, "--origin-timeout", "2s"}, 1, "cannot reach origin"},
 		{"missing mountpoint", []string{"mount", workDir, filepath.Join(workDir, "nope", "mnt")}, 2, "does not exist"},
 		{"bad size", []string{"mount", workDir, mp, "--cache-size", "lots"}, 2, "invalid size"},
