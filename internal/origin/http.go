@@ -267,17 +267,12 @@ func (h *HTTP) List(ctx context.Context, p string) ([]Entry, error) {
 	default:
 		return nil, &StatusError{URL: u, Status: resp.StatusCode}
 	}
-	const maxListing = 256 << 20
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListing+1))
-	if err != nil {
-		return nil, fmt.Errorf("read listing %s: %w", u, err)
-	}
-	if len(body) > maxListing {
-		return nil, fmt.Errorf("listing %s is larger than %d MiB", u, maxListing>>20)
-	}
 	dirURL, _ := url.Parse(u)
-	entries, err := ParseListing(resp.Header.Get("Content-Type"), body, dirURL)
+	entries, err := ReadListing(resp.Header.Get("Content-Type"), resp.Body, dirURL, h.maxEntries)
 	if err != nil {
+		if errors.Is(err, ErrTooManyEntries) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%s: %w", u, err)
 	}
 	return entries, nil
