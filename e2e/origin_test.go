@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -162,5 +163,48 @@ func TestAuthBasicOriginCredentialsNeverShown(t *testing.T) {
 	}
 	if strings.Contains(m.logs.String()+s.logs.String(), "Pa55w0rd") {
 		t.Error("the log shows the origin's password")
+	}
+}
+
+// A directory with more entries than --max-dir-entries (or CACHEGATE_MAX_DIR_ENTRIES)
+// is an error that says so in the log: EIO through the mount, 502 from the server.
+func TestMaxDirEntries(t *testing.T) {
+	root, err := os.MkdirTemp(workDir, "origin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o755)
+	for dir, files := range map[string]int{"small": 10, "big": 11} {
+		os.Mkdir(filepath.Join(root, dir), 0o755)
+		for i := range files {
+			os.WriteFile(filepath.Join(root, dir, fmt.Sprint(i)), []byte("x"), 0o644)
+		}
+	}
+	n := startNginx(t, root, "json")
+	m := startMount(t, n.URL, "", "--max-dir-entries", "10")
+	if ents, err := os.ReadDir(filepath.Join(m.Dir, "small")); err != nil || len(ents) != 10 {
+		t.Fatalf("10-entry directory: %d entries, %v", len(ents), err)
+	}
+	if _, err := os.ReadDir(filepath.Join(m.Dir, "big")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("11-entry directory with --max-dir-entries 10: %v, want EIO", err)
+	}
+	// The log reaches the buffer through a pipe: give it a moment.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(m.logs.String(), "max-dir-entries"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("no log line names --max-dir-entries:\n%s", m.logs.String())
+			break
+		}
+	}
+	t.Setenv("CACHEGATE_MAX_DIR_ENTRIES", "10")
+	s := startServe(t, n.URL, "")
+	for dir, want := range map[string]int{"small/": 200, "big/": 502} {
+		resp, err := http.Get(s.URL + dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /%s: %s, want %d", dir, resp.Status, want)
+		}
 	}
 }

@@ -35,11 +35,15 @@ type cacheFlags struct {
 	OriginTimeout time.Duration `help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve) (default: ${default})." default:"30s" placeholder:"DUR"`
 	S3Endpoint    string        `name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
 	S3Region      string        `name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
+	MaxDirEntries int           `name:"max-dir-entries" env:"CACHEGATE_MAX_DIR_ENTRIES" help:"Most entries a directory of the origin may have; a larger one gives EIO (mount) or 502 (serve) and a log line, instead of unbounded memory (about 300 bytes each while listed) (default: ${default})." default:"1000000" placeholder:"N"`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
 func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
-	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region})
+	if f.MaxDirEntries < 0 {
+		return nil, usagef("--max-dir-entries %d: give a positive number of entries", f.MaxDirEntries)
+	}
+	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries})
 	if err != nil {
 		return nil, err
 	}
