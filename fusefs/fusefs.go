@@ -257,11 +257,17 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return n.child(ctx, name, e, out), 0
 }
 
-// child returns the inode of the entry e called name, filling out.
+// child returns the inode of the entry e called name, filling out. An inode the
+// kernel already holds for the same entry is reused: readdirplus of a directory
+// read before would otherwise allocate a second inode per entry (measured: 1M
+// entries, +280 MB per ls).
 func (n *dirNode) child(ctx context.Context, name string, e origin.Entry, out *fuse.EntryOut) *gofs.Inode {
 	p := origin.Join(n.path, name)
 	ino := inoFor(p, e)
 	n.fsys.fillAttr(e, ino, &out.Attr)
+	if ch := n.GetChild(name); ch != nil && ch.StableAttr().Ino == ino {
+		return ch
+	}
 	var ops gofs.InodeEmbedder
 	mode := uint32(syscall.S_IFREG)
 	if e.IsDir {
