@@ -291,7 +291,7 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		lm, _, _ := strings.Cut(version[3:], ";")
 		hdr.Set("If-Unmodified-Since", lm)
 	}
-	want := rangeWant{url: u, version: version, off: off, n: n, pins: &h.pins, key: p + "\x00" + version}
+	want := rangeWant{url: u, version: version, off: off, n: n, pins: &h.pins, key: p + "\x00" + version, encoded: true}
 	hdr = h.header(hdr)
 	if h.raw != nil {
 		return h.raw.readRange(ctx, u, hdr, want, nil)
@@ -320,6 +320,11 @@ type rangeWant struct {
 	// whose versions are ETags); key names the path and version there.
 	pins *etagPins
 	key  string
+	// encoded refuses a Content-Encoding: a web server may compress what it
+	// sends, while an S3 object's Content-Encoding is stored metadata that
+	// describes its bytes as they are (versitygw echoes "aws-chunked" from the
+	// upload).
+	encoded bool
 }
 
 // check accepts a response only if it carries exactly the wanted bytes of the wanted
@@ -330,8 +335,9 @@ type rangeWant struct {
 // version's, and an ETag must be the first one seen for the version. A mismatch
 // wraps ErrChanged.
 func (w rangeWant) check(resp *http.Response) error {
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return fmt.Errorf("%s: origin sent a %s-encoded body for a byte range although cachegate asked for the identity encoding: turn compression off for these files at the origin (nginx: gzip off, gzip_static off)", w.url, ce)
+	if ce := resp.Header.Get("Content-Encoding"); w.encoded && ce != "" && !strings.EqualFold(ce, "identity") {
+		// Not retried: the origin will compress again.
+		return &UsageError{fmt.Sprintf("%s: origin sent a %s-encoded body for a byte range although cachegate asked for the identity encoding: turn compression off for these files at the origin (nginx: gzip off, gzip_static off)", w.url, ce)}
 	}
 	total := int64(-1) // the complete length the answer claims; -1 when it does not say
 	switch resp.StatusCode {

@@ -323,7 +323,6 @@ func (s *S3) readRangeRaw(ctx context.Context, p, version string, off, n int64) 
 	if version != "" {
 		hdr.Set("If-Match", version)
 	}
-	hdr.Set("Accept-Encoding", "identity")
 	rc, err := s.raw.readRange(ctx, u, hdr, rangeWant{url: u, version: version, off: off, n: n}, s.sign)
 	var se *StatusError
 	if errors.As(err, &se) && (se.Status == http.StatusForbidden || se.Status == http.StatusUnauthorized) {
