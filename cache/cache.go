@@ -690,20 +690,43 @@ func (c *Cache) List(ctx context.Context, p string) (*Listing, error) {
 }
 
 // Lookup returns the entry name in directory dir: from the directory's listing when
-// that is exact, else by a Stat of the child.
+// that is exact, else by a Stat of the child (at most a few of those ask the origin
+// at a time).
 func (c *Cache) Lookup(ctx context.Context, dir, name string) (origin.Entry, error) {
+	e, exact, err := c.listed(ctx, dir, name)
+	if err != nil || exact {
+		return e, err
+	}
+	return c.meta.entryStat(ctx, origin.Join(dir, name))
+}
+
+// LookupListed is Lookup without asking the origin about the entry itself: ok is
+// false when the directory's listing lacks its exact attributes (an HTML index
+// rounds sizes) and no Stat of it is cached. Readers of a whole directory (FUSE's
+// readdirplus) use it, so that a listing never costs an origin request per entry.
+func (c *Cache) LookupListed(ctx context.Context, dir, name string) (e origin.Entry, ok bool, err error) {
+	e, exact, err := c.listed(ctx, dir, name)
+	if err != nil || exact {
+		return e, err == nil, err
+	}
+	if e, ok := c.meta.stats.Get(origin.Join(dir, name)); ok {
+		return e, true, nil
+	}
+	return origin.Entry{}, false, nil
+}
+
+// listed returns the entry name of dir's listing, and whether its attributes are
+// exact there (always so for a directory).
+func (c *Cache) listed(ctx context.Context, dir, name string) (origin.Entry, bool, error) {
 	l, err := c.meta.list(ctx, dir)
 	if err != nil {
-		return origin.Entry{}, err
+		return origin.Entry{}, false, err
 	}
 	e, ok := l.Get(name)
 	if !ok {
-		return origin.Entry{}, fmt.Errorf("%s: %w", origin.Join(dir, name), fs.ErrNotExist)
+		return origin.Entry{}, false, fmt.Errorf("%s: %w", origin.Join(dir, name), fs.ErrNotExist)
 	}
-	if e.IsDir || e.Exact {
-		return e, nil
-	}
-	return c.meta.stat(ctx, origin.Join(dir, name))
+	return e, e.IsDir || e.Exact, nil
 }
 
 // noteNoSpace says in the log, at most every 30 seconds, that reads go to the origin

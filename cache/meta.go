@@ -2,15 +2,16 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/dgraph-io/ristretto/v2"
-	"golang.org/x/sync/singleflight"
 )
 
 // Listing is a directory's entries as of one origin listing.
@@ -54,7 +55,8 @@ func sameEntries(a, b []origin.Entry) bool {
 }
 
 // metaCache keeps origin attributes and listings for the TTL in ristretto, and makes
-// concurrent misses for one path share one origin request.
+// concurrent misses for one path share one origin request (one fetch per directory),
+// cancelled when no caller waits for it any more.
 type metaCache struct {
 	origin origin.Origin
 	ttl    time.Duration
@@ -62,8 +64,11 @@ type metaCache struct {
 	timeout time.Duration
 	stats   *ristretto.Cache[string, origin.Entry]
 	lists   *ristretto.Cache[string, *Listing]
-	group   singleflight.Group
-	gen     atomic.Uint64
+	group   flights
+	// entryStats bounds the origin stats Lookup makes for listing entries whose
+	// attributes are inexact: one directory read must not become a burst of HEADs.
+	entryStats chan struct{}
+	gen        atomic.Uint64
 	// last remembers the previous listing per directory beyond its TTL, to tell a
 	// changed directory from a merely expired one, and to serve while the origin is
 	// down; lastStat does the same for attributes.
@@ -89,7 +94,8 @@ type offlineSource interface {
 func originDown(err error) bool { return origin.Retryable(err) }
 
 func newMetaCache(o origin.Origin, ttl, timeout time.Duration, offline offlineSource, log *slog.Logger) (*metaCache, error) {
-	m := &metaCache{origin: o, ttl: ttl, timeout: timeout, offline: offline, log: log, staleTTL: min(ttl, 10*time.Second)}
+	m := &metaCache{origin: o, ttl: ttl, timeout: timeout, offline: offline, log: log, staleTTL: min(ttl, 10*time.Second),
+		entryStats: make(chan struct{}, maxEntryStats)}
 	var err error
 	if m.stats, err = ristretto.NewCache(&ristretto.Config[string, origin.Entry]{
 		NumCounters: 1 << 20, MaxCost: 64 << 20, BufferItems: 64,
@@ -127,10 +133,7 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 	if e, ok := m.stats.Get(p); ok {
 		return e, nil
 	}
-	v, err, _ := m.group.Do("s\x00"+p, func() (any, error) {
-		// The first caller's cancellation must not fail the others sharing the call.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.timeout)
-		defer cancel()
+	v, err := m.group.do(ctx, "s\x00"+p, m.timeout, func(ctx context.Context) (any, error) {
 		e, err := m.origin.Stat(ctx, p)
 		if err != nil {
 			if !originDown(err) {
@@ -164,10 +167,11 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 	if l, ok := m.lists.Get(p); ok {
 		return l, nil
 	}
-	v, err, _ := m.group.Do("l\x00"+p, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.timeout)
-		defer cancel()
+	v, err := m.group.do(ctx, "l\x00"+p, m.timeout, func(ctx context.Context) (any, error) {
 		entries, err := m.origin.List(ctx, p)
+		if errors.Is(err, origin.ErrTooManyEntries) {
+			m.log.Error("directory not listed: it has more entries than --max-dir-entries allows (raise it to list this directory)", "path", "/"+p, "err", err)
+		}
 		if err != nil {
 			if !originDown(err) {
 				return nil, err
@@ -208,6 +212,85 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 		return nil, err
 	}
 	return v.(*Listing), nil
+}
+
+// maxEntryStats is how many origin stats for inexact listing entries run at once.
+const maxEntryStats = 8
+
+// entryStat is stat for an entry of a listing that lacks its exact attributes: at
+// most maxEntryStats of them ask the origin at a time.
+func (m *metaCache) entryStat(ctx context.Context, p string) (origin.Entry, error) {
+	if e, ok := m.stats.Get(p); ok {
+		return e, nil
+	}
+	select {
+	case m.entryStats <- struct{}{}:
+	case <-ctx.Done():
+		return origin.Entry{}, ctx.Err()
+	}
+	defer func() { <-m.entryStats }()
+	return m.stat(ctx, p)
+}
+
+// flights makes concurrent callers for one key share one origin request, which runs
+// while anyone waits for it: when the last waiter leaves, it is cancelled, so work
+// nobody waits for stops (a flight with waiters left is never cancelled by one of
+// them leaving).
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*metaFlight // guarded by mu
+}
+
+type metaFlight struct {
+	done    chan struct{} // closed when val and err are set
+	val     any
+	err     error
+	cancel  context.CancelFunc
+	waiters int // guarded by flights.mu
+}
+
+// do returns the result of fn for key, run once for all concurrent callers under a
+// context that carries ctx's values, ends after timeout, and is cancelled when
+// every caller has returned early. A caller whose ctx ends returns ctx.Err().
+func (g *flights) do(ctx context.Context, key string, timeout time.Duration, fn func(context.Context) (any, error)) (any, error) {
+	g.mu.Lock()
+	f, ok := g.m[key]
+	if !ok {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		f = &metaFlight{done: make(chan struct{}), cancel: cancel}
+		if g.m == nil {
+			g.m = make(map[string]*metaFlight)
+		}
+		g.m[key] = f
+		go func() {
+			defer cancel()
+			f.val, f.err = fn(fctx)
+			g.mu.Lock()
+			if g.m[key] == f {
+				delete(g.m, key)
+			}
+			g.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	f.waiters++
+	g.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.val, f.err
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	if f.waiters--; f.waiters == 0 {
+		f.cancel()
+		// A caller arriving now starts a new flight instead of joining one
+		// that is being cancelled.
+		if g.m[key] == f {
+			delete(g.m, key)
+		}
+	}
+	g.mu.Unlock()
+	return nil, ctx.Err()
 }
 
 func (m *metaCache) invalidate(p string) {

@@ -308,6 +308,7 @@ var (
 	_ gofs.FileReleaser       = (*fileHandle)(nil)
 	_ gofs.FileReaddirenter   = (*dirHandle)(nil)
 	_ gofs.FileSeekdirer      = (*dirHandle)(nil)
+	_ gofs.FileLookuper       = (*dirHandle)(nil)
 )
 
 func (n *dirNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -350,8 +351,20 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil {
 		return nil, n.fsys.errno("lookup", p, err)
 	}
+	return n.child(ctx, name, e, out), 0
+}
+
+// child returns the inode of the entry e called name, filling out. An inode the
+// kernel already holds for the same entry is reused: readdirplus of a directory
+// read before would otherwise allocate a second inode per entry (measured: 1M
+// entries, +280 MB per ls).
+func (n *dirNode) child(ctx context.Context, name string, e origin.Entry, out *fuse.EntryOut) *gofs.Inode {
+	p := origin.Join(n.path, name)
 	ino := inoFor(p, e)
 	n.fsys.fillAttr(e, ino, &out.Attr)
+	if ch := n.GetChild(name); ch != nil && ch.StableAttr().Ino == ino {
+		return ch
+	}
 	var ops gofs.InodeEmbedder
 	switch {
 	case e.IsDir:
@@ -361,7 +374,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	default:
 		ops = &fileNode{fsys: n.fsys, path: p, entry: e}
 	}
-	return n.NewInode(ctx, ops, gofs.StableAttr{Mode: typeOf(e), Ino: ino}), 0
+	return n.NewInode(ctx, ops, gofs.StableAttr{Mode: typeOf(e), Ino: ino})
 }
 
 func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -382,13 +395,29 @@ func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 	}
 	n.lastGen = l.Gen
 	n.mu.Unlock()
-	return &dirHandle{ents: ents}, fl, 0
+	return &dirHandle{node: n, ents: ents}, fl, 0
 }
 
 // dirHandle streams a directory listing taken at opendir.
 type dirHandle struct {
+	node *dirNode
 	ents []fuse.DirEntry
 	i    int
+}
+
+// Lookup answers readdirplus for one entry. An entry the listing describes exactly
+// gets its attributes at once; for the others (an HTML index rounds sizes) it
+// declines, and the kernel lists the name without attributes and looks it up when
+// something stats it: reading a directory never costs an origin request per entry.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	e, ok, err := d.node.fsys.c.LookupListed(ctx, d.node.path, name)
+	if err != nil {
+		return nil, d.node.fsys.errno("lookup", origin.Join(d.node.path, name), err)
+	}
+	if !ok {
+		return nil, syscall.EAGAIN // any errno: go-fuse then sends the entry without a node
+	}
+	return d.node.child(ctx, name, e, out), 0
 }
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {

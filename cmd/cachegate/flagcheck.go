@@ -47,10 +47,11 @@ var sizeRanges = map[string]sizeRange{
 }
 
 var intRanges = map[string]struct{ min, max int64 }{
-	"max-conns": {1, 1_000_000},
-	"parallel":  {1, control.MaxParallel},
-	"files":     {1, 1000}, // bench transfer
-	"conns":     {1, 1024}, // bench transfer
+	"max-conns":       {1, 1_000_000},
+	"parallel":        {1, control.MaxParallel},
+	"files":           {1, 1000}, // bench transfer
+	"conns":           {1, 1024}, // bench transfer
+	"max-dir-entries": {1, 100_000_000},
 }
 
 // rangeMappers are the kong options that check the flags above.

@@ -36,12 +36,13 @@ type cacheFlags struct {
 	OriginTimeout  time.Duration `group:"origin" help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
 	S3Endpoint     string        `group:"origin" name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
 	S3Region       string        `group:"origin" name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
+	MaxDirEntries  int           `group:"origin" name:"max-dir-entries" env:"CACHEGATE_MAX_DIR_ENTRIES" help:"Most entries a directory of the origin may have: a larger one gives EIO (mount) or 502 (serve) and a log line instead of unbounded memory (about 1 KB of RSS each through a mount); 1 to 100000000 (default: ${default})." default:"1000000" placeholder:"N"`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
 func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	hideCredentials(spec)
-	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region})
+	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries})
 	if err != nil {
 		return nil, err
 	}

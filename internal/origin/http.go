@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -19,10 +21,17 @@ import (
 // If-Unmodified-Since) and its response is checked again, so a changed object surfaces
 // as ErrChanged instead of mixed bytes.
 type HTTP struct {
-	base    *url.URL // always ends in "/"
+	base *url.URL // always ends in "/"; never holds credentials
+	// auth is the Authorization header for the userinfo of the origin URL, sent
+	// on every request (HEAD, listings and ranged GETs alike); "" without one.
+	auth    string
+	name    string // the origin URL with its password redacted
 	client  *http.Client
 	raw     *rawClient // ranged reads over plain http://, spliced into the cache
 	timeout time.Duration
+	// maxEntries caps the entries of one directory listing.
+	maxEntries int
+	pins       etagPins
 }
 
 // NewHTTP returns an origin for the URL prefix raw (http:// or https://).
@@ -37,6 +46,15 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"
 		u.RawPath = ""
+	}
+	// Credentials go in a header of every request, never into a URL that error
+	// messages and logs print.
+	name := u.Redacted()
+	var auth string
+	if u.User != nil {
+		pw, _ := u.User.Password()
+		auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw))
+		u.User = nil
 	}
 	timeout := opts.Timeout
 	tr := &http.Transport{
@@ -57,7 +75,7 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 		// "dir" to "dir/", which is how a directory is told from a file.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	h := &HTTP{base: u, client: client, timeout: timeout}
+	h := &HTTP{base: u, auth: auth, name: name, client: client, timeout: timeout, maxEntries: opts.maxDirEntries()}
 	// Plain HTTP without a proxy: ranged reads go over connections cachegate owns, so
 	// their bodies can be spliced. TLS bodies must be decrypted in user space anyway.
 	if u.Scheme == "http" {
@@ -68,7 +86,24 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 	return h, nil
 }
 
-func (h *HTTP) String() string { return h.base.String() }
+// String names the origin with its password redacted ("http://alice:xxxxx@host/").
+// It is also the cache's identity for the origin, which therefore survives a change
+// of password but not of user.
+func (h *HTTP) String() string { return h.name }
+
+// header returns hdr (which may be nil) with the headers every origin request
+// carries: credentials, and the identity encoding, since byte ranges and lengths
+// must refer to the file's own bytes, never a compressed stream.
+func (h *HTTP) header(hdr http.Header) http.Header {
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	hdr.Set("Accept-Encoding", "identity")
+	if h.auth != "" {
+		hdr.Set("Authorization", h.auth)
+	}
+	return hdr
+}
 
 // url returns the URL of origin path p (a directory URL when dir is set).
 func (h *HTTP) url(p string, dir bool) string {
@@ -106,7 +141,7 @@ func (e *StatusError) Temporary() bool {
 // Retryable reports whether err is worth another try: network errors, short bodies and
 // temporary statuses are; a missing or changed object is not.
 func Retryable(err error) bool {
-	if err == nil || errors.Is(err, ErrChanged) || errors.Is(err, ErrNotExist) || errors.Is(err, context.Canceled) {
+	if err == nil || errors.Is(err, ErrChanged) || errors.Is(err, ErrNotExist) || errors.Is(err, ErrTooManyEntries) || errors.Is(err, context.Canceled) {
 		return false
 	}
 	var se *StatusError
@@ -149,7 +184,7 @@ func (h *HTTP) do(ctx context.Context, method, u string, hdr http.Header) (*http
 		if err != nil {
 			return nil, false, err
 		}
-		for k, v := range hdr {
+		for k, v := range h.header(hdr) {
 			req.Header[k] = v
 		}
 		req.Header.Set("User-Agent", "cachegate")
@@ -232,17 +267,12 @@ func (h *HTTP) List(ctx context.Context, p string) ([]Entry, error) {
 	default:
 		return nil, &StatusError{URL: u, Status: resp.StatusCode}
 	}
-	const maxListing = 256 << 20
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxListing+1))
-	if err != nil {
-		return nil, fmt.Errorf("read listing %s: %w", u, err)
-	}
-	if len(body) > maxListing {
-		return nil, fmt.Errorf("listing %s is larger than %d MiB", u, maxListing>>20)
-	}
 	dirURL, _ := url.Parse(u)
-	entries, err := ParseListing(resp.Header.Get("Content-Type"), body, dirURL)
+	entries, err := ReadListing(resp.Header.Get("Content-Type"), resp.Body, dirURL, h.maxEntries)
 	if err != nil {
+		if errors.Is(err, ErrTooManyEntries) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%s: %w", u, err)
 	}
 	return entries, nil
@@ -261,8 +291,10 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		lm, _, _ := strings.Cut(version[3:], ";")
 		hdr.Set("If-Unmodified-Since", lm)
 	}
+	want := rangeWant{url: u, version: version, off: off, n: n, pins: &h.pins, key: p + "\x00" + version, encoded: true}
+	hdr = h.header(hdr)
 	if h.raw != nil {
-		return h.raw.readRange(ctx, u, hdr, version, off, n, nil)
+		return h.raw.readRange(ctx, u, hdr, want, nil)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	resp, err := h.do(ctx, http.MethodGet, u, hdr)
@@ -270,7 +302,7 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		cancel()
 		return nil, err
 	}
-	if err := checkRange(resp, u, version, off, n); err != nil {
+	if err := want.check(resp); err != nil {
 		resp.Body.Close()
 		cancel()
 		return nil, err
@@ -278,42 +310,148 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 	return newBodyReader(resp.Body, n, h.timeout, cancel, u), nil
 }
 
-// checkRange accepts a response only if it carries exactly bytes off..off+n-1 of the
-// wanted version.
-func checkRange(resp *http.Response, u, version string, off, n int64) error {
+// rangeWant is what an answer to a ranged GET must carry: exactly bytes off..off+n-1
+// of the version they are read for.
+type rangeWant struct {
+	url     string // for messages; never holds credentials
+	version string
+	off, n  int64
+	// pins remembers the first ETag seen for a version that has none (nil: S3,
+	// whose versions are ETags); key names the path and version there.
+	pins *etagPins
+	key  string
+	// encoded refuses a Content-Encoding: a web server may compress what it
+	// sends, while an S3 object's Content-Encoding is stored metadata that
+	// describes its bytes as they are (versitygw echoes "aws-chunked" from the
+	// upload).
+	encoded bool
+}
+
+// check accepts a response only if it carries exactly the wanted bytes of the wanted
+// version. Versions from a strong ETag are compared by ETag (and the request was
+// conditional on it). Versions from Last-Modified or size are compared with
+// everything the answer says, since an origin may ignore If-Unmodified-Since: the
+// complete length must be the version's size, a Last-Modified must be the
+// version's, and an ETag must be the first one seen for the version. A mismatch
+// wraps ErrChanged.
+func (w rangeWant) check(resp *http.Response) error {
+	if ce := resp.Header.Get("Content-Encoding"); w.encoded && ce != "" && !strings.EqualFold(ce, "identity") {
+		// Not retried: the origin will compress again.
+		return &UsageError{fmt.Sprintf("%s: origin sent a %s-encoded body for a byte range although cachegate asked for the identity encoding: turn compression off for these files at the origin (nginx: gzip off, gzip_static off)", w.url, ce)}
+	}
+	total := int64(-1) // the complete length the answer claims; -1 when it does not say
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		start, end, _, ok := parseContentRange(resp.Header.Get("Content-Range"))
-		if !ok || start != off || end != off+n-1 {
-			return fmt.Errorf("%s: origin sent Content-Range %q for bytes %d-%d", u, resp.Header.Get("Content-Range"), off, off+n-1)
+		start, end, tot, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != w.off || end != w.off+w.n-1 {
+			return fmt.Errorf("%s: origin sent Content-Range %q for bytes %d-%d", w.url, resp.Header.Get("Content-Range"), w.off, w.off+w.n-1)
 		}
+		total = tot
 	case http.StatusOK:
-		// A server without range support sends everything; only usable for a read of
-		// the whole object.
-		if off != 0 || resp.ContentLength != n {
-			return fmt.Errorf("%s: origin ignored the Range header (status 200): %w", u, ErrChanged)
-		}
+		// A server ignoring Range sends the whole object: usable only when that
+		// is what was asked for.
+		total = resp.ContentLength
 	case http.StatusPreconditionFailed, http.StatusNotFound, http.StatusGone, http.StatusRequestedRangeNotSatisfiable:
-		return fmt.Errorf("%s: origin answered %d: %w", u, resp.StatusCode, ErrChanged)
+		return fmt.Errorf("%s: origin answered %d: %w", w.url, resp.StatusCode, ErrChanged)
 	default:
-		return &StatusError{URL: u, Status: resp.StatusCode}
+		return &StatusError{URL: w.url, Status: resp.StatusCode}
 	}
-	if got := versionOf(resp.Header, version); got != "" && got != version {
-		return fmt.Errorf("%s: version is now %s, not %s: %w", u, got, version, ErrChanged)
+	if err := w.sameVersion(resp.Header, total); err != nil {
+		return err
 	}
-	if resp.ContentLength != n {
-		return fmt.Errorf("%s: origin sent Content-Length %d for a %d-byte range", u, resp.ContentLength, n)
+	if resp.StatusCode == http.StatusOK && (w.off != 0 || resp.ContentLength != w.n) {
+		return fmt.Errorf("%s: origin ignored the Range header (status 200 with %d bytes for bytes %d-%d): cachegate needs an origin that serves byte ranges", w.url, resp.ContentLength, w.off, w.off+w.n-1)
+	}
+	if resp.ContentLength != w.n {
+		return fmt.Errorf("%s: origin sent Content-Length %d for a %d-byte range", w.url, resp.ContentLength, w.n)
 	}
 	return nil
 }
 
-// versionOf returns the version a response claims, in the form of want, or "" when the
-// response does not say.
-func versionOf(hdr http.Header, want string) string {
-	if strongETag(want) {
-		return hdr.Get("ETag")
+// sameVersion compares the validators of an answer with the wanted version; total
+// is the complete length the answer claims (-1: unknown).
+func (w rangeWant) sameVersion(hdr http.Header, total int64) error {
+	tag := hdr.Get("ETag")
+	if strongETag(w.version) {
+		if tag != "" && tag != w.version {
+			return fmt.Errorf("%s: version is now %s, not %s: %w", w.url, tag, w.version, ErrChanged)
+		}
+		return nil
 	}
-	return ""
+	lm, size, ok := parseWeakVersion(w.version)
+	if !ok {
+		return nil // an S3 object without an ETag: nothing to compare
+	}
+	if total < 0 {
+		return fmt.Errorf("%s: origin did not say the complete length of the file (Content-Range \"…/*\"), and with neither an ETag nor a usable Last-Modified cachegate cannot tell its versions apart", w.url)
+	}
+	if total != size {
+		return fmt.Errorf("%s: file is now %d bytes, not %d: %w", w.url, total, size, ErrChanged)
+	}
+	if got := hdr.Get("Last-Modified"); lm != "" && got != "" && !sameTime(got, lm) {
+		return fmt.Errorf("%s: Last-Modified is now %s, not %s: %w", w.url, got, lm, ErrChanged)
+	}
+	if tag != "" && w.pins != nil {
+		if first := w.pins.pin(w.key, tag); first != tag {
+			return fmt.Errorf("%s: ETag is now %s, not %s: %w", w.url, tag, first, ErrChanged)
+		}
+	}
+	return nil
+}
+
+// sameTime compares two HTTP dates, as times when both parse.
+func sameTime(a, b string) bool {
+	ta, ea := http.ParseTime(a)
+	tb, eb := http.ParseTime(b)
+	if ea == nil && eb == nil {
+		return ta.Equal(tb)
+	}
+	return a == b
+}
+
+// parseWeakVersion splits a version made without an ETag: "lm:<Last-Modified>;<size>"
+// or "size:<size>" (lm is "" then).
+func parseWeakVersion(v string) (lm string, size int64, ok bool) {
+	var num string
+	switch {
+	case strings.HasPrefix(v, "lm:"):
+		i := strings.LastIndexByte(v, ';')
+		if i < 3 {
+			return "", 0, false
+		}
+		lm, num = v[3:i], v[i+1:]
+	case strings.HasPrefix(v, "size:"):
+		num = v[5:]
+	default:
+		return "", 0, false
+	}
+	size, err := strconv.ParseInt(num, 10, 64)
+	return lm, size, err == nil && size >= 0
+}
+
+// etagPins remembers, per path and version without an ETag, the first ETag a range
+// answer carried, so that a later answer with another ETag is a change even though
+// the version itself (from a HEAD without one) cannot say so. Bounded: when full it
+// starts over, losing only this extra check (length and Last-Modified still hold).
+type etagPins struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const maxETagPins = 1 << 14
+
+// pin returns the ETag first seen for key, recording tag when there is none.
+func (p *etagPins) pin(key, tag string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if first, ok := p.m[key]; ok {
+		return first
+	}
+	if p.m == nil || len(p.m) >= maxETagPins {
+		p.m = make(map[string]string)
+	}
+	p.m[key] = tag
+	return tag
 }
 
 // parseContentRange parses "bytes a-b/total" (total may be "*", reported as -1).

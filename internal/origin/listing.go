@@ -1,14 +1,18 @@
 package origin
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
 	"path"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -32,113 +36,289 @@ type ListingEntry struct {
 // python -m http.server, Go's http.FileServer). dirURL is the listing's own URL; HTML
 // links are resolved against it and only direct children are kept.
 func ParseListing(contentType string, body []byte, dirURL *url.URL) ([]Entry, error) {
-	mt, _, _ := mime.ParseMediaType(contentType)
-	trimmed := bytes.TrimSpace(body)
-	if mt == "application/json" || (mt == "" && len(trimmed) > 0 && trimmed[0] == '[') {
-		return parseJSONListing(trimmed)
-	}
-	if mt == "text/html" || mt == "" || mt == "text/plain" {
-		return parseHTMLListing(body, dirURL)
-	}
-	return nil, fmt.Errorf("directory listing has unsupported content type %q", contentType)
+	return ReadListing(contentType, bytes.NewReader(body), dirURL, DefaultMaxDirEntries)
 }
 
-func parseJSONListing(body []byte) ([]Entry, error) {
-	var items []ListingEntry
-	if err := json.Unmarshal(body, &items); err != nil {
-		return nil, fmt.Errorf("parse JSON directory listing: %w", err)
+// ReadListing is ParseListing over a stream: it holds the entries and one entry's
+// text at a time, never the whole body, and fails with ErrTooManyEntries past
+// maxEntries entries.
+func ReadListing(contentType string, r io.Reader, dirURL *url.URL, maxEntries int) ([]Entry, error) {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	br := bufio.NewReaderSize(r, 64<<10)
+	b := &listingBuilder{max: maxEntries, dir: dirURL.Redacted()}
+	var err error
+	switch {
+	case mt == "application/json" || (mt == "" && firstNonSpace(br) == '['):
+		err = parseJSONListing(br, b)
+	case mt == "text/html" || mt == "" || mt == "text/plain":
+		err = parseHTMLListing(br, dirURL, b)
+	default:
+		return nil, fmt.Errorf("directory listing has unsupported content type %q", contentType)
 	}
-	out := make([]Entry, 0, len(items))
-	for _, it := range items {
-		if !validName(it.Name) {
-			continue
-		}
-		e := Entry{Name: it.Name, Exact: true}
-		switch it.Type {
-		case "directory":
-			e.IsDir = true
-		case "file":
-			if it.Size < 0 {
-				continue
-			}
-			e.Size = it.Size
-			if it.ETag != "" && strongETag(it.ETag) {
-				e.Version = it.ETag
-			}
-		default:
-			continue
-		}
-		t, err := http.ParseTime(it.MTime)
+	if err != nil {
+		return nil, err
+	}
+	return b.finish(), nil
+}
+
+// firstNonSpace returns the first byte after leading white space without consuming
+// it (0 at the end of the stream).
+func firstNonSpace(br *bufio.Reader) byte {
+	for {
+		c, err := br.ReadByte()
 		if err != nil {
-			if t, err = time.Parse(time.RFC3339Nano, it.MTime); err != nil {
-				e.Exact = false
+			return 0
+		}
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			br.UnreadByte()
+			return c
+		}
+	}
+}
+
+// maxNameLen is the longest name a Linux filesystem (and so any tool) can open.
+const maxNameLen = 255
+
+// maxListingItem bounds the text of one JSON listing element, so that a hostile
+// element cannot make the decoder hold an unbounded value.
+const maxListingItem = 1 << 20
+
+// listingBuilder collects the entries of one listing: it skips names no tool could
+// open, refuses more than max entries, and (in finish) keeps one entry per name.
+type listingBuilder struct {
+	max      int
+	dir      string // the listing's URL, for logs
+	out      []Entry
+	long     int    // names skipped for being longer than maxNameLen
+	longName string // one of them, for the log
+}
+
+func (b *listingBuilder) add(e Entry) error {
+	if len(e.Name) > maxNameLen {
+		if b.long++; b.longName == "" {
+			b.longName = e.Name[:64] + "…"
+		}
+		return nil
+	}
+	if len(b.out) >= b.max {
+		return fmt.Errorf("%w: more than %d in %s (raise --max-dir-entries to list it)", ErrTooManyEntries, b.max, b.dir)
+	}
+	b.out = append(b.out, e)
+	return nil
+}
+
+// finish returns the entries in listing order with one entry per name: a name listed
+// both as a file and as a directory is the directory (a JSON listing can say both;
+// nothing could open the file by that name beside the directory), else the first.
+func (b *listingBuilder) finish() []Entry {
+	if b.long > 0 {
+		slog.Warn("skipped listing entries with names longer than 255 bytes: no tool could open them", "listing", b.dir, "count", b.long, "example", b.longName)
+	}
+	// Listings usually come sorted (nginx, S3): then no name repeats.
+	sorted := true
+	for i := 1; i < len(b.out) && sorted; i++ {
+		sorted = b.out[i-1].Name < b.out[i].Name
+	}
+	if sorted {
+		return b.out
+	}
+	// Sort positions, not entries, to find equal names in O(n log n) with 4 bytes
+	// per entry and keep the listing's order.
+	idx := make([]int32, len(b.out))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	sort.SliceStable(idx, func(i, j int) bool { return b.out[idx[i]].Name < b.out[idx[j]].Name })
+	var drop []bool // by position, made at the first duplicate
+	conflicts, example := 0, ""
+	for i := 0; i < len(idx); {
+		j, keep, dir, file := i, idx[i], false, false
+		for ; j < len(idx) && b.out[idx[j]].Name == b.out[idx[i]].Name; j++ {
+			if b.out[idx[j]].IsDir {
+				if !dir {
+					keep = idx[j]
+				}
+				dir = true
+			} else {
+				file = true
 			}
 		}
-		e.ModTime = t
-		out = append(out, e)
+		for k := i; k < j; k++ {
+			if idx[k] != keep {
+				if drop == nil {
+					drop = make([]bool, len(b.out))
+				}
+				drop[idx[k]] = true
+			}
+		}
+		if dir && file {
+			if conflicts++; example == "" {
+				example = b.out[keep].Name
+			}
+		}
+		i = j
 	}
-	return out, nil
+	if conflicts > 0 {
+		slog.Warn("listing names entries both as a file and as a directory; showing the directory", "listing", b.dir, "count", conflicts, "example", example)
+	}
+	if drop == nil {
+		return b.out
+	}
+	out := b.out[:0]
+	for i, e := range b.out {
+		if !drop[i] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// itemReader hands the JSON decoder at most maxListingItem bytes per element: the
+// budget is renewed after each element.
+type itemReader struct {
+	r    io.Reader
+	left int
+}
+
+func (r *itemReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, fmt.Errorf("a directory listing element is longer than %d bytes", maxListingItem)
+	}
+	if len(p) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.r.Read(p)
+	r.left -= n
+	return n, err
+}
+
+func parseJSONListing(r io.Reader, b *listingBuilder) error {
+	ir := &itemReader{r: r, left: maxListingItem}
+	dec := json.NewDecoder(ir)
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		if err == nil {
+			err = fmt.Errorf("not an array (starts with %v)", tok)
+		}
+		return fmt.Errorf("parse JSON directory listing: %w", err)
+	}
+	for dec.More() {
+		var it ListingEntry
+		if err := dec.Decode(&it); err != nil {
+			return fmt.Errorf("parse JSON directory listing: %w", err)
+		}
+		ir.left = maxListingItem
+		if e, ok := jsonEntry(it); ok {
+			if err := b.add(e); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("parse JSON directory listing: %w", err)
+	}
+	return nil
+}
+
+func jsonEntry(it ListingEntry) (Entry, bool) {
+	if !validName(it.Name) {
+		return Entry{}, false
+	}
+	e := Entry{Name: it.Name, Exact: true}
+	switch it.Type {
+	case "directory":
+		e.IsDir = true
+	case "file":
+		if it.Size < 0 {
+			return Entry{}, false
+		}
+		e.Size = it.Size
+		if it.ETag != "" && strongETag(it.ETag) {
+			e.Version = it.ETag
+		}
+	default:
+		return Entry{}, false
+	}
+	t, err := http.ParseTime(it.MTime)
+	if err != nil {
+		if t, err = time.Parse(time.RFC3339Nano, it.MTime); err != nil {
+			e.Exact = false
+		}
+	}
+	e.ModTime = t
+	return e, true
 }
 
 // nginxLine matches what nginx's HTML autoindex prints after each link:
 // "   26-Nov-2026 00:54     1234" (or "-" for a directory).
 var nginxLine = regexp.MustCompile(`^\s+(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2})\s+(\d+|-)`)
 
-func parseHTMLListing(body []byte, dirURL *url.URL) ([]Entry, error) {
+// maxHTMLToken bounds the text of one HTML token (a tag with its attributes, or the
+// text between two tags) the tokenizer may buffer.
+const maxHTMLToken = 1 << 20
+
+func parseHTMLListing(r io.Reader, dirURL *url.URL, b *listingBuilder) error {
 	base := *dirURL
 	if !strings.HasSuffix(base.Path, "/") {
 		base.Path += "/"
 		base.RawPath = ""
 	}
-	z := html.NewTokenizer(bytes.NewReader(body))
-	var out []Entry
-	seen := map[string]bool{}
-	var pending *Entry // the entry whose <a> was just closed, for nginx's trailing text
-	depth := 0         // nesting inside <a>
+	z := html.NewTokenizer(r)
+	z.SetMaxBuf(maxHTMLToken)
+	pending := -1 // the entry whose <a> was just closed, for nginx's trailing text
+	added := -1   // the entry the open <a> added, if any
+	depth := 0    // nesting inside <a>
 	for {
 		tt := z.Next()
 		switch tt {
 		case html.ErrorToken:
-			return out, nil
+			if err := z.Err(); err != io.EOF {
+				return fmt.Errorf("read HTML directory listing: %w", err)
+			}
+			return nil
 		case html.StartTagToken:
 			name, hasAttr := z.TagName()
+			pending = -1
 			if string(name) != "a" {
-				pending = nil
 				continue
 			}
 			depth++
-			pending = nil
+			added = -1
 			for hasAttr {
 				var k, v []byte
 				k, v, hasAttr = z.TagAttr()
 				if string(k) != "href" {
 					continue
 				}
+				// Index pages often link an entry twice in a row (icon, then
+				// name); finish drops duplicates further apart.
 				e, ok := childFromHref(&base, string(v))
-				if ok && !seen[e.Name] {
-					seen[e.Name] = true
-					out = append(out, e)
+				if n := len(b.out); ok && (n == 0 || b.out[n-1].Name != e.Name) {
+					if err := b.add(e); err != nil {
+						return err
+					}
+					if len(b.out) > n {
+						added = n
+					}
 				}
 			}
 		case html.EndTagToken:
 			name, _ := z.TagName()
 			if string(name) == "a" && depth > 0 {
 				depth--
-				if len(out) > 0 {
-					pending = &out[len(out)-1]
-				}
+				pending, added = added, -1
 			}
 		case html.TextToken:
-			if pending != nil {
+			if pending >= 0 {
+				e := &b.out[pending]
 				if m := nginxLine.FindSubmatch(z.Text()); m != nil {
 					if t, err := time.Parse("02-Jan-2006 15:04", string(m[1])); err == nil {
-						pending.ModTime = t
+						e.ModTime = t
 					}
-					if n, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil && !pending.IsDir {
-						pending.Size = n
+					if n, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil && !e.IsDir {
+						e.Size = n
 					}
 				}
-				pending = nil
+				pending = -1
 			}
 		}
 	}

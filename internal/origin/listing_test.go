@@ -1,9 +1,13 @@
 package origin
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -154,6 +158,11 @@ func FuzzParseListing(f *testing.F) {
 	f.Add("text/html", apacheHTML)
 	f.Add("text/html", pythonHTML)
 	f.Add("application/json", `[{"name":"a","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT","size":1}]`)
+	f.Add("application/json", `[{"name":"dup","type":"file","size":1},{"name":"dup","type":"directory"},{"name":"dup","type":"file"}]`)
+	f.Add("application/json", `[{"name":"`+strings.Repeat("n", 256)+`","type":"file"}] trailing`)
+	f.Add("", `  [{"name":"a","type":"directory"}`)
+	f.Add("text/html", `<a href="d">d</a><a href="d/">d/</a><a href="d">d</a>`+strings.Repeat("<a href=x>", 3))
+	f.Add("text/html", `<a href="javascript:alert(document.domain)">x</a><a href="./%2e%2e/">..</a>`)
 	base := mustURL(f, "http://h/d/")
 	f.Fuzz(func(t *testing.T, ct, body string) {
 		entries, err := ParseListing(ct, []byte(body), base)
@@ -168,7 +177,10 @@ func FuzzParseListing(f *testing.F) {
 			if e.Size < 0 {
 				t.Fatalf("negative size for %q", e.Name)
 			}
-			if ct == "text/html" && seen[e.Name] {
+			if len(e.Name) > maxNameLen {
+				t.Fatalf("name of %d bytes from listing", len(e.Name))
+			}
+			if seen[e.Name] {
 				t.Fatalf("duplicate name %q", e.Name)
 			}
 			seen[e.Name] = true
@@ -204,4 +216,75 @@ func FuzzParseContentRange(f *testing.F) {
 			t.Fatalf("parseContentRange(%q) = %d %d %d accepted", s, a, b, total)
 		}
 	})
+}
+
+// A JSON listing naming one entry as both a file and a directory shows it once, as
+// the directory; names longer than 255 bytes are skipped (no tool could open them).
+func TestListingKeepsOneEntryPerNameAndSkipsLongNames(t *testing.T) {
+	long := strings.Repeat("x", 256)
+	body := `[
+{"name":"dup","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT","size":3},
+{"name":"a","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT","size":1},
+{"name":"dup","type":"directory","mtime":"Wed, 26 Nov 2026 00:54:29 GMT"},
+{"name":"` + long + `","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT","size":1},
+{"name":"` + long[:255] + `","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT","size":1},
+{"name":"a","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT","size":2}
+]`
+	got, err := ParseListing("application/json", []byte(body), mustURL(t, "http://h/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Name != "a" || got[0].Size != 1 || got[1].Name != "dup" || !got[1].IsDir || got[2].Name != long[:255] {
+		t.Errorf("got %+v; want dup (directory), a (the first), and the 255-byte name", got)
+	}
+	html := `<a href="dup">dup</a><a href="x/">x/</a><a href="dup/">dup/</a><a href="` + long + `">l</a><a href="x/">x/</a>`
+	got, err = ParseListing("text/html", []byte(html), mustURL(t, "http://h/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Name != "x" || got[1].Name != "dup" || !got[1].IsDir {
+		t.Errorf("HTML: got %+v; want x and dup, both directories", got)
+	}
+}
+
+// More entries than the cap is ErrTooManyEntries, whatever the format; a huge single
+// element or token is an error, not an unbounded buffer.
+func TestListingLimits(t *testing.T) {
+	var js, html strings.Builder
+	js.WriteString("[")
+	for i := range 11 {
+		if i > 0 {
+			js.WriteString(",")
+		}
+		fmt.Fprintf(&js, `{"name":"f%d","type":"file","size":1}`, i)
+		fmt.Fprintf(&html, `<a href="f%d">f%d</a>`+"\n", i, i)
+	}
+	js.WriteString("]")
+	base := mustURL(t, "http://h/")
+	for ct, body := range map[string]string{"application/json": js.String(), "text/html": html.String()} {
+		if _, err := ReadListing(ct, strings.NewReader(body), base, 10); !errors.Is(err, ErrTooManyEntries) {
+			t.Errorf("%s: 11 entries with a cap of 10: %v, want ErrTooManyEntries", ct, err)
+		}
+		if got, err := ReadListing(ct, strings.NewReader(body), base, 11); err != nil || len(got) != 11 {
+			t.Errorf("%s: 11 entries with a cap of 11: %d, %v", ct, len(got), err)
+		}
+	}
+	huge := `[{"name":"a","type":"file","pad":"` + strings.Repeat("p", maxListingItem) + `"}]`
+	if _, err := ParseListing("application/json", []byte(huge), base); err == nil {
+		t.Error("a JSON element over 1 MiB was accepted")
+	}
+	huge = `<a href="a">` + strings.Repeat("p", maxHTMLToken+1) + `</a>`
+	if _, err := ParseListing("text/html", []byte(huge), base); err == nil {
+		t.Error("an HTML token over 1 MiB was accepted")
+	}
+}
+
+// A listing body that fails midway is an error, not a short listing.
+func TestListingReadErrorIsAnError(t *testing.T) {
+	for _, ct := range []string{"application/json", "text/html"} {
+		r := io.MultiReader(strings.NewReader(`[{"name":"a","type":"file"},<a href="a">a</a>`), iotest.ErrReader(errors.New("connection reset")))
+		if got, err := ReadListing(ct, r, mustURL(t, "http://h/"), 10); err == nil {
+			t.Errorf("%s: listing cut by a read error gave %+v", ct, got)
+		}
+	}
 }

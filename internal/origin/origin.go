@@ -73,7 +73,25 @@ type Options struct {
 	// S3Endpoint is the URL of an S3-compatible store (default: AWS); S3Region its
 	// region (default: AWS_REGION, or us-east-1 for a custom endpoint).
 	S3Endpoint, S3Region string
+	// MaxDirEntries caps the entries of one directory listing (default
+	// DefaultMaxDirEntries): a larger directory is an error (ErrTooManyEntries),
+	// not an unbounded amount of memory.
+	MaxDirEntries int
 }
+
+// DefaultMaxDirEntries is the cap on a directory's entries when Options leave it 0.
+const DefaultMaxDirEntries = 1_000_000
+
+func (o Options) maxDirEntries() int {
+	if o.MaxDirEntries <= 0 {
+		return DefaultMaxDirEntries
+	}
+	return o.MaxDirEntries
+}
+
+// ErrTooManyEntries reports a directory listing with more entries than
+// Options.MaxDirEntries allows.
+var ErrTooManyEntries = errors.New("directory has too many entries")
 
 // UsageError reports an origin argument that cannot work whatever the network does.
 type UsageError struct{ Msg string }

@@ -124,11 +124,11 @@ func (rc *rawClient) roundTrip(ctx context.Context, req *http.Request) (*http.Re
 	}
 }
 
-// readRange GETs bytes off..off+n-1 of u (hdr carries the Range and conditional
-// headers), retrying transient failures like HTTP.do, and returns a body that can
+// readRange GETs the bytes want names from u (hdr carries the Range, conditional
+// and credential headers) and checks the answer against want, retrying transient failures like HTTP.do, and returns a body that can
 // splice. sign, when set, finishes each attempt's request (S3 signs it, with a fresh
 // date each time).
-func (rc *rawClient) readRange(ctx context.Context, u string, hdr http.Header, version string, off, n int64, sign func(*http.Request) (*http.Request, error)) (io.ReadCloser, error) {
+func (rc *rawClient) readRange(ctx context.Context, u string, hdr http.Header, want rangeWant, sign func(*http.Request) (*http.Request, error)) (io.ReadCloser, error) {
 	return retry(ctx, func() (io.ReadCloser, bool, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
@@ -145,12 +145,12 @@ func (rc *rawClient) readRange(ctx context.Context, u string, hdr http.Header, v
 		if err != nil {
 			return nil, true, err
 		}
-		if err := checkRange(resp, u, version, off, n); err != nil {
+		if err := want.check(resp); err != nil {
 			c.c.Close()
 			var se *StatusError
 			return nil, errors.As(err, &se) && se.Temporary(), err
 		}
-		return newRawBody(ctx, rc, c, n, !resp.Close, rc.timeout, u), false, nil
+		return newRawBody(ctx, rc, c, want.n, !resp.Close, rc.timeout, u), false, nil
 	})
 }
 

@@ -40,6 +40,8 @@ type S3 struct {
 	// the speed of a plain GetObject; rawBase is "http://host/bucket/".
 	raw     *rawClient
 	rawBase string
+	// maxEntries caps the entries of one directory listing.
+	maxEntries int
 }
 
 // NewS3 returns an origin for spec, "s3://bucket[/prefix]".
@@ -83,7 +85,7 @@ func NewS3(spec string, opts Options) (*S3, error) {
 	if err != nil {
 		return nil, &UsageError{fmt.Sprintf("S3 origin %s: %v", spec, err)}
 	}
-	o := &S3{client: client, bucket: bucket, prefix: prefix, name: "s3://" + bucket + "/" + prefix, region: region}
+	o := &S3{client: client, bucket: bucket, prefix: prefix, name: "s3://" + bucket + "/" + prefix, region: region, maxEntries: opts.maxDirEntries()}
 	if opts.S3Endpoint != "" && !secure {
 		eu, _ := url.Parse(opts.S3Endpoint)
 		o.raw = newRawClient(eu, opts.Timeout)
@@ -206,8 +208,7 @@ func (s *S3) List(ctx context.Context, p string) ([]Entry, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var out []Entry
-	seen := map[string]bool{}
+	b := &listingBuilder{max: s.maxEntries, dir: s.name + listPrefix}
 	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: listPrefix}) {
 		if obj.Err != nil {
 			return nil, s.explain("list", p, obj.Err)
@@ -222,12 +223,15 @@ func (s *S3) List(ctx context.Context, p string) ([]Entry, error) {
 		} else {
 			e.Name, e.Size, e.ModTime, e.Version = rest, obj.Size, obj.LastModified, quote(obj.ETag)
 		}
-		if !validName(e.Name) || seen[e.Name] {
-			continue // keys with "//" or ".." cannot be files here; a marker beside a prefix is one dir
+		if !validName(e.Name) {
+			continue // keys with "//" or ".." cannot be files here
 		}
-		seen[e.Name] = true
-		out = append(out, e)
+		if err := b.add(e); err != nil {
+			return nil, err
+		}
 	}
+	// A marker beside a prefix is one directory, as is an object "a" beside "a/".
+	out := b.finish()
 	if p != "" && len(out) == 0 {
 		// An empty listing is a missing directory unless a marker object stands for it.
 		if _, err := s.client.StatObject(ctx, s.bucket, listPrefix, minio.StatObjectOptions{}); err != nil {
@@ -319,7 +323,7 @@ func (s *S3) readRangeRaw(ctx context.Context, p, version string, off, n int64) 
 	if version != "" {
 		hdr.Set("If-Match", version)
 	}
-	rc, err := s.raw.readRange(ctx, u, hdr, version, off, n, s.sign)
+	rc, err := s.raw.readRange(ctx, u, hdr, rangeWant{url: u, version: version, off: off, n: n}, s.sign)
 	var se *StatusError
 	if errors.As(err, &se) && (se.Status == http.StatusForbidden || se.Status == http.StatusUnauthorized) {
 		return nil, s.accessDenied(strconv.Itoa(se.Status))
