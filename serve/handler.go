@@ -121,17 +121,7 @@ func (c *conn) authorized(req *request) bool {
 
 // unauthorized answers 401 with the challenge RFC 6750 asks for.
 func (c *conn) unauthorized(req *request) bool {
-	body := []byte("unauthorized\n")
-	c.startHeader(401, req.keepAlive)
-	c.header("WWW-Authenticate", `Bearer realm="cachegate"`)
-	c.header("Content-Type", "text/plain; charset=utf-8")
-	c.headerInt("Content-Length", int64(len(body)))
-	c.endHeader()
-	c.answered(401)
-	if req.method == "HEAD" {
-		body = nil
-	}
-	return c.writeBody(body) && req.keepAlive
+	return c.simple(401, "unauthorized", req.keepAlive, "WWW-Authenticate", `Bearer realm="cachegate"`)
 }
 
 // cleanURLPath turns a URL path into an origin path. Encoded slashes and NULs are
@@ -164,17 +154,7 @@ func escapePath(p string) string {
 }
 
 func (c *conn) redirect(req *request, loc string) bool {
-	body := []byte("moved to " + loc + "\n")
-	c.startHeader(301, req.keepAlive)
-	c.header("Location", loc)
-	c.header("Content-Type", "text/plain; charset=utf-8")
-	c.headerInt("Content-Length", int64(len(body)))
-	c.endHeader()
-	c.answered(301)
-	if req.method == "HEAD" {
-		body = nil
-	}
-	return c.writeBody(body) && req.keepAlive
+	return c.simple(301, "moved to "+loc, req.keepAlive, "Location", loc)
 }
 
 // etagFor returns a strong ETag for an object version: the origin's own ETag when it

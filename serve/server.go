@@ -495,9 +495,12 @@ func (c *conn) ok(req *request, ct string, body []byte, extra ...string) bool {
 }
 
 // simple answers with a short text body (none for HEAD).
-func (c *conn) simple(code int, msg string, keep bool) bool {
+func (c *conn) simple(code int, msg string, keep bool, extra ...string) bool {
 	body := []byte(msg + "\n")
 	c.startHeader(code, keep)
+	for i := 0; i+1 < len(extra); i += 2 {
+		c.header(extra[i], extra[i+1])
+	}
 	c.header("Content-Type", "text/plain; charset=utf-8")
 	c.headerInt("Content-Length", int64(len(body)))
 	c.endHeader()
