@@ -26,23 +26,25 @@ import (
 
 // cacheFlags are shared by every command that owns a cache.
 type cacheFlags struct {
-	CacheDir       string        `group:"cache" help:"Cache directory (one process owns it at a time) (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
-	CacheSize      Size          `group:"cache" help:"Most bytes the cache keeps on disk: at least 4 chunks (default: ${default})." default:"10GiB" placeholder:"SIZE"`
-	MinFree        FreeSpace     `group:"cache" help:"Free space to leave on the cache's filesystem: a size or a percentage below 100%; 0 leaves none (default: ${default})." default:"5%" placeholder:"SIZE|PCT"`
-	ChunkSize      Size          `group:"cache" help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
-	Readahead      Size          `group:"cache" help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
-	MetadataTTL    time.Duration `group:"cache" name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
-	VerifyInterval time.Duration `group:"cache" help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk: 0 (off) to 8760h (default: ${default})." default:"24h" placeholder:"DUR"`
-	OriginTimeout  time.Duration `group:"origin" help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
-	S3Endpoint     string        `group:"origin" name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
-	S3Region       string        `group:"origin" name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
-	MaxDirEntries  int           `group:"origin" name:"max-dir-entries" env:"CACHEGATE_MAX_DIR_ENTRIES" help:"Most entries a directory of the origin may have: a larger one gives EIO (mount) or 502 (serve) and a log line instead of unbounded memory (about 1 KB of RSS each through a mount); 1 to 100000000 (default: ${default})." default:"1000000" placeholder:"N"`
+	CacheDir         string        `group:"cache" help:"Cache directory (one process owns it at a time) (default: ${default})." default:"${default_cache_dir}" placeholder:"DIR"`
+	CacheSize        Size          `group:"cache" help:"Most bytes the cache keeps on disk: at least 4 chunks (default: ${default})." default:"10GiB" placeholder:"SIZE"`
+	MinFree          FreeSpace     `group:"cache" help:"Free space to leave on the cache's filesystem: a size or a percentage below 100%; 0 leaves none (default: ${default})." default:"5%" placeholder:"SIZE|PCT"`
+	ChunkSize        Size          `group:"cache" help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
+	Readahead        Size          `group:"cache" help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
+	MetadataTTL      time.Duration `group:"cache" name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
+	VerifyInterval   time.Duration `group:"cache" help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk: 0 (off) to 8760h (default: ${default})." default:"24h" placeholder:"DUR"`
+	OriginTimeout    time.Duration `group:"origin" help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
+	S3Endpoint       string        `group:"origin" name:"s3-endpoint" env:"CACHEGATE_S3_ENDPOINT" help:"URL of an S3-compatible store for s3:// origins (default: AWS); path-style addressing." placeholder:"URL"`
+	S3Region         string        `group:"origin" name:"s3-region" env:"CACHEGATE_S3_REGION" help:"Region for s3:// origins (default: AWS_REGION, or us-east-1 with --s3-endpoint)." placeholder:"REGION"`
+	MaxDirEntries    int           `group:"origin" name:"max-dir-entries" env:"CACHEGATE_MAX_DIR_ENTRIES" help:"Most entries a directory of the origin may have: a larger one gives EIO (mount) or 502 (serve) and a log line instead of unbounded memory (about 1 KB of RSS each through a mount); 1 to 100000000 (default: ${default})." default:"1000000" placeholder:"N"`
+	OriginHeader     []string      `group:"origin" name:"origin-header" env:"CACHEGATE_ORIGIN_HEADER" sep:"none" help:"Header \"Name: value\" sent on every request to an http(s) origin; repeatable (environment: one per line). Wins over the URL's user:password. Values are never logged." placeholder:"HDR"`
+	OriginHeaderFile string        `group:"origin" name:"origin-header-file" env:"CACHEGATE_ORIGIN_HEADER_FILE" help:"File of headers, one \"Name: value\" a line (# comments), sent on every http(s) origin request and reread when it changes (a rotated token needs no restart); wins over --origin-header." type:"path" placeholder:"FILE"`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
 func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	hideCredentials(spec)
-	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries})
+	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries, Headers: splitHeaderLines(f.OriginHeader), HeaderFile: f.OriginHeaderFile})
 	if err != nil {
 		return nil, err
 	}
@@ -421,4 +423,18 @@ func probeMount(mp string) mountState {
 	case <-time.After(time.Second):
 		return mountSilent
 	}
+}
+
+// splitHeaderLines splits each --origin-header value at newlines, so
+// CACHEGATE_ORIGIN_HEADER can carry one header per line; blank lines are skipped.
+func splitHeaderLines(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, l := range strings.Split(v, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
 }

@@ -25,7 +25,9 @@ type HTTP struct {
 	// auth is the Authorization header for the userinfo of the origin URL, sent
 	// on every request (HEAD, listings and ranged GETs alike); "" without one.
 	auth    string
-	name    string // the origin URL with its password redacted
+	extra   http.Header // --origin-header; never logged
+	file    *headerFile // --origin-header-file, or nil
+	name    string      // the origin URL with its password redacted
 	client  *http.Client
 	raw     *rawClient // ranged reads over plain http://, spliced into the cache
 	timeout time.Duration
@@ -56,6 +58,16 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 		auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pw))
 		u.User = nil
 	}
+	extra, err := ParseHeaders(opts.Headers)
+	if err != nil {
+		return nil, &UsageError{"--origin-header: " + err.Error()}
+	}
+	var file *headerFile
+	if opts.HeaderFile != "" {
+		if file, err = newHeaderFile(opts.HeaderFile); err != nil {
+			return nil, err
+		}
+	}
 	timeout := opts.Timeout
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -75,7 +87,7 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 		// "dir" to "dir/", which is how a directory is told from a file.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	h := &HTTP{base: u, auth: auth, name: name, client: client, timeout: timeout, maxEntries: opts.maxDirEntries()}
+	h := &HTTP{base: u, auth: auth, extra: extra, file: file, name: name, client: client, timeout: timeout, maxEntries: opts.maxDirEntries()}
 	// Plain HTTP without a proxy: ranged reads go over connections cachegate owns, so
 	// their bodies can be spliced. TLS bodies must be decrypted in user space anyway.
 	if u.Scheme == "http" {
@@ -101,6 +113,15 @@ func (h *HTTP) header(hdr http.Header) http.Header {
 	hdr.Set("Accept-Encoding", "identity")
 	if h.auth != "" {
 		hdr.Set("Authorization", h.auth)
+	}
+	// User headers win over the URL's userinfo, and the file over the flag.
+	for k, v := range h.extra {
+		hdr[k] = v
+	}
+	if h.file != nil {
+		for k, v := range h.file.headers() {
+			hdr[k] = v
+		}
 	}
 	return hdr
 }

@@ -77,6 +77,11 @@ type Options struct {
 	// DefaultMaxDirEntries): a larger directory is an error (ErrTooManyEntries),
 	// not an unbounded amount of memory.
 	MaxDirEntries int
+	// Headers ("Name: value") are sent on every HTTP origin request; HeaderFile
+	// names a file of more, reread when it changes. Either one's Authorization
+	// wins over the origin URL's userinfo.
+	Headers    []string
+	HeaderFile string
 }
 
 // DefaultMaxDirEntries is the cap on a directory's entries when Options leave it 0.
