@@ -34,6 +34,7 @@ type HTTP struct {
 	// maxEntries caps the entries of one directory listing.
 	maxEntries int
 	pins       etagPins
+	sizes      etagPins // path and strong ETag -> the size its HEAD gave
 }
 
 // NewHTTP returns an origin for the URL prefix raw (http:// or https://).
@@ -237,7 +238,13 @@ func (h *HTTP) Stat(ctx context.Context, p string) (Entry, error) {
 	name := p[strings.LastIndexByte(p, '/')+1:]
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return entryFromHeaders(name, resp.Header, resp.ContentLength)
+		e, err := entryFromHeaders(name, resp.Header, resp.ContentLength)
+		if err == nil && strongETag(e.Version) {
+			// A range answer for this version must then be of an object this long,
+			// even one that dropped the ETag on its way (a proxy) and ignored If-Match.
+			h.sizes.pin(p+"\x00"+e.Version, strconv.FormatInt(e.Size, 10))
+		}
+		return e, err
 	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
 		loc, err := resp.Location()
 		if err == nil && strings.HasSuffix(loc.Path, "/"+name+"/") {
@@ -312,7 +319,7 @@ func (h *HTTP) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		lm, _, _ := strings.Cut(version[3:], ";")
 		hdr.Set("If-Unmodified-Since", lm)
 	}
-	want := rangeWant{url: u, version: version, off: off, n: n, pins: &h.pins, key: p + "\x00" + version, encoded: true}
+	want := rangeWant{url: u, version: version, off: off, n: n, pins: &h.pins, sizes: &h.sizes, key: p + "\x00" + version, encoded: true}
 	hdr = h.header(hdr)
 	if h.raw != nil {
 		return h.raw.readRange(ctx, u, hdr, want, nil)
@@ -340,7 +347,9 @@ type rangeWant struct {
 	// pins remembers the first ETag seen for a version that has none (nil: S3,
 	// whose versions are ETags); key names the path and version there.
 	pins *etagPins
-	key  string
+	// sizes holds the size a HEAD gave for a strong-ETag version (nil: S3).
+	sizes *etagPins
+	key   string
 	// encoded refuses a Content-Encoding: a web server may compress what it
 	// sends, while an S3 object's Content-Encoding is stored metadata that
 	// describes its bytes as they are (versitygw echoes "aws-chunked" from the
@@ -396,6 +405,9 @@ func (w rangeWant) sameVersion(hdr http.Header, total int64) error {
 	if strongETag(w.version) {
 		if tag != "" && tag != w.version {
 			return fmt.Errorf("%s: version is now %s, not %s: %w", w.url, tag, w.version, ErrChanged)
+		}
+		if size, ok := w.sizes.get(w.key); ok && total >= 0 && strconv.FormatInt(total, 10) != size {
+			return fmt.Errorf("%s: file is now %d bytes, not the %s of version %s: %w", w.url, total, size, w.version, ErrChanged)
 		}
 		return nil
 	}
@@ -460,6 +472,17 @@ type etagPins struct {
 }
 
 const maxETagPins = 1 << 14
+
+// get returns what was pinned for key, if anything (p may be nil).
+func (p *etagPins) get(key string) (string, bool) {
+	if p == nil {
+		return "", false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[key]
+	return v, ok
+}
 
 // pin returns the ETag first seen for key, recording tag when there is none.
 func (p *etagPins) pin(key, tag string) string {
