@@ -27,6 +27,7 @@ import (
 type Local struct {
 	dir  string
 	root *os.Root
+	max  int // entries one directory may list (Options.MaxDirEntries)
 }
 
 // NewLocal opens the directory dir as an origin.
@@ -38,7 +39,7 @@ func NewLocal(dir string) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open origin directory: %w", err)
 	}
-	return &Local{dir: filepath.Clean(dir), root: root}, nil
+	return &Local{dir: filepath.Clean(dir), root: root, max: DefaultMaxDirEntries}, nil
 }
 
 func (l *Local) String() string { return "file://" + l.dir }
@@ -131,34 +132,49 @@ func (l *Local) List(ctx context.Context, p string) ([]Entry, error) {
 		return nil, err
 	}
 	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Entry, 0, len(names))
-	for _, n := range names {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		cp := Join(p, n)
-		fi, err := l.root.Lstat(cp)
-		if err != nil {
-			continue
-		}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			// Shown as the link it is, so that a link to "." or ".." makes no
-			// endless tree; one leading outside is left out rather than exposing
-			// (or pointing the kernel at) what is there.
-			if e, ok := l.linkEntry(cp, n, fi); ok {
-				out = append(out, e)
+	// Names are read in batches and go through the same builder as HTTP and S3
+	// listings, so a huge directory fails at the cap instead of being held whole.
+	b := listingBuilder{max: l.max, dir: l.String() + "/" + p}
+	for {
+		names, err := f.Readdirnames(1024)
+		for _, n := range names {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
-			continue
+			if e, ok := l.listEntry(p, n); ok {
+				if err := b.add(e); err != nil {
+					return nil, err
+				}
+			}
 		}
-		if fi.IsDir() || fi.Mode().IsRegular() {
-			out = append(out, localEntry(n, fi))
+		if err == io.EOF || (err == nil && len(names) == 0) {
+			break
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
-	return out, nil
+	return b.finish(), nil
+}
+
+// listEntry is the entry for name in directory p, or false for what a listing
+// leaves out (gone since, not a file, directory or link within the root).
+func (l *Local) listEntry(p, n string) (Entry, bool) {
+	cp := Join(p, n)
+	fi, err := l.root.Lstat(cp)
+	if err != nil {
+		return Entry{}, false
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		// Shown as the link it is, so that a link to "." or ".." makes no
+		// endless tree; one leading outside is left out rather than exposing
+		// (or pointing the kernel at) what is there.
+		return l.linkEntry(cp, n, fi)
+	}
+	if fi.IsDir() || fi.Mode().IsRegular() {
+		return localEntry(n, fi), true
+	}
+	return Entry{}, false
 }
 
 func (l *Local) ReadRange(ctx context.Context, p, version string, off, n int64) (io.ReadCloser, error) {
@@ -312,3 +328,13 @@ func (r *localReader) WriteToFile(f *os.File, off, n int64, mu sync.Locker) erro
 }
 
 func (r *localReader) Close() error { return r.f.Close() }
+
+// newLocal is NewLocal with the listing cap of opts.
+func newLocal(dir string, opts Options) (*Local, error) {
+	l, err := NewLocal(dir)
+	if err != nil {
+		return nil, err
+	}
+	l.max = opts.maxDirEntries()
+	return l, nil
+}

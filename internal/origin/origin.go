@@ -111,13 +111,13 @@ func New(spec string, opts Options) (Origin, error) {
 	}
 	switch {
 	case strings.HasPrefix(spec, "/"):
-		return NewLocal(spec)
+		return newLocal(spec, opts)
 	case strings.HasPrefix(spec, "file://"):
 		u, err := url.Parse(spec)
 		if err != nil || u.Host != "" && u.Host != "localhost" {
 			return nil, &UsageError{fmt.Sprintf("bad origin %q: use file:///absolute/dir", spec)}
 		}
-		return NewLocal(u.Path)
+		return newLocal(u.Path, opts)
 	case strings.HasPrefix(spec, "http://"), strings.HasPrefix(spec, "https://"):
 		return NewHTTP(spec, opts)
 	case strings.HasPrefix(spec, "s3://"):
