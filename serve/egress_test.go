@@ -52,7 +52,7 @@ func TestAutoMethod(t *testing.T) {
 		{1 << 30, false, true, false, egressSG, sendfile},
 		{4 << 10, false, false, false, egressSG, sendfile}, // still filling: no header+body writev
 		{64 << 10, true, true, false, egressSG, mmap},      // multipart
-		{1 << 30, false, true, true, egressSG, mmap},       // TLS
+		{1 << 30, false, true, true, egressSG, cp},         // TLS reads no mapping
 		{1 << 30, false, false, true, egressSG, cp},
 		{64 << 10, false, true, false, egressNoSG, mmap},
 		{64 << 10, false, false, false, egressNoSG, sendfile},

@@ -160,6 +160,12 @@ func (c *conn) redirect(req *request, loc string) bool {
 // etagFor returns a strong ETag for an object version: the origin's own ETag when it
 // has one, else a hash of the version string.
 func etagFor(version string) string {
+	if strings.HasPrefix(version, "size:") {
+		// Only the size tells such versions apart (the origin sent no validator): a
+		// tag made from it would match two contents of one size, and If-Range would
+		// then resume a download with another version's bytes. No tag, no match.
+		return ""
+	}
 	if len(version) >= 2 && version[0] == '"' && version[len(version)-1] == '"' {
 		return version
 	}
@@ -494,8 +500,8 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 		return zerocopy.Copy
 	}
 	if !c.s.auto {
-		if c.isTLS && c.s.fixed == zerocopy.Sendfile {
-			return zerocopy.Copy
+		if c.isTLS && c.s.fixed != zerocopy.Copy {
+			return zerocopy.Copy // see autoMethod: TLS reads no mapping
 		}
 		return c.s.fixed
 	}
@@ -504,8 +510,10 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 
 // autoMethod is the rule of --transfer auto for a cached file.
 //
-// TLS never uses sendfile (the bytes are encrypted in user space), so complete
-// files are written from the mapping. Otherwise a body of up to smallBody bytes of a
+// TLS goes by pread+write: it encrypts in user space, so sendfile cannot serve it,
+// and its reads of a mapping would be user-space loads, which kill the process with
+// SIGBUS if the cache file is truncated under it (a plain write of a mapping only
+// fails with EFAULT in the kernel). Otherwise a body of up to smallBody bytes of a
 // complete file goes out with its header in one writev from the mapping, and larger
 // bodies, and files still filling (only present segments are sent), by sendfile,
 // with two exceptions measured here. Through an interface without scatter-gather
@@ -535,9 +543,6 @@ func (c *conn) choose(h *cache.Handle, n int64, multi, complete bool) zerocopy.M
 func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method {
 	switch {
 	case isTLS:
-		if complete {
-			return zerocopy.Mmap
-		}
 		return zerocopy.Copy
 	case multi || (complete && n <= smallBody):
 		return zerocopy.Mmap
