@@ -330,3 +330,23 @@ func TestInvalidatorsHearOfDroppedVersions(t *testing.T) {
 		t.Fatalf("clear: told %v", heard)
 	}
 }
+
+// A chunk dropped as corrupt is told to the invalidators too: the mount's kernel may
+// hold its bad bytes in its page cache, and keeps them across opens of an unchanged
+// version.
+func TestDroppedCorruptChunkIsTold(t *testing.T) {
+	f := newFixture(t)
+	randomFile(t, f.originDir, "c", 1<<20, 91)
+	c := f.open()
+	defer c.Close()
+	var told atomic.Int64
+	c.OnInvalidate(func(p string) {
+		if p == "c" {
+			told.Add(1)
+		}
+	})
+	readWhole(t, c, "c")
+	flipByte(t, f.cacheDir, 300_000)
+	readWhole(t, c, "c") // the changed data file is re-hashed at this open
+	waitFor(t, "a dropped corrupt chunk was not told to the invalidators", func() bool { return told.Load() > 0 })
+}

@@ -358,6 +358,10 @@ func (o *object) checkChunk(i int, b []byte) bool {
 	}
 	o.dropChunk(i)
 	o.c.log.Warn("dropped corrupt cache chunk; it will be refetched", "path", o.Path, "chunk", i)
+	// The kernel may hold the bad bytes in its page cache of the mount, and keeps
+	// them across opens of an unchanged version: drop them there too. Not
+	// synchronously: this may run inside a FUSE open of this very path.
+	go o.c.notifyInvalidate(o.Path)
 	return true
 }
 
