@@ -26,7 +26,8 @@ func TestOriginErrorsAtStartup(t *testing.T) {
 	withPass := strings.Replace(srv.URL, "http://", "http://user:hunter2@", 1)
 	cases := []struct{ origin, want string }{
 		{srv.URL + "nope/", "404 Not Found for " + srv.URL + "nope/: is the prefix right? an origin must be a directory"},
-		{withPass + "nope/", "404 Not Found for http://user:xxxxx@"},
+		// The origin's errors name its URL without the credentials (and "hunter2" must not show).
+		{withPass + "nope/", "404 Not Found for " + srv.URL + "nope/"},
 		{srv.URL + "f.txt", srv.URL + "f.txt is a file, not a directory: an origin must be a directory"},
 		{filepath.Join(dir, "f.txt"), filepath.Join(dir, "f.txt") + " is a file, not a directory: an origin must be a directory"},
 		{filepath.Join(dir, "nope"), "origin directory " + filepath.Join(dir, "nope") + " does not exist"},
