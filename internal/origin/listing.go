@@ -249,8 +249,10 @@ func jsonEntry(it ListingEntry) (Entry, bool) {
 }
 
 // nginxLine matches what nginx's HTML autoindex prints after each link:
-// "   26-Nov-2026 00:54     1234" (or "-" for a directory).
-var nginxLine = regexp.MustCompile(`^\s+(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2})\s+(\d+|-)`)
+// "   26-Nov-2026 00:54     1234" (or "-" for a directory). With
+// autoindex_exact_size off the size reads "12K" and does not match: such an entry
+// keeps no size and stays inexact.
+var nginxLine = regexp.MustCompile(`^\s+(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2})\s+(\d+|-)\s*$`)
 
 // maxHTMLToken bounds the text of one HTML token (a tag with its attributes, or the
 // text between two tags) the tokenizer may buffer.
@@ -314,6 +316,9 @@ func parseHTMLListing(r io.Reader, dirURL *url.URL, b *listingBuilder) error {
 					if t, err := time.Parse("02-Jan-2006 15:04", string(m[1])); err == nil {
 						e.ModTime = t
 					}
+					// The entry stays inexact although the size is in bytes:
+					// nginx prints the time to the minute, and a stat through
+					// the mount shows the file's own second (one HEAD).
 					if n, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil && !e.IsDir {
 						e.Size = n
 					}

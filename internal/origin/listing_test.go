@@ -59,6 +59,31 @@ func TestParseNginxHTML(t *testing.T) {
 	}
 }
 
+// nginx with autoindex_exact_size off rounds sizes ("12K"): those entries keep no
+// size (not 12 bytes).
+func TestParseNginxHTMLRoundedSizes(t *testing.T) {
+	body := `<html><body><pre><a href="../">../</a>
+<a href="a.bin">a.bin</a>                                        26-Nov-2026 00:55                 12K
+<a href="b.bin">b.bin</a>                                        26-Nov-2026 00:55                 3M
+<a href="c.txt">c.txt</a>                                        26-Nov-2026 00:55                 900
+</pre></body></html>`
+	got, err := ParseListing("text/html", []byte(body), mustURL(t, "http://h/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("got %+v", got)
+	}
+	for _, e := range got[:2] {
+		if e.Exact || e.Size != 0 {
+			t.Errorf("%s: rounded size taken as bytes: %+v", e.Name, e)
+		}
+	}
+	if got[2].Size != 900 {
+		t.Errorf("c.txt: %+v, want size 900", got[2])
+	}
+}
+
 func TestParseNginxJSON(t *testing.T) {
 	body := `[
 { "name":"sub", "type":"directory", "mtime":"Wed, 26 Nov 2026 00:54:28 GMT" },
