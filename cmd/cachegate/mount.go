@@ -144,6 +144,7 @@ func (m *mountCmd) Run(g *globals) error {
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
+	notifyStatus(log, "checking the origin and opening the cache "+m.CacheDir)
 	c, err := m.open(spec, log)
 	if err != nil {
 		return err
@@ -179,6 +180,8 @@ func (m *mountCmd) Run(g *globals) error {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
 	log.Info("mounted", "origin", control.Redact(c.Origin().String()), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	// Ready: the kernel's INIT is done (fusefs.Mount waits for it), so the mount answers.
+	defer notifyReady(log, fmt.Sprintf("mounted %s at %s", control.Redact(c.Origin().String()), m.Mountpoint))()
 	return serveUntilSignal(server, m.Mountpoint, log, sig)
 }
 
@@ -222,10 +225,12 @@ func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, 
 	select {
 	case <-done:
 		log.Info("unmounted", "mountpoint", mountpoint)
+		notifyStopping(log, "unmounted")
 		bounded(sig, log, nil)
 		return nil
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
+		notifyStopping(log, s.String())
 	}
 	bounded(sig, log, func() {
 		// Exiting closes /dev/fuse, which fails the requests still waiting; the
