@@ -257,7 +257,13 @@ func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, 
 }
 
 // checkMountpoint refuses a missing, non-directory, dead or already-mounted mountpoint.
+// An automount point (autofs, as systemd makes for x-systemd.automount) is accepted
+// untouched: the mount goes on top of its trigger, and the trigger fired is this very
+// mount, so a statfs or stat there would wait for it (statfs would trigger it).
 func checkMountpoint(mp string) error {
+	if mounted, fstype := isMountpoint(mp); mounted && fstype == "autofs" {
+		return nil
+	}
 	// Before anything that would wait on a hung mount's process.
 	switch probeMount(mp) {
 	case mountDead:
