@@ -210,8 +210,17 @@ type proc struct {
 // ends (its log is printed if t failed).
 func startProc(t testing.TB, args []string, ready func() bool) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, args, ready)
+}
+
+// startProcEnv is startProc with env added to the test's environment.
+func startProcEnv(t testing.TB, env []string, args []string, ready func() bool) *proc {
+	t.Helper()
 	p := &proc{logs: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -90,6 +90,9 @@ func newLogger(level string) *slog.Logger {
 }
 
 func main() {
+	if args, ok := isMountHelper(os.Args); ok {
+		os.Exit(mountHelper(args))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -101,6 +104,15 @@ func run(args []string) int {
 		return 1
 	}
 	code := 0
+	// Started by the mount helper: it waits on a pipe for "ready" or this run's error.
+	takeReadyPipe()
+	failure := ""
+	defer func() {
+		if failure == "" {
+			failure = fmt.Sprintf("cachegate exited with status %d before the mount was ready", code)
+		}
+		tellHelper(failure)
+	}()
 	func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -123,13 +135,15 @@ func run(args []string) int {
 			return
 		}
 		if err != nil {
+			failure = fmt.Sprintf("%v (see cachegate --help)", err)
 			fmt.Fprintf(os.Stderr, "cachegate: %v (see cachegate --help)\n", err)
 			code = 2
 			return
 		}
 		slog.SetDefault(newLogger(c.LogLevel))
 		if err := ctx.Run(&c.globals); err != nil {
-			fmt.Fprintln(os.Stderr, "cachegate:", scrub(oneLine(err)))
+			failure = scrub(oneLine(err))
+			fmt.Fprintln(os.Stderr, "cachegate:", failure)
 			code = 1
 			var ue *usageError
 			var oe *origin.UsageError

@@ -144,6 +144,7 @@ func (m *mountCmd) Run(g *globals) error {
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
+	notifyStatus(log, "checking the origin and opening the cache "+m.CacheDir)
 	c, err := m.open(spec, log)
 	if err != nil {
 		return err
@@ -179,6 +180,9 @@ func (m *mountCmd) Run(g *globals) error {
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
 	log.Info("mounted", "origin", control.Redact(c.Origin().String()), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
+	// Ready: the kernel's INIT is done (fusefs.Mount waits for it), so the mount answers.
+	tellHelper("ready")
+	defer notifyReady(log, fmt.Sprintf("mounted %s at %s", control.Redact(c.Origin().String()), m.Mountpoint))()
 	return serveUntilSignal(server, m.Mountpoint, log, sig)
 }
 
@@ -222,10 +226,12 @@ func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, 
 	select {
 	case <-done:
 		log.Info("unmounted", "mountpoint", mountpoint)
+		notifyStopping(log, "unmounted")
 		bounded(sig, log, nil)
 		return nil
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
+		notifyStopping(log, s.String())
 	}
 	bounded(sig, log, func() {
 		// Exiting closes /dev/fuse, which fails the requests still waiting; the
@@ -251,7 +257,13 @@ func serveUntilSignal(server *fuse.Server, mountpoint string, log *slog.Logger, 
 }
 
 // checkMountpoint refuses a missing, non-directory, dead or already-mounted mountpoint.
+// An automount point (autofs, as systemd makes for x-systemd.automount) is accepted
+// untouched: the mount goes on top of its trigger, and the trigger fired is this very
+// mount, so a statfs or stat there would wait for it (statfs would trigger it).
 func checkMountpoint(mp string) error {
+	if mounted, fstype := isMountpoint(mp); mounted && fstype == "autofs" {
+		return nil
+	}
 	// Before anything that would wait on a hung mount's process.
 	switch probeMount(mp) {
 	case mountDead:

@@ -144,6 +144,7 @@ func (s *serveCmd) Run(g *globals) error {
 	if _, _, err := listenAddr(s.Listen); err != nil {
 		return usagef("--listen: %v", err) // before the cache dir is made
 	}
+	notifyStatus(log, "checking the origin and opening the cache "+s.CacheDir)
 	c, err := s.open(spec, log)
 	if err != nil {
 		return err
@@ -160,8 +161,11 @@ func (s *serveCmd) Run(g *globals) error {
 	}
 	defer ctl.Close()
 	defer registerInstance("serve", c, "", s.Listen, log)()
+	// Ready: start has listened, so the port accepts.
+	defer notifyReady(log, fmt.Sprintf("serving %s on %s", control.Redact(c.Origin().String()), s.Listen))()
 	got := <-sig
 	log.Info("stopping", "signal", got.String())
+	notifyStopping(log, got.String())
 	bounded(sig, log, nil)
 	srv.Close()
 	return nil

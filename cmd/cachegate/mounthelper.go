@@ -1,0 +1,346 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/registry"
+	"golang.org/x/sys/unix"
+)
+
+// The mount(8) helper. mount -t cachegate ORIGIN DIR -o OPTS (and an fstab line of
+// type cachegate) runs /sbin/mount.cachegate ORIGIN DIR [-sfnv] [-o OPTS] [-t TYPE];
+// with type fuse.cachegate, /sbin/mount.fuse.cachegate. A helper must return once the
+// filesystem is mounted, so it starts `cachegate mount` in the background (its own
+// session, output to a log in the cache dir), waits for it to say "ready" through an
+// inherited pipe, and exits 0; or, when the mount fails, exits 32 (mount(8)'s "mount
+// failure") with the mount's error as its one line on stderr, having made sure that
+// nothing stays behind: no process, no mount, no registry entry. The mount process
+// then lives as any `cachegate mount` does: a plain umount ends it.
+
+// helperExit is mount(8)'s "mount failure", which it also uses for bad options.
+const helperExit = 32
+
+// helperReadyTimeout bounds the wait for the mount: opening a cache re-verifies
+// what an unclean stop left, and the origin check alone may take 30s. systemd's mount
+// units time out sooner (90s by default), and then the helper is killed and takes
+// the mount process with it.
+const helperReadyTimeout = 2 * time.Minute
+
+// readyFDEnv names the descriptor of the pipe on which the mount process tells the
+// helper "ready", or why it failed. Internal: not a flag (no CACHEGATE_ flag has
+// this name), and unset by the child as it takes the pipe.
+const readyFDEnv = "CACHEGATE_HELPER_READY_FD"
+
+// helperLogMax is the size past which the helper's log is rotated (to mount.log.1)
+// before a new mount appends to it: two files bound what mounts from fstab leave.
+const helperLogMax = 8 << 20
+
+// isMountHelper reports whether cachegate runs as a mount(8) helper: by its name
+// (argv[0], a link /sbin/mount.cachegate), or as the hidden command mount.cachegate.
+func isMountHelper(args []string) (rest []string, ok bool) {
+	switch filepath.Base(args[0]) {
+	case "mount.cachegate", "mount.fuse.cachegate":
+		return args[1:], true
+	}
+	if len(args) > 1 && args[1] == "mount.cachegate" {
+		return args[2:], true
+	}
+	return nil, false
+}
+
+// helperArgs is a mount helper's command line.
+type helperArgs struct {
+	source, target string
+	options        []string
+	sloppy, fake   bool
+	verbose        bool
+}
+
+// parseHelperArgs reads mount(8)'s helper calling convention: SOURCE TARGET and the
+// flags -s (sloppy: ignore unknown options), -f (fake: check, do not mount), -n (no
+// mtab: there is none to write), -v, -o OPTS (repeatable), -t TYPE, in any order.
+func parseHelperArgs(args []string) (helperArgs, error) {
+	var h helperArgs
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		for j := 1; j < len(a); j++ {
+			switch c := a[j]; c {
+			case 's':
+				h.sloppy = true
+			case 'f':
+				h.fake = true
+			case 'n':
+			case 'v':
+				h.verbose = true
+			case 'o', 't', 'N':
+				v := a[j+1:]
+				if v == "" {
+					if i+1 >= len(args) {
+						return h, fmt.Errorf("-%c needs a value", c)
+					}
+					i++
+					v = args[i]
+				}
+				switch c {
+				case 'o':
+					h.options = append(h.options, v)
+				case 't':
+					if v != "cachegate" && v != "fuse.cachegate" {
+						return h, fmt.Errorf("type %q is not cachegate's", v)
+					}
+				case 'N':
+					return h, errors.New("-N (mount in another namespace) is not supported: run mount inside that namespace")
+				}
+				j = len(a)
+			default:
+				return h, fmt.Errorf("unknown flag -%c", c)
+			}
+		}
+	}
+	if len(pos) != 2 {
+		return h, errors.New("usage: mount.cachegate ORIGIN MOUNTPOINT [-sfnv] [-o OPTIONS]")
+	}
+	h.source, h.target = pos[0], pos[1]
+	return h, nil
+}
+
+// mountFlagKinds maps cachegate mount's flag names to whether each is a boolean,
+// from the command line's own model, so that every flag of mount is an option.
+func mountFlagKinds() (map[string]bool, error) {
+	var c cli
+	parser, err := newParser(&c)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range parser.Model.Children {
+		if n.Name != "mount" {
+			continue
+		}
+		kinds := map[string]bool{}
+		for _, group := range n.AllFlags(false) {
+			for _, f := range group {
+				kinds[f.Name] = f.Value.IsBool()
+			}
+		}
+		return kinds, nil
+	}
+	return nil, errors.New("no mount command")
+}
+
+// mountHelper runs the helper and returns its exit status.
+func mountHelper(args []string) int {
+	if err := runMountHelper(args); err != nil {
+		fmt.Fprintln(os.Stderr, "mount.cachegate:", scrub(oneLine(err)))
+		return helperExit
+	}
+	return 0
+}
+
+func runMountHelper(args []string) error {
+	h, err := parseHelperArgs(args)
+	if err != nil {
+		return err
+	}
+	kinds, err := mountFlagKinds()
+	if err != nil {
+		return err
+	}
+	opts, err := parseMountOptions(strings.Join(h.options, ","), kinds, h.sloppy)
+	if err != nil {
+		return err
+	}
+	// The mount process runs in / (it must not keep the caller's directory busy), so
+	// relative paths are made absolute here; mount(8) gives absolute ones anyway.
+	source := h.source
+	if !strings.Contains(source, "://") && !filepath.IsAbs(source) {
+		if source, err = filepath.Abs(source); err != nil {
+			return err
+		}
+	}
+	target, err := filepath.Abs(h.target)
+	if err != nil {
+		return err
+	}
+	// The environment is set here too, so that the check below sees CACHEGATE_*
+	// variables given as env.NAME=VALUE as the mount process will.
+	for _, kv := range opts.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+	// Checked as the mount process will parse it, so that a bad value fails here
+	// with kong's message rather than in the background.
+	childArgs := append(append([]string{"mount"}, opts.Args...), "--", source, target)
+	var c cli
+	parser, err := newParser(&c)
+	if err != nil {
+		return err
+	}
+	if _, err := parser.Parse(childArgs); err != nil {
+		return fmt.Errorf("%v (options are cachegate mount's flags with _ for -)", err)
+	}
+	if h.fake {
+		return nil
+	}
+	return startBackgroundMount(childArgs, c.Mount.CacheDir, target, h.verbose)
+}
+
+// startBackgroundMount starts `cachegate childArgs…` detached and waits until it
+// reports the mount ready or fails; on failure it leaves nothing behind.
+func startBackgroundMount(childArgs []string, cacheDir, target string, verbose bool) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find the cachegate binary: %v", err)
+	}
+	logFile, logPath := openHelperLog(cacheDir)
+	defer logFile.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command(exe, childArgs...)
+	cmd.Args[0] = "cachegate" // not a helper name: the child is a plain mount
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.ExtraFiles = []*os.File{w} // descriptor 3
+	cmd.Env = append(childEnv(os.Environ()), fmt.Sprintf("%s=%d", readyFDEnv, 3))
+	// Its own session: no terminal's hangup or Ctrl-C reaches it, as for any daemon.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	wasMounted, _ := isMountpoint(target)
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start cachegate mount: %v", err)
+	}
+	w.Close() // the child holds the only writer: its exit is EOF here
+	if verbose {
+		fmt.Fprintf(os.Stderr, "mount.cachegate: started pid %d, logging to %s\n", cmd.Process.Pid, logPath)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	msg := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(r, 4096))
+		msg <- strings.TrimSpace(string(b))
+	}()
+	var failure error
+	select {
+	case m := <-msg:
+		if m == "ready" {
+			return nil
+		}
+		if m == "" {
+			m = fmt.Sprintf("cachegate mount ended before the mount was ready; see %s", logPath)
+		}
+		failure = errors.New(strings.TrimPrefix(m, "cachegate: "))
+	case s := <-sig:
+		failure = fmt.Errorf("interrupted by %v before the mount was ready", s)
+	case <-time.After(helperReadyTimeout):
+		failure = fmt.Errorf("the mount was not ready after %v; see %s", helperReadyTimeout, logPath)
+	}
+	cleanupFailedMount(cmd, target, wasMounted)
+	return failure
+}
+
+// cleanupFailedMount makes sure a failed helper leaves nothing: the mount process
+// ends (it exits by itself after reporting an error; one that hangs is stopped, then
+// killed), a mount it made goes, and its registry entry is dropped.
+func cleanupFailedMount(cmd *exec.Cmd, target string, wasMounted bool) {
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	for _, s := range []syscall.Signal{0, syscall.SIGTERM, syscall.SIGKILL} {
+		if s != 0 {
+			cmd.Process.Signal(s)
+		}
+		select {
+		case <-done:
+		case <-time.After(stopGrace + time.Second):
+			continue
+		}
+		break
+	}
+	if mounted, fstype := isMountpoint(target); mounted && !wasMounted && fstype == cachegateFSType {
+		unix.Unmount(target, unix.MNT_DETACH)
+	}
+	registry.List(registry.Dir()) // drops the entries of processes that are gone
+}
+
+// childEnv is the helper's environment for the mount process, without systemd's
+// notification variables: the helper, not its child, is what a unit started (and
+// systemd refuses notifications from other processes anyway).
+func childEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", readyFDEnv:
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// openHelperLog opens the background mount's log, mount.log in the cache dir,
+// rotating a large one; /dev/null when it cannot (the error then still reaches the
+// helper through the pipe).
+func openHelperLog(cacheDir string) (*os.File, string) {
+	p := filepath.Join(cacheDir, "mount.log")
+	if err := os.MkdirAll(cacheDir, 0o700); err == nil {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > helperLogMax {
+			os.Rename(p, p+".1")
+		}
+		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+			return f, p
+		}
+	}
+	f, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	return f, os.DevNull
+}
+
+// readyPipe is the helper's pipe in a mount process it started (nil otherwise).
+var readyPipe *os.File
+
+// takeReadyPipe adopts the helper's pipe, if this process was started by one, and
+// keeps it from leaking into the processes this one starts (fusermount3).
+func takeReadyPipe() {
+	s := os.Getenv(readyFDEnv)
+	if s == "" {
+		return
+	}
+	os.Unsetenv(readyFDEnv)
+	var fd int
+	if _, err := fmt.Sscanf(s, "%d", &fd); err != nil || fd < 3 {
+		return
+	}
+	unix.CloseOnExec(fd)
+	readyPipe = os.NewFile(uintptr(fd), "mount-helper")
+}
+
+// tellHelper sends the helper "ready" or the error text (once; later calls do nothing).
+func tellHelper(msg string) {
+	if readyPipe == nil {
+		return
+	}
+	readyPipe.Write([]byte(msg + "\n"))
+	readyPipe.Close()
+	readyPipe = nil
+}

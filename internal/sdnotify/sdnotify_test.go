@@ -1,0 +1,127 @@
+package sdnotify
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// listen opens a unixgram socket as systemd would and points NOTIFY_SOCKET at it.
+func listen(t *testing.T, abstract bool) *net.UnixConn {
+	t.Helper()
+	name := filepath.Join(t.TempDir(), "notify")
+	env := name
+	if abstract {
+		name = "\x00cachegate-sdnotify-test-" + strconv.Itoa(os.Getpid())
+		env = "@" + name[1:]
+	}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Setenv("NOTIFY_SOCKET", env)
+	return c
+}
+
+func recv(t *testing.T, c *net.UnixConn, wait time.Duration) (string, bool) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 8192)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", false
+	}
+	return string(buf[:n]), true
+}
+
+func TestNotifyPathAndAbstract(t *testing.T) {
+	for _, abstract := range []bool{false, true} {
+		c := listen(t, abstract)
+		if err := Notify(Ready + "\n" + Status("mounted\nat /mnt")); err != nil {
+			t.Fatalf("abstract=%v: %v", abstract, err)
+		}
+		got, ok := recv(t, c, 5*time.Second)
+		if want := "READY=1\nSTATUS=mounted at /mnt"; !ok || got != want {
+			t.Errorf("abstract=%v: got %q, want %q", abstract, got, want)
+		}
+	}
+}
+
+func TestNotifyWithoutSocketIsNoop(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	if Enabled() {
+		t.Fatal("Enabled with NOTIFY_SOCKET empty")
+	}
+	if err := Notify(Ready); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NOTIFY_SOCKET", "relative/sock")
+	if err := Notify(Ready); err == nil || !strings.Contains(err.Error(), "absolute") {
+		t.Errorf("relative NOTIFY_SOCKET: %v, want an error saying it must be absolute", err)
+	}
+}
+
+func TestWatchdogInterval(t *testing.T) {
+	for _, tc := range []struct {
+		usec, pid string
+		want      time.Duration
+		ok, err   bool
+	}{
+		{"", "", 0, false, false},
+		{"400000", "", 200 * time.Millisecond, true, false},
+		{"400000", strconv.Itoa(os.Getpid()), 200 * time.Millisecond, true, false},
+		{"400000", "1", 0, false, false}, // meant for another process
+		{"1", "", time.Millisecond, true, false},
+		{"0", "", 0, false, true},
+		{"-5", "", 0, false, true},
+		{"x", "", 0, false, true},
+	} {
+		t.Setenv("WATCHDOG_USEC", tc.usec)
+		t.Setenv("WATCHDOG_PID", tc.pid)
+		d, ok, err := WatchdogInterval()
+		if d != tc.want || ok != tc.ok || (err != nil) != tc.err {
+			t.Errorf("USEC=%q PID=%q: %v %v %v, want %v %v err=%v", tc.usec, tc.pid, d, ok, err, tc.want, tc.ok, tc.err)
+		}
+	}
+}
+
+func TestWatchdogPings(t *testing.T) {
+	c := listen(t, false)
+	t.Setenv("WATCHDOG_USEC", "100000") // pings every 50ms
+	t.Setenv("WATCHDOG_PID", "")
+	stop, err := StartWatchdog(func(err error) { t.Error(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n := 0
+	for n < 5 {
+		got, ok := recv(t, c, 5*time.Second)
+		if !ok {
+			t.Fatalf("only %d watchdog pings", n)
+		}
+		if got != Watchdog {
+			t.Fatalf("got %q, want %q", got, Watchdog)
+		}
+		n++
+	}
+	if el := time.Since(start); el < 150*time.Millisecond {
+		t.Errorf("5 pings in %v: faster than every 50ms", el)
+	}
+	stop()
+	stop() // twice is fine
+	// Drain what was in flight, then nothing more comes.
+	for {
+		if _, ok := recv(t, c, 300*time.Millisecond); !ok {
+			break
+		}
+	}
+	if got, ok := recv(t, c, 300*time.Millisecond); ok {
+		t.Errorf("ping %q after stop", got)
+	}
+}
