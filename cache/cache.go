@@ -331,6 +331,9 @@ func (c *Cache) Dir() string { return c.opts.Dir }
 // ChunkSize is the chunk size of new objects (the unit of fetching).
 func (c *Cache) ChunkSize() int64 { return c.opts.ChunkSize }
 
+// OriginTimeout is how long a fetch may go without a chunk arriving.
+func (c *Cache) OriginTimeout() time.Duration { return c.opts.OriginTimeout }
+
 // Origin returns the origin this cache reads.
 func (c *Cache) Origin() origin.Origin { return c.origin.(*meteredOrigin).Origin }
 

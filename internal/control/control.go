@@ -240,6 +240,12 @@ func (s *Server) warm(w http.ResponseWriter, r *http.Request, pin bool) {
 		reply(w, nil, err)
 		return
 	}
+	// A fetch gives up when no chunk arrives for the origin timeout: a limit that
+	// passes fewer than two chunks in that time would fail the warm, not slow it.
+	if r, cs, to := req.BWLimit, s.c.ChunkSize(), s.c.OriginTimeout(); r > 0 && float64(2*cs)/float64(r) > to.Seconds() {
+		reply(w, nil, badRequestf("bwlimit %d bytes/s passes fewer than two chunks of %d bytes per origin timeout (%v) of this cache's owner: raise the limit", r, cs, to))
+		return
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
