@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cachegate/cachegate/internal/bwlimit"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/dgraph-io/ristretto/v2"
 	"golang.org/x/sync/singleflight"
@@ -45,7 +46,10 @@ type Options struct {
 	// bytes per second (default DefaultScrubRate).
 	VerifyInterval time.Duration
 	ScrubRate      int64
-	Logger         *slog.Logger
+	// BWLimit paces the bytes of every origin read of the cache (--bwlimit): one
+	// bucket shared by all readers. Nil: no limit.
+	BWLimit *bwlimit.Bucket
+	Logger  *slog.Logger
 }
 
 // Defaults for zero Options fields.
@@ -176,7 +180,7 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		},
 	}
 	c.idx.free.dir = opts.Dir
-	c.origin = &meteredOrigin{Origin: o, m: &c.metrics}
+	c.origin = &meteredOrigin{Origin: o, m: &c.metrics, limit: opts.BWLimit}
 	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
 		lock.Close()
 		return nil, err
@@ -323,6 +327,12 @@ func (c *Cache) Close() error {
 
 // Dir returns the cache directory.
 func (c *Cache) Dir() string { return c.opts.Dir }
+
+// ChunkSize is the chunk size of new objects (the unit of fetching).
+func (c *Cache) ChunkSize() int64 { return c.opts.ChunkSize }
+
+// OriginTimeout is how long a fetch may go without a chunk arriving.
+func (c *Cache) OriginTimeout() time.Duration { return c.opts.OriginTimeout }
 
 // Origin returns the origin this cache reads.
 func (c *Cache) Origin() origin.Origin { return c.origin.(*meteredOrigin).Origin }

@@ -166,7 +166,7 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	}
 	h.mu.Unlock()
 	if to > from {
-		if started := o.prefetch(int(from/cs), int((to-1)/cs)); len(started) > 0 {
+		if started := o.prefetch(ctx, int(from/cs), int((to-1)/cs)); len(started) > 0 {
 			h.hold(started)
 		}
 	}

@@ -389,6 +389,9 @@ type WarmProgress struct {
 	Fetched    int64  `json:"bytes_fetched"` // from the origin (the rest was cached)
 	Failed     int    `json:"files_failed"`
 	FirstError string `json:"first_error,omitempty"`
+	// Missing are the paths asked for that the origin does not have; the others are
+	// warmed all the same.
+	Missing []string `json:"missing,omitempty"`
 }
 
 // Warm fetches every file at or under each of paths into the cache, parallel files at
@@ -398,8 +401,13 @@ type WarmProgress struct {
 func (c *Cache) Warm(ctx context.Context, paths []string, parallel int, pin bool, progress func(WarmProgress)) (WarmProgress, error) {
 	var entries []origin.Entry
 	var files []string
+	var missing []string
 	for _, p := range paths {
 		e, f, err := c.Walk(ctx, p)
+		if errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {
+			missing = append(missing, p) // reported, and the rest warmed
+			continue
+		}
 		if err != nil {
 			return WarmProgress{}, err
 		}
@@ -407,6 +415,7 @@ func (c *Cache) Warm(ctx context.Context, paths []string, parallel int, pin bool
 	}
 	var st WarmProgress
 	st.Files = len(files)
+	st.Missing = missing
 	for _, e := range entries {
 		st.Bytes += e.Size
 	}
@@ -461,7 +470,28 @@ func (c *Cache) Warm(ctx context.Context, paths []string, parallel int, pin bool
 	if st.Failed > 0 {
 		return st, fmt.Errorf("%d of %d files could not be warmed; first: %s", st.Failed, st.Files, st.FirstError)
 	}
+	if len(missing) > 0 {
+		return st, &pathError{missingText(missing), fs.ErrNotExist}
+	}
 	return st, nil
+}
+
+// missingText says which paths of a warm the origin lacks (the first few by name;
+// WarmProgress.Missing has them all).
+func missingText(missing []string) string {
+	const named = 3
+	if len(missing) == 1 {
+		return fmt.Sprintf("/%s: not in the origin (check the path)", missing[0])
+	}
+	names := make([]string, 0, named)
+	for _, p := range missing[:min(named, len(missing))] {
+		names = append(names, "/"+p)
+	}
+	more := ""
+	if len(missing) > named {
+		more = fmt.Sprintf(" and %d more", len(missing)-named)
+	}
+	return fmt.Sprintf("%d paths not in the origin (%s%s; check them); the others were warmed", len(missing), strings.Join(names, ", "), more)
 }
 
 // checkPinRoom refuses pins that would not fit in the cache with what is pinned.

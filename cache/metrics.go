@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cachegate/cachegate/internal/bwlimit"
 	"github.com/cachegate/cachegate/internal/origin"
 )
 
@@ -90,10 +91,12 @@ func (m *cacheMetrics) done(op int, err error) {
 
 // meteredOrigin counts the requests the cache makes of its origin, and their errors
 // (a body that fails while it is read is counted by the fetch's retries). The
-// readers it returns are the origin's own, so that splicing still works.
+// readers it returns are the origin's own, or paced ones that still splice
+// (bwlimit.go), so that splicing still works.
 type meteredOrigin struct {
 	origin.Origin
-	m *cacheMetrics
+	m     *cacheMetrics
+	limit *bwlimit.Bucket // Options.BWLimit: paces every read's bytes (bwlimit.go); nil: none
 }
 
 func (o *meteredOrigin) Stat(ctx context.Context, p string) (origin.Entry, error) {
@@ -111,7 +114,10 @@ func (o *meteredOrigin) List(ctx context.Context, p string) ([]origin.Entry, err
 func (o *meteredOrigin) ReadRange(ctx context.Context, p, version string, off, n int64) (io.ReadCloser, error) {
 	rc, err := o.Origin.ReadRange(ctx, p, version, off, n)
 	o.m.done(opRead, err)
-	return rc, err
+	if err != nil {
+		return rc, err
+	}
+	return paced(ctx, rc, o.buckets(ctx)), nil
 }
 
 // OriginOpMetrics are the counts of one kind of origin request.

@@ -465,7 +465,7 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
 				end++
 			}
-			fl, sp := o.startFetchLocked(i, end)
+			fl, sp := o.startFetchLocked(ctx, i, end)
 			sp.waiters++
 			if joined == nil {
 				joined = map[*span]bool{}
@@ -528,8 +528,9 @@ func abandonIfUnwantedLocked(sp *span) {
 
 // prefetch starts fetches for the missing chunks of first..last without waiting,
 // in spans that run in parallel. It returns the spans it started, held for the
-// caller until it lets them go (letGo).
-func (o *object) prefetch(first, last int) []*span {
+// caller until it lets them go (letGo). ctx is the reader's: the spans keep only its
+// bandwidth limit (WithBWLimit), not its cancellation.
+func (o *object) prefetch(ctx context.Context, first, last int) []*span {
 	last = min(last, o.nchunks-1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -545,7 +546,7 @@ func (o *object) prefetch(first, last int) []*span {
 		for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
 			end++
 		}
-		_, sp := o.startFetchLocked(i, end)
+		_, sp := o.startFetchLocked(ctx, i, end)
 		sp.holders++
 		started = append(started, sp)
 		i = end
@@ -574,9 +575,10 @@ func (o *object) letGo(drop, keep []*span) []*span {
 }
 
 // startFetchLocked registers flights for chunks first..last and starts one origin
-// request for them. o.mu must be held.
-func (o *object) startFetchLocked(first, last int) ([]*flight, *span) {
-	ctx, cancel := context.WithCancelCause(context.Background())
+// request for them, under a context of its own that keeps only the bandwidth limit
+// of the reader's (from). o.mu must be held.
+func (o *object) startFetchLocked(from context.Context, first, last int) ([]*flight, *span) {
+	ctx, cancel := context.WithCancelCause(carryBWLimit(context.Background(), from))
 	sp := &span{cancel: cancel}
 	fl := make([]*flight, last-first+1)
 	for i := range fl {

@@ -90,6 +90,7 @@ type nginx struct {
 	pid       int    // the master process
 	URL       string
 	accessLog string
+	timedLog  string // each request's end time, bytes, method and URI
 	root      string
 }
 
@@ -102,6 +103,7 @@ events { worker_connections 1024; }
 http {
   default_type application/octet-stream;
   log_format bytes '$request_method $status $body_bytes_sent $uri';
+  log_format timed '$msec $body_bytes_sent $request_method $uri';
   access_log %[5]s;
   client_body_temp_path %[1]s/body;
   proxy_temp_path %[1]s/proxy;
@@ -138,7 +140,9 @@ func launchNginx(t testing.TB, root, format string, accessLog bool, onStop func(
 	conf := filepath.Join(dir, "nginx.conf")
 	logSpec := "off"
 	if accessLog {
-		logSpec = filepath.Join(dir, "access.log") + " bytes"
+		// A second log, timed.log, stamps each request's end ($msec): rates
+		// measured at the origin (TestBWLimitHoldsAtOrigin).
+		logSpec = filepath.Join(dir, "access.log") + " bytes; access_log " + filepath.Join(dir, "timed.log") + " timed"
 	}
 	os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, port, root, format, logSpec)), 0o644)
 	cmd := exec.Command(bin, "-c", conf, "-e", filepath.Join(dir, "error.log"))
@@ -153,7 +157,7 @@ func launchNginx(t testing.TB, root, format string, accessLog bool, onStop func(
 			cmd.Wait()
 		})
 	}
-	n := &nginx{stop: stop, pid: cmd.Process.Pid, URL: fmt.Sprintf("http://127.0.0.1:%d/", port), accessLog: filepath.Join(dir, "access.log"), root: root}
+	n := &nginx{stop: stop, pid: cmd.Process.Pid, URL: fmt.Sprintf("http://127.0.0.1:%d/", port), accessLog: filepath.Join(dir, "access.log"), timedLog: filepath.Join(dir, "timed.log"), root: root}
 	if err := waitPort(port, 10*time.Second); err != nil {
 		stop()
 		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))

@@ -370,10 +370,12 @@ func notFoundHint(err error, p string) error {
 
 // warmArgs are the arguments of warm and pin.
 type warmArgs struct {
-	Paths          []string `arg:"" help:"Files or directories (origin paths or paths inside a mount)."`
+	Paths          []string `arg:"" optional:"" help:"Files or directories (origin paths or paths inside a mount)."`
+	From           string   `env:"-" help:"Also the origin paths listed in FILE ('-': stdin), one a line as a dataset manifest lists them ('#' comments, blank lines skipped); a path the origin lacks is named and the rest warmed (exit 1)." placeholder:"FILE"`
 	Parallel       int      `env:"-" help:"Files fetched at once: 1 to 64 (default: ${default})." default:"4" placeholder:"N"`
 	cacheVerbFlags          // before --origin: the flag groups in flagGroups' order
 	Origin         string   `env:"-" group:"origin" help:"Origin to use when no cachegate owns the cache dir (default: the last owner's)." placeholder:"ORIGIN"`
+	BWLimit        Rate     `group:"origin" name:"bwlimit" help:"Most bytes per second this warm reads from the origin, e.g. 50MiB, 500k, 1.5M; 0: no limit (the owner's own --bwlimit applies as well)." placeholder:"RATE"`
 }
 
 type cacheWarmCmd struct{ warmArgs }
@@ -389,9 +391,32 @@ func warmOrPin(a warmArgs, pin bool) error {
 	if parallel < 1 || parallel > control.MaxParallel {
 		return usagef("--parallel %d is out of range: use 1 to %d", parallel, control.MaxParallel)
 	}
+	if len(a.Paths) == 0 && a.From == "" {
+		return usagef("name what to warm: PATH arguments, --from FILE, or both")
+	}
 	paths, err := resolvePaths(a.Paths)
 	if err != nil {
 		return err
+	}
+	list := newPathList(strings.NewReader(""), "")
+	if a.From != "" {
+		l, closeList, err := openList(a.From)
+		if err != nil {
+			return err
+		}
+		defer closeList()
+		list = l
+	}
+	// The first batch is read before anything starts, so a bad list is refused
+	// before the cache is touched when it fits one request (later batches' bad
+	// lines stop the warm where they are found).
+	list.queue = paths
+	batch, err := list.batch()
+	if err != nil {
+		return err
+	}
+	if len(batch) == 0 {
+		return usagef("%s lists no paths", list.name)
 	}
 	if a.Origin != "" {
 		if a.Origin, err = originSpec(a.Origin); err != nil {
@@ -416,28 +441,68 @@ func warmOrPin(a warmArgs, pin bool) error {
 		}
 	}
 	bar := newProgressBar(!f.JSON)
-	verb := "/v1/warm"
+	verb, done := "/v1/warm", "warmed"
 	if pin {
-		verb = "/v1/pin"
+		verb, done = "/v1/pin", "pinned"
 	}
-	line, err := s.client.Stream(verb, control.Request{Paths: paths, Parallel: parallel}, func(l control.ProgressLine) { bar.update(l.Progress) })
-	final := line.Progress
-	if err == nil && line.Error != "" {
-		err = errors.New(line.Error) // a path the origin lacks says so (cache.Walk)
+	// One request per batch (a list longer than one request carries), one bar and
+	// one summary over them all. A batch's missing paths or failed files do not stop
+	// the next; any other error (the owner gone, the origin down) does.
+	var total cache.WarmProgress
+	for len(batch) > 0 {
+		line, err := s.client.Stream(verb, control.Request{Paths: batch, Parallel: parallel, BWLimit: int64(a.BWLimit)},
+			func(l control.ProgressLine) { bar.update(sumProgress(total, l.Progress)) })
+		total = sumProgress(total, line.Progress)
+		// Missing paths and failed files are in total, said at the end.
+		if err == nil && line.Error != "" && !line.NotFound && line.Progress.Failed == 0 {
+			err = errors.New(line.Error)
+		}
+		if err == nil {
+			batch, err = list.batch()
+			if err != nil {
+				err = fmt.Errorf("%w (the paths before it were warmed)", err)
+			}
+		}
+		if err != nil {
+			bar.done(total)
+			reportMissing(total, done)
+			return err
+		}
 	}
-	bar.done(final)
-	if err != nil {
+	bar.done(total)
+	if f.JSON {
+		if err := printJSON(total); err != nil {
+			return err
+		}
+	}
+	if err := reportMissing(total, done); err != nil {
 		return err
 	}
+	if total.Failed > 0 {
+		return fmt.Errorf("%d of %d files could not be warmed; first: %s", total.Failed, total.Files, total.FirstError)
+	}
 	if f.JSON {
-		return printJSON(final)
+		return nil
 	}
-	done := "warmed"
-	if pin {
-		done = "pinned"
-	}
-	fmt.Printf("%s %s, %s (%s fetched from the origin)\n", done, plural(final.Files, "file"), units.FormatSize(final.Bytes), units.FormatSize(final.Fetched))
+	fmt.Printf("%s %s, %s (%s fetched from the origin)\n", done, plural(total.Files, "file"), units.FormatSize(total.Bytes), units.FormatSize(total.Fetched))
 	return nil
+}
+
+// reportMissing names each path of a warm that the origin lacks on stderr, one a
+// line, and returns the error that ends the command (nil when none is missing). A
+// lone missing path of a warm that warmed nothing else is said once, as the error.
+func reportMissing(total cache.WarmProgress, done string) error {
+	m := total.Missing
+	switch {
+	case len(m) == 0:
+		return nil
+	case len(m) == 1 && total.Files == 0:
+		return fmt.Errorf("/%s: not in the origin (check the path)", m[0])
+	}
+	for _, p := range m {
+		fmt.Fprintf(os.Stderr, "cachegate: /%s: not in the origin (check the path)\n", p)
+	}
+	return fmt.Errorf("%s not in the origin (named above); %s %s", plural(len(m), "path"), plural(total.FilesDone-total.Failed, "file"), done)
 }
 
 type cacheUnpinCmd struct {

@@ -18,8 +18,10 @@ import (
 
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/fusefs"
+	"github.com/cachegate/cachegate/internal/bwlimit"
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/units"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +41,7 @@ type cacheFlags struct {
 	MaxDirEntries    int           `group:"origin" name:"max-dir-entries" env:"CACHEGATE_MAX_DIR_ENTRIES" help:"Most entries a directory of the origin may have: a larger one gives EIO (mount) or 502 (serve) and a log line instead of unbounded memory (about 1 KB of RSS each through a mount); 1 to 100000000 (default: ${default})." default:"1000000" placeholder:"N"`
 	OriginHeader     []string      `group:"origin" name:"origin-header" env:"CACHEGATE_ORIGIN_HEADER" sep:"none" help:"Header \"Name: value\" sent on every request to an http(s) origin; repeatable (environment: one per line). Wins over the URL's user:password. Values are never logged." placeholder:"HDR"`
 	OriginHeaderFile string        `group:"origin" name:"origin-header-file" env:"CACHEGATE_ORIGIN_HEADER_FILE" help:"File of headers, one \"Name: value\" a line (# comments), sent on every http(s) origin request and reread when it changes (a rotated token needs no restart); wins over --origin-header." type:"path" placeholder:"FILE"`
+	BWLimit          Rate          `group:"origin" name:"bwlimit" help:"Most bytes per second read from the origin, by all readers and warms of this process together, e.g. 50MiB, 500k, 1.5M; 0: no limit. Bursts are at most a second's worth or one chunk." placeholder:"RATE"`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
@@ -71,6 +74,13 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	if f.CacheSize < f.ChunkSize*4 {
 		return nil, usagef("--cache-size must hold at least 4 chunks (%d bytes)", f.ChunkSize*4)
 	}
+	// A fetch gives up when no chunk arrives for --origin-timeout: a limit that
+	// passes fewer than two chunks in that time would make every read of a busy
+	// mount time out instead of going slowly.
+	if r := int64(f.BWLimit); r > 0 && float64(2*f.ChunkSize)/float64(r) > f.OriginTimeout.Seconds() {
+		return nil, usagef("--bwlimit %s/s passes fewer than two chunks (--chunk-size %s) per --origin-timeout %v: raise --bwlimit or --origin-timeout, or lower --chunk-size",
+			units.FormatSize(r), units.FormatSize(int64(f.ChunkSize)), f.OriginTimeout)
+	}
 	c, err := cache.Open(o, cache.Options{
 		Dir:            f.CacheDir,
 		Limit:          int64(f.CacheSize),
@@ -81,6 +91,7 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		TTL:            f.MetadataTTL,
 		OriginTimeout:  f.OriginTimeout,
 		VerifyInterval: f.VerifyInterval,
+		BWLimit:        bwlimit.New(int64(f.BWLimit), int64(f.ChunkSize)),
 		Logger:         log,
 	})
 	if err != nil {

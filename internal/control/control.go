@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/bwlimit"
 	"github.com/cachegate/cachegate/internal/origin"
 )
 
@@ -85,6 +86,9 @@ type Request struct {
 	Repair   bool     `json:"repair,omitempty"`
 	To       int64    `json:"to,omitempty"`    // gc: 0 evicts every object neither pinned nor open
 	Force    bool     `json:"force,omitempty"` // evict: pinned objects too
+	// BWLimit paces the origin reads of this warm or pin, in bytes per second
+	// (0: only the owner's own --bwlimit applies).
+	BWLimit int64 `json:"bwlimit,omitempty"`
 }
 
 // Server answers the control API for one cache.
@@ -236,15 +240,23 @@ func (s *Server) warm(w http.ResponseWriter, r *http.Request, pin bool) {
 		reply(w, nil, err)
 		return
 	}
+	// A fetch gives up when no chunk arrives for the origin timeout: a limit that
+	// passes fewer than two chunks in that time would fail the warm, not slow it.
+	if r, cs, to := req.BWLimit, s.c.ChunkSize(), s.c.OriginTimeout(); r > 0 && float64(2*cs)/float64(r) > to.Seconds() {
+		reply(w, nil, badRequestf("bwlimit %d bytes/s passes fewer than two chunks of %d bytes per origin timeout (%v) of this cache's owner: raise the limit", r, cs, to))
+		return
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	flusher, _ := w.(http.Flusher)
 	last := time.Time{}
-	st, err := s.c.Warm(r.Context(), req.Paths, req.Parallel, pin, func(p cache.WarmProgress) {
+	ctx := cache.WithBWLimit(r.Context(), bwlimit.New(req.BWLimit, s.c.ChunkSize()))
+	st, err := s.c.Warm(ctx, req.Paths, req.Parallel, pin, func(p cache.WarmProgress) {
 		if time.Since(last) < 100*time.Millisecond {
 			return
 		}
 		last = time.Now()
+		p.Missing = nil // on the final line only: it may hold every path asked for
 		enc.Encode(ProgressLine{Progress: p})
 		if flusher != nil {
 			flusher.Flush()
@@ -271,8 +283,9 @@ const (
 	// MaxParallel bounds Request.Parallel: files warmed at once, each one
 	// goroutine and up to a readahead window of origin requests.
 	MaxParallel = 64
-	// maxBody bounds a POST's JSON body (about 10,000 long paths).
-	maxBody = 1 << 20
+	// MaxBody bounds a POST's JSON body (about 10,000 long paths): a client with
+	// more paths sends them in several requests (cache warm --from).
+	MaxBody = 1 << 20
 	// bodyTimeout bounds the time a client may take to send a POST's body.
 	bodyTimeout = 10 * time.Second
 )
@@ -288,7 +301,7 @@ func badRequestf(format string, a ...any) error {
 
 // parse reads and checks a control request. A GET takes only the query parameters
 // named in params, each at most once, and no body. A POST's body is read whole
-// (at most maxBody bytes, within bodyTimeout), so that its end is seen and net/http
+// (at most MaxBody bytes, within bodyTimeout), so that its end is seen and net/http
 // cancels the request's context when the client goes away; it must be one JSON
 // Request with known fields only. Every path is cleaned as the CLI cleans it
 // (origin.Clean), so none can leave the origin's root.
@@ -315,12 +328,12 @@ func parse(w http.ResponseWriter, r *http.Request, params ...string) (Request, u
 	}
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(bodyTimeout))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	rc.SetReadDeadline(time.Time{}) // the end of the body is seen: the connection is watched for the client leaving
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		return req, nil, badRequestf("body larger than %d bytes", maxBody)
+		return req, nil, badRequestf("body larger than %d bytes", MaxBody)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return req, nil, badRequestf("body not received within %v", bodyTimeout)
 	case err != nil:
@@ -343,6 +356,9 @@ func parse(w http.ResponseWriter, r *http.Request, params ...string) (Request, u
 func (req *Request) check() error {
 	if req.Parallel < 0 || req.Parallel > MaxParallel {
 		return badRequestf("parallel %d is out of range: use 1 to %d (0: the default)", req.Parallel, MaxParallel)
+	}
+	if req.BWLimit < 0 {
+		return badRequestf("bwlimit %d is negative: give bytes per second, or 0 for no limit", req.BWLimit)
 	}
 	if req.To < 0 {
 		return badRequestf("to %d is negative: give the size in bytes to shrink the cache to", req.To)
