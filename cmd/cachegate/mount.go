@@ -144,6 +144,9 @@ func (m *mountCmd) Run(g *globals) error {
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
+	if err := checkUserMount(m.AllowOther); err != nil {
+		return err
+	}
 	c, err := m.open(spec, log)
 	if err != nil {
 		return err
