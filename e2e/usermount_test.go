@@ -98,6 +98,9 @@ func TestUserMount(t *testing.T) {
 	}
 	os.Chown(mnt, int(u.uid), int(u.gid))
 
+	// A mount point the user may not write (fusermount3's rule): one line, first.
+	refused(t, u, "root's mount point", 1, []string{"mount", ng.URL, workDir}, "not writable by you", workDir)
+
 	// Containers without udev leave /dev/fuse 0600 (udev makes it 0666): the user is
 	// told so in one line, before anything is made; then the test opens it as udev
 	// would, until it ends.

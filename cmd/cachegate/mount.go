@@ -144,7 +144,7 @@ func (m *mountCmd) Run(g *globals) error {
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
-	if err := checkUserMount(m.AllowOther); err != nil {
+	if err := checkUserMount(m.Mountpoint, m.AllowOther); err != nil {
 		return err
 	}
 	c, err := m.open(spec, log)
@@ -179,6 +179,10 @@ func (m *mountCmd) Run(g *globals) error {
 	m.attrFlags.apply(&opts)
 	server, err := fusefs.Mount(m.Mountpoint, c, opts)
 	if err != nil {
+		if !fusefs.CanMountDirectly() {
+			// fusermount3 said why on stderr, just above; go-fuse only has its exit code.
+			return fmt.Errorf("mount %s through fusermount3: %v: its message above says why", m.Mountpoint, strings.TrimSpace(err.Error()))
+		}
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
 	log.Info("mounted", "origin", control.Redact(c.Origin().String()), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())

@@ -20,7 +20,7 @@ const fuseConf = "/etc/fuse.conf"
 // ordinary user), before the cache directory is made or the origin asked. Left to
 // fusermount3, each failure is its own line on stderr followed by go-fuse's
 // "fusermount exited with code 256".
-func checkUserMount(allowOther bool) error {
+func checkUserMount(mountpoint string, allowOther bool) error {
 	if fusefs.CanMountDirectly() {
 		return nil
 	}
@@ -28,6 +28,9 @@ func checkUserMount(allowOther bool) error {
 		if _, err := os.Stat("/bin/fusermount3"); err != nil { // go-fuse looks there too
 			return fmt.Errorf("an ordinary user mounts through fusermount3, which is not installed: install fuse3 (apt install fuse3), or mount as root")
 		}
+	}
+	if err := unix.Access(mountpoint, unix.W_OK); err != nil {
+		return fmt.Errorf("mountpoint %s is not writable by you (%v): fusermount3 lets an ordinary user mount only on a directory it may write: use one of yours (mkdir ~/mnt) or have root chown it to you", mountpoint, err)
 	}
 	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
 		// udev makes it 0666 on a normal system; containers often leave it 0600.
