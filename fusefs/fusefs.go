@@ -157,6 +157,12 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	}
 	// As gofs.Mount, with ioModes between the kernel and go-fuse's node bridge.
 	fsys.modes = newIOModes(gofs.NewNodeFS(root, nodeOpts), fsys)
+	privileged := CanMountDirectly()
+	if !privileged {
+		// An ordinary user's mount (through fusermount3): the kernel would refuse
+		// every backing file, so do not ask (said once, below, when mounted).
+		fsys.modes.disabled = true
+	}
 	server, err := fuse.NewServer(fsys.modes, mountpoint, &nodeOpts.MountOptions)
 	if err != nil {
 		return nil, nil, err
@@ -166,7 +172,10 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 		return nil, nil, err
 	}
 	c.OnInvalidate(fsys.invalidate)
-	if err := setReadahead(mountpoint, kernelReadahead); err != nil {
+	if !privileged {
+		// One line for all that root would have had; /sys/class/bdi is root's to write.
+		fsys.log.Info("no CAP_SYS_ADMIN (an ordinary user's mount): no FUSE passthrough, complete files are read through cachegate, and kernel readahead stays at 128 KiB")
+	} else if err := setReadahead(mountpoint, kernelReadahead); err != nil {
 		fsys.log.Debug("kernel readahead left at its default", "err", err)
 	}
 	return server, fsys, nil

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -80,7 +81,9 @@ func defaultCacheDir() string {
 	if d, err := os.UserCacheDir(); err == nil {
 		return filepath.Join(d, "cachegate")
 	}
-	return filepath.Join(os.TempDir(), "cachegate")
+	// No HOME either: one per user, as the registry's fallback (another user's would
+	// be unwritable, or worse, shared).
+	return filepath.Join(os.TempDir(), "cachegate-"+strconv.Itoa(os.Geteuid()))
 }
 
 func newLogger(level string) *slog.Logger {

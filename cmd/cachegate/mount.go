@@ -155,6 +155,9 @@ func (m *mountCmd) Run(g *globals) error {
 	if err := checkMountpoint(m.Mountpoint); err != nil {
 		return err
 	}
+	if err := checkUserMount(m.Mountpoint, m.AllowOther); err != nil {
+		return err
+	}
 	notifyStatus(log, "checking the origin and opening the cache "+m.CacheDir)
 	c, err := m.open(spec, log)
 	if err != nil {
@@ -188,6 +191,10 @@ func (m *mountCmd) Run(g *globals) error {
 	m.attrFlags.apply(&opts)
 	server, err := fusefs.Mount(m.Mountpoint, c, opts)
 	if err != nil {
+		if !fusefs.CanMountDirectly() {
+			// fusermount3 said why on stderr, just above; go-fuse only has its exit code.
+			return fmt.Errorf("mount %s through fusermount3: %v: its message above says why", m.Mountpoint, strings.TrimSpace(err.Error()))
+		}
 		return fmt.Errorf("mount %s: %v", m.Mountpoint, err)
 	}
 	log.Info("mounted", "origin", control.Redact(c.Origin().String()), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())

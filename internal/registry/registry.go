@@ -45,16 +45,27 @@ const (
 )
 
 // Dir is the registry directory of this user: /run/cachegate for root,
-// $XDG_RUNTIME_DIR/cachegate otherwise, and without XDG_RUNTIME_DIR (no login
-// session) cachegate-UID in the temporary directory.
+// $XDG_RUNTIME_DIR/cachegate otherwise, and cachegate-UID in the temporary directory
+// when there is no XDG_RUNTIME_DIR of this user's: none (no login session, e.g.
+// under runuser or a cron job), or another user's that su or sudo passed on (root's
+// /run/user/0). Register makes that directory 0700, and it and List refuse one that
+// another user made or may write (checkDir): /tmp is everybody's.
 func Dir() string {
-	if os.Geteuid() == 0 {
+	return dirFor(os.Geteuid(), os.Getenv("XDG_RUNTIME_DIR"), os.TempDir())
+}
+
+func dirFor(euid int, runtimeDir, tmp string) string {
+	if euid == 0 {
 		return "/run/cachegate"
 	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "cachegate")
+	if runtimeDir != "" && filepath.IsAbs(runtimeDir) {
+		if fi, err := os.Stat(runtimeDir); err == nil && fi.IsDir() {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == euid {
+				return filepath.Join(runtimeDir, "cachegate")
+			}
+		}
 	}
-	return filepath.Join(os.TempDir(), "cachegate-"+strconv.Itoa(os.Geteuid()))
+	return filepath.Join(tmp, "cachegate-"+strconv.Itoa(euid))
 }
 
 // checkDir makes sure dir is a directory of this user's that nobody else may write

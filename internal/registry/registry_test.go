@@ -99,3 +99,34 @@ func TestRegistryRefusesOthersDirectory(t *testing.T) {
 		t.Errorf("Register through a symlink: no error")
 	}
 }
+
+// TestDirForUser: an ordinary user's registry is under its own XDG_RUNTIME_DIR, and
+// under cachegate-UID in the temporary directory when XDG_RUNTIME_DIR is unset,
+// relative, missing or another user's (root's /run/user/0 passed on by su), where
+// the user could not make its entry.
+func TestDirForUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown a directory to another user")
+	}
+	const uid = 4242
+	own, others := t.TempDir(), t.TempDir()
+	if err := os.Chown(own, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	tmp := "/tmp"
+	fallback := filepath.Join(tmp, "cachegate-4242")
+	for _, c := range []struct{ runtimeDir, want string }{
+		{own, filepath.Join(own, "cachegate")},
+		{"", fallback},
+		{"run/user/4242", fallback},
+		{filepath.Join(own, "missing"), fallback},
+		{others, fallback},
+	} {
+		if got := dirFor(uid, c.runtimeDir, tmp); got != c.want {
+			t.Errorf("dirFor(uid %d, XDG_RUNTIME_DIR=%q) = %s, want %s", uid, c.runtimeDir, got, c.want)
+		}
+	}
+	if got := dirFor(0, own, tmp); got != "/run/cachegate" {
+		t.Errorf("root's registry: %s, want /run/cachegate", got)
+	}
+}
