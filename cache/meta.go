@@ -163,11 +163,18 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 	return v.(origin.Entry), nil
 }
 
+// listingTimeouts is how many origin timeouts one listing may take in all, as long
+// as it makes progress.
+const listingTimeouts = 10
+
 func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 	if l, ok := m.lists.Get(p); ok {
 		return l, nil
 	}
-	v, err := m.group.do(ctx, "l\x00"+p, m.timeout, func(ctx context.Context) (any, error) {
+	// The origin gives up a listing that stops making progress for the timeout; a
+	// listing that keeps coming (a million entries over a slow link) may take up to
+	// listingTimeouts of them in all.
+	v, err := m.group.do(ctx, "l\x00"+p, listingTimeouts*m.timeout, func(ctx context.Context) (any, error) {
 		entries, err := m.origin.List(ctx, p)
 		if errors.Is(err, origin.ErrTooManyEntries) {
 			m.log.Error("directory not listed: it has more entries than --max-dir-entries allows (raise it to list this directory)", "path", "/"+p, "err", err)

@@ -251,3 +251,78 @@ func TestEntryStatsAreBounded(t *testing.T) {
 		t.Error("LookupListed does not use a cached stat")
 	}
 }
+
+// slowListing serves a JSON listing of n entries in pieces, one every gap.
+func slowListing(n, pieces int, gap time.Duration, stallAfter int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("["))
+		per := n / pieces
+		for piece := 0; piece < pieces; piece++ {
+			if piece == stallAfter {
+				<-r.Context().Done() // stops sending, keeps the connection open
+				return
+			}
+			var b strings.Builder
+			for i := piece * per; i < (piece+1)*per; i++ {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				fmt.Fprintf(&b, "\n{ \"name\":\"f%06d\", \"type\":\"file\", \"mtime\":\"Wed, 26 Nov 2026 00:54:29 GMT\", \"size\":%d }", i, i)
+			}
+			w.Write([]byte(b.String()))
+			w.(http.Flusher).Flush()
+			time.Sleep(gap)
+		}
+		w.Write([]byte("\n]\n"))
+	}
+}
+
+// A listing that keeps arriving is not cut off at the origin timeout: the timeout
+// bounds a listing's silences, as it does a read's (README: "without progress").
+func TestSlowListingThatProgressesCompletes(t *testing.T) {
+	srv := httptest.NewServer(slowListing(2000, 10, 100*time.Millisecond, -1))
+	defer srv.Close()
+	o, err := origin.NewHTTP(srv.URL+"/", origin.Options{Timeout: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	f.opts.OriginTimeout = 400 * time.Millisecond
+	c, err := Open(o, f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l, err := c.List(context.Background(), "d")
+	if err != nil {
+		t.Fatalf("a listing arriving for 1 s with no silence over 100 ms failed at a 400 ms timeout: %v", err)
+	}
+	if len(l.Entries) != 2000 {
+		t.Fatalf("listed %d entries, want 2000", len(l.Entries))
+	}
+}
+
+// A listing that stops arriving is given up one timeout after its last bytes, with
+// an error that says so and that counts as the origin being down (so a listing
+// cached earlier would be served).
+func TestStalledListingGivesUp(t *testing.T) {
+	srv := httptest.NewServer(slowListing(2000, 10, 10*time.Millisecond, 3))
+	defer srv.Close()
+	o, err := origin.NewHTTP(srv.URL+"/", origin.Options{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = o.List(context.Background(), "d")
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "no progress for 300ms") {
+		t.Fatalf("stalled listing: %v, want a no-progress error", err)
+	}
+	if !origin.Retryable(err) {
+		t.Errorf("a stall is not transient to the cache: %v", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("gave up after %v, want about 300ms", took)
+	}
+}

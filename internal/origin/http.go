@@ -281,9 +281,11 @@ func entryFromHeaders(name string, hdr http.Header, length int64) (Entry, error)
 func (h *HTTP) List(ctx context.Context, p string) ([]Entry, error) {
 	u := h.url(p, true)
 	hdr := http.Header{"Accept": {"application/json, text/html;q=0.9"}}
+	ctx, guard, stop := guardProgress(ctx, h.timeout)
+	defer stop()
 	resp, err := h.do(ctx, http.MethodGet, u, hdr)
 	if err != nil {
-		return nil, err
+		return nil, guard.explain(u, err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -296,8 +298,8 @@ func (h *HTTP) List(ctx context.Context, p string) ([]Entry, error) {
 		return nil, &StatusError{URL: u, Status: resp.StatusCode}
 	}
 	dirURL, _ := url.Parse(u)
-	entries, err := ReadListing(resp.Header.Get("Content-Type"), resp.Body, dirURL, h.maxEntries)
-	if err != nil {
+	entries, err := ReadListing(resp.Header.Get("Content-Type"), progressReader{resp.Body, guard}, dirURL, h.maxEntries)
+	if err = guard.explain(u, err); err != nil {
 		if errors.Is(err, ErrTooManyEntries) {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -42,6 +43,7 @@ type S3 struct {
 	rawBase string
 	// maxEntries caps the entries of one directory listing.
 	maxEntries int
+	timeout    time.Duration // the longest a listing may go without a key
 }
 
 // NewS3 returns an origin for spec, "s3://bucket[/prefix]".
@@ -85,7 +87,7 @@ func NewS3(spec string, opts Options) (*S3, error) {
 	if err != nil {
 		return nil, &UsageError{fmt.Sprintf("S3 origin %s: %v", spec, err)}
 	}
-	o := &S3{client: client, bucket: bucket, prefix: prefix, name: "s3://" + bucket + "/" + prefix, region: region, maxEntries: opts.maxDirEntries()}
+	o := &S3{client: client, bucket: bucket, prefix: prefix, name: "s3://" + bucket + "/" + prefix, region: region, maxEntries: opts.maxDirEntries(), timeout: opts.Timeout}
 	if opts.S3Endpoint != "" && !secure {
 		eu, _ := url.Parse(opts.S3Endpoint)
 		o.raw = newRawClient(eu, opts.Timeout)
@@ -206,13 +208,16 @@ func (s *S3) List(ctx context.Context, p string) ([]Entry, error) {
 	if p != "" {
 		listPrefix += p + "/"
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Each key that arrives is progress: a listing of many pages is bounded by the
+	// origin timeout between keys, not in total.
+	ctx, guard, stop := guardProgress(ctx, s.timeout)
+	defer stop()
 	b := &listingBuilder{max: s.maxEntries, dir: s.name + listPrefix}
 	for obj := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: listPrefix}) {
 		if obj.Err != nil {
-			return nil, s.explain("list", p, obj.Err)
+			return nil, guard.explain("s3://"+s.bucket+"/"+listPrefix, s.explain("list", p, obj.Err))
 		}
+		guard.progress()
 		rest := strings.TrimPrefix(obj.Key, listPrefix)
 		if rest == "" {
 			continue // the directory's own marker object
