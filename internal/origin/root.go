@@ -23,6 +23,9 @@ func (e *RootError) Error() string { return e.Msg }
 // is empty is looked up as an object: a key named as origin mounted as nothing.
 func CheckRoot(ctx context.Context, o Origin) (Entry, error) {
 	e, err := o.Stat(ctx, "")
+	if err != nil && certError(err) {
+		return Entry{}, &RootError{fmt.Sprintf("origin %s: its TLS certificate is not trusted (%v): give the CA that signed it with --origin-ca FILE (PEM), or skip verification with --origin-insecure", o.String(), err)}
+	}
 	var rerr error
 	switch x := o.(type) {
 	case *HTTP:
