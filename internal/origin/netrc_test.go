@@ -2,6 +2,7 @@ package origin
 
 import (
 	"encoding/base64"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -169,5 +170,30 @@ func TestHTTPNetrcPrecedence(t *testing.T) {
 		if strings.Contains(h.String(), "Pa55w0rd") {
 			t.Errorf("%s: the origin's name %q shows the password", tc.name, h.String())
 		}
+	}
+}
+
+// TestNetrcReadableByOthersWarns: a netrc others can read is used (as curl does)
+// but with a warning that names the file and not the password.
+func TestNetrcReadableByOthersWarns(t *testing.T) {
+	var buf strings.Builder
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	defer slog.SetDefault(old)
+	nrc := filepath.Join(t.TempDir(), "netrc")
+	os.WriteFile(nrc, []byte("machine h login alice password Pa55w0rd\n"), 0o600)
+	os.Chmod(nrc, 0o644)
+	t.Setenv("NETRC", nrc)
+	if c, found, err := netrcAuth("h"); err != nil || !found || c.password != "Pa55w0rd" {
+		t.Fatalf("netrcAuth = %+v, %v, %v", c, found, err)
+	}
+	if log := buf.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, nrc) || !strings.Contains(log, "chmod 600") || strings.Contains(log, "Pa55w0rd") {
+		t.Errorf("log of a 0644 netrc:\n%s\nwant a warning naming the file and chmod 600, not the password", log)
+	}
+	buf.Reset()
+	os.Chmod(nrc, 0o600)
+	netrcAuth("h")
+	if buf.Len() != 0 {
+		t.Errorf("a 0600 netrc logs:\n%s", buf.String())
 	}
 }

@@ -29,8 +29,11 @@ func CheckRoot(ctx context.Context, o Origin) (Entry, error) {
 	var rerr error
 	switch x := o.(type) {
 	case *HTTP:
+		var se *StatusError
 		if errors.Is(err, ErrNotExist) {
 			rerr = x.rootError(ctx)
+		} else if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
+			rerr = &RootError{fmt.Sprintf("origin %s answered %d %s: check the credentials sent to it: the URL's user:password, --origin-header or --origin-header-file, or the netrc entry for %s ($NETRC or ~/.netrc)", x.name, se.Status, http.StatusText(se.Status), x.base.Hostname())}
 		}
 	case *S3:
 		if err == nil {
