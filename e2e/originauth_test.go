@@ -80,3 +80,41 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestNetrcOrigin: a $NETRC entry for the origin's host is sent as Basic auth; a
+// wrong password fails at start with the 401 said plainly; the password shows in
+// neither the log nor status.
+func TestNetrcOrigin(t *testing.T) {
+	root, err := os.MkdirTemp(workDir, "origin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o755)
+	os.WriteFile(filepath.Join(root, "a"), []byte("netrc file"), 0o644)
+	hostPath := startAuthNginx(t, root)
+	nrc := filepath.Join(t.TempDir(), "netrc")
+
+	os.WriteFile(nrc, []byte("# the test origin\nmachine 127.0.0.1\n  login alice\n  password Pa55w0rd\n"), 0o600)
+	t.Setenv("NETRC", nrc) // the mount inherits it
+	m := startMount(t, "http://"+hostPath, "")
+	if b, err := os.ReadFile(filepath.Join(m.Dir, "a")); err != nil || string(b) != "netrc file" {
+		t.Fatalf("read through a netrc-authenticated origin: %q, %v\n%s", b, err, m.logs.String())
+	}
+	status, code := runCLI(t, "status", "--cache-dir", m.CacheDir)
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, status)
+	}
+	if strings.Contains(status+m.logs.String(), "Pa55w0rd") {
+		t.Errorf("the netrc password shows in status or the log:\n%s\n%s", status, m.logs.String())
+	}
+	m.stop(t)
+
+	os.WriteFile(nrc, []byte("machine 127.0.0.1 login alice password WrongPa55\n"), 0o600)
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "mnt"), 0o755)
+	out, code := runCLITimeout(t, dir, "mount", "http://"+hostPath, filepath.Join(dir, "mnt"), "--cache-dir", filepath.Join(dir, "c"))
+	t.Logf("wrong netrc password:\n%s", out)
+	if code == 0 || !strings.Contains(out, "401") || !strings.Contains(out, "netrc") || strings.Contains(out, "WrongPa55") {
+		t.Errorf("mount with a wrong netrc password: exit %d, output:\n%s\nwant a failure saying 401 without the password", code, out)
+	}
+}

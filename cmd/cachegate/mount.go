@@ -42,12 +42,14 @@ type cacheFlags struct {
 	OriginHeader     []string      `group:"origin" name:"origin-header" env:"CACHEGATE_ORIGIN_HEADER" sep:"none" help:"Header \"Name: value\" sent on every request to an http(s) origin; repeatable (environment: one per line). Wins over the URL's user:password. Values are never logged." placeholder:"HDR"`
 	OriginHeaderFile string        `group:"origin" name:"origin-header-file" env:"CACHEGATE_ORIGIN_HEADER_FILE" help:"File of headers, one \"Name: value\" a line (# comments), sent on every http(s) origin request and reread when it changes (a rotated token needs no restart); wins over --origin-header." type:"path" placeholder:"FILE"`
 	BWLimit          Rate          `group:"origin" name:"bwlimit" help:"Most bytes per second read from the origin, by all readers and warms of this process together, e.g. 50MiB, 500k, 1.5M; 0: no limit. Bursts are at most a second's worth or one chunk." placeholder:"RATE"`
+	OriginCA         string        `group:"origin" name:"origin-ca" env:"CACHEGATE_ORIGIN_CA" help:"PEM file of CA certificates trusted for an https origin (or --s3-endpoint), added to the system roots (and to AWS_CA_BUNDLE)." type:"path" placeholder:"FILE"`
+	OriginInsecure   bool          `group:"origin" name:"origin-insecure" env:"CACHEGATE_ORIGIN_INSECURE" help:"Do not verify an https origin's certificate (logged as a warning at start): anyone on the network path could change what is served; prefer --origin-ca."`
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
 func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 	hideCredentials(spec)
-	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries, Headers: splitHeaderLines(f.OriginHeader), HeaderFile: f.OriginHeaderFile})
+	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries, Headers: splitHeaderLines(f.OriginHeader), HeaderFile: f.OriginHeaderFile, CAFile: f.OriginCA, Insecure: f.OriginInsecure})
 	if err != nil {
 		return nil, err
 	}

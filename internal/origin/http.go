@@ -69,6 +69,17 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 			return nil, err
 		}
 	}
+	// A netrc entry for the host is the last resort, as in curl: the URL's
+	// userinfo and a user Authorization header both win over it.
+	if auth == "" && extra.Get("Authorization") == "" && (file == nil || file.headers().Get("Authorization") == "") {
+		c, found, err := netrcAuth(u.Hostname())
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.login+":"+c.password))
+		}
+	}
 	timeout := opts.Timeout
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -81,6 +92,11 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 		// Byte ranges and lengths must refer to the stored bytes, never a gzip stream.
 		DisableCompression: true,
 		ReadBufferSize:     256 << 10,
+	}
+	if u.Scheme == "https" {
+		if tr.TLSClientConfig, err = tlsConfig(opts, u.Host, [2]string{"--origin-ca", opts.CAFile}); err != nil {
+			return nil, err
+		}
 	}
 	client := &http.Client{
 		Transport: tr,
@@ -212,7 +228,8 @@ func (h *HTTP) do(ctx context.Context, method, u string, hdr http.Header) (*http
 		req.Header.Set("User-Agent", "cachegate")
 		resp, err := h.client.Do(req)
 		if err != nil {
-			return nil, true, err
+			// An untrusted certificate stays untrusted: no second try.
+			return nil, !certError(err), err
 		}
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			resp.Body.Close()

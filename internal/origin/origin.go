@@ -82,6 +82,11 @@ type Options struct {
 	// wins over the origin URL's userinfo.
 	Headers    []string
 	HeaderFile string
+	// CAFile names PEM certificates trusted for https origins on top of the
+	// system roots (and of AWS_CA_BUNDLE for S3); Insecure skips verifying the
+	// origin's certificate altogether, with a warning in the log.
+	CAFile   string
+	Insecure bool
 }
 
 // DefaultMaxDirEntries is the cap on a directory's entries when Options leave it 0.

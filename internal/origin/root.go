@@ -23,11 +23,17 @@ func (e *RootError) Error() string { return e.Msg }
 // is empty is looked up as an object: a key named as origin mounted as nothing.
 func CheckRoot(ctx context.Context, o Origin) (Entry, error) {
 	e, err := o.Stat(ctx, "")
+	if err != nil && certError(err) {
+		return Entry{}, &RootError{fmt.Sprintf("origin %s: its TLS certificate is not trusted (%v): give the CA that signed it with --origin-ca FILE (PEM), or skip verification with --origin-insecure", o.String(), err)}
+	}
 	var rerr error
 	switch x := o.(type) {
 	case *HTTP:
+		var se *StatusError
 		if errors.Is(err, ErrNotExist) {
 			rerr = x.rootError(ctx)
+		} else if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
+			rerr = &RootError{fmt.Sprintf("origin %s answered %d %s: check the credentials sent to it: the URL's user:password, --origin-header or --origin-header-file, or the netrc entry for %s ($NETRC or ~/.netrc)", x.name, se.Status, http.StatusText(se.Status), x.base.Hostname())}
 		}
 	case *S3:
 		if err == nil {

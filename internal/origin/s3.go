@@ -3,7 +3,6 @@ package origin
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -73,7 +72,7 @@ func NewS3(spec string, opts Options) (*S3, error) {
 			region = os.Getenv("AWS_DEFAULT_REGION")
 		}
 	}
-	tr, err := s3Transport(secure, opts)
+	tr, err := s3Transport(secure, endpoint, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -110,31 +109,30 @@ func credentialChain() *credentials.Credentials {
 	return credentials.NewChainCredentials(providers)
 }
 
-// s3Transport is minio's transport with the system roots plus AWS_CA_BUNDLE, which the
-// AWS tools honour and which may be set to a bundle (even the system one).
-func s3Transport(secure bool, opts Options) (*http.Transport, error) {
+// s3Transport is minio's transport to host with the system roots plus AWS_CA_BUNDLE,
+// which the AWS tools honour and which may be set to a bundle (even the system
+// one), plus --origin-ca; or no verification with --origin-insecure.
+func s3Transport(secure bool, host string, opts Options) (*http.Transport, error) {
 	tr, err := minio.DefaultTransport(secure)
 	if err != nil {
 		return nil, err
 	}
 	tr.ResponseHeaderTimeout = opts.Timeout
 	tr.MaxIdleConnsPerHost = 64
-	if bundle := os.Getenv("AWS_CA_BUNDLE"); bundle != "" && secure {
-		pem, err := os.ReadFile(bundle)
-		if err != nil {
-			return nil, fmt.Errorf("AWS_CA_BUNDLE: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("AWS_CA_BUNDLE %s holds no PEM certificates", bundle)
-		}
+	if !secure {
+		return tr, nil
+	}
+	// Both add to the system roots: a private store's CA may come either way.
+	cfg, err := tlsConfig(opts, host, [2]string{"AWS_CA_BUNDLE", os.Getenv("AWS_CA_BUNDLE")}, [2]string{"--origin-ca", opts.CAFile})
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
 		if tr.TLSClientConfig == nil {
 			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
-		tr.TLSClientConfig.RootCAs = pool
+		tr.TLSClientConfig.RootCAs = cfg.RootCAs
+		tr.TLSClientConfig.InsecureSkipVerify = cfg.InsecureSkipVerify
 	}
 	return tr, nil
 }
