@@ -26,6 +26,8 @@
 //  3. Nothing is served from disk before this process has checked its CRC: an object's
 //     present chunks are re-hashed the first time the process opens it, so corruption
 //     or a torn write from before a crash (or a restart) is dropped and refetched.
+//     So is a sidecar reloaded in this process after one of its write-backs failed
+//     (a full or failing disk): the file may then claim a chunk the copy dropped.
 //     A chunk found bad (at that first open, by `cache verify` with or without
 //     --repair, by the scrub, or at an open that finds the data file changed on disk
 //     since this process checked or wrote it) leaves the bitmap at once; an object is
@@ -37,6 +39,11 @@
 //     no handle holds, so open files, mappings and sends keep their bytes; pinned
 //     objects are never evicted. (Evict, clear and a replaced data file unlink an
 //     object also while handles hold it; they keep their descriptors.)
+//  6. At most one object in memory has a given object's files open by name: the one
+//     in the index. An object removed from the index opens no file by name again
+//     (openFilesVerify checks o.removed under Cache.mu after its opens), since the
+//     same version may have been made anew at the same names; two objects on one
+//     sidecar would each write it from their own copy of the bitmap.
 //
 // # What "never served" covers
 //

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/units"
+	"golang.org/x/sys/unix"
 )
 
 // ObjectInfo describes one cached object version (`cache ls`, `cache stat`).
@@ -551,11 +552,23 @@ type VerifyResult struct {
 	// Refetched counts bad chunks fetched again at once (with repair); the others
 	// are fetched by the next read that needs them.
 	Refetched int `json:"refetched"`
+	// Unreadable lists the objects whose files could not be opened (a damaged
+	// sidecar, a missing or replaced data file); they were dropped, so the next read
+	// fetches them again.
+	Unreadable []UnreadableObject `json:"unreadable,omitempty"`
+}
+
+// UnreadableObject is an object `cache verify` could not check, and why.
+type UnreadableObject struct {
+	Path  string `json:"path"`
+	Error string `json:"error"`
 }
 
 // Verify re-hashes every present chunk of every object. Bad chunks always leave the
 // bitmap, so they are refetched and never served again; with repair they are
-// refetched at once. An object is marked verified only with its bad chunks gone.
+// refetched at once. An object is marked verified only with its bad chunks gone. An
+// object whose files cannot be opened is reported, dropped as Open drops it, and
+// the others are checked all the same.
 func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 	res := VerifyResult{Repaired: repair}
 	c.mu.Lock()
@@ -569,41 +582,97 @@ func (c *Cache) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		c.mu.Lock()
-		if o.removed {
+		bad, chunks, err := c.verifyObject(ctx, o, repair, &res.Refetched)
+		switch {
+		case errors.Is(err, errRemoved):
+			continue // evicted meanwhile: nothing left to check
+		case ctx.Err() != nil:
+			return res, ctx.Err()
+		case err != nil:
+			c.log.Warn("cache verify: cannot open a cache object; dropping it", "path", o.Path, "err", err)
+			res.Unreadable = append(res.Unreadable, UnreadableObject{Path: o.Path, Error: err.Error()})
+			c.mu.Lock()
+			c.removeLocked(o)
 			c.mu.Unlock()
+			o.closeIfIdle()
 			continue
 		}
-		o.refs++
-		c.mu.Unlock()
-		o.mu.Lock()
-		err := o.openFilesVerify(false)
-		var bad []int
-		if err == nil {
-			c.mu.Lock()
-			res.Chunks += o.presentChunks
-			c.mu.Unlock()
-			bad = o.verifyAndStamp()
-		}
-		o.mu.Unlock()
+		res.Objects++
+		res.Chunks += chunks
 		for _, i := range bad {
 			res.Bad = append(res.Bad, BadChunk{Path: o.Path, Chunk: i})
-			if !repair {
-				continue
-			}
-			if _, ferr := o.ensure(ctx, i, i); ferr != nil {
-				c.log.Warn("cannot refetch a bad chunk now; the next read of it will", "path", o.Path, "chunk", i, "err", ferr)
-			} else {
-				res.Refetched++
-			}
 		}
-		c.release(o)
-		if err != nil {
-			return res, fmt.Errorf("verify %s: %w", o.Path, err)
-		}
-		res.Objects++
 	}
 	return res, nil
+}
+
+// verifyObject re-hashes o's present chunks and drops the bad ones, taking o.mu one
+// chunk at a time so that readers of a big object wait one chunk at most. It returns
+// the bad chunks and how many were present; with repair it refetches the bad ones,
+// counting them in refetched.
+func (c *Cache) verifyObject(ctx context.Context, o *object, repair bool, refetched *int) (bad []int, chunks int, err error) {
+	c.mu.Lock()
+	if o.removed {
+		c.mu.Unlock()
+		return nil, 0, errRemoved
+	}
+	o.refs++
+	c.mu.Unlock()
+	defer c.release(o)
+	o.mu.Lock()
+	if err := o.openFilesVerify(false); err != nil {
+		o.mu.Unlock()
+		return nil, 0, err
+	}
+	if !o.verified {
+		// Nobody reads an unverified object before re-hashing it whole, so the
+		// data file as of now is what this pass checks. A verified object keeps
+		// its stamp: a change before this pass must still show at the next open.
+		o.writeMu.Lock()
+		o.noteWriteLocked()
+		o.writeMu.Unlock()
+	}
+	o.mu.Unlock()
+	c.mu.Lock()
+	chunks = o.presentChunks
+	c.mu.Unlock()
+	buf := getBuf(o.ChunkSize)
+	defer putBuf(buf)
+	for i := 0; i < o.nchunks; i++ {
+		if i > 0 && testHookBetweenChunks != nil {
+			testHookBetweenChunks(o)
+		}
+		if err := ctx.Err(); err != nil {
+			return bad, chunks, err
+		}
+		o.mu.Lock()
+		if o.checkChunk(i, (*buf)[:o.chunkLen(i)]) {
+			bad = append(bad, i)
+		}
+		o.mu.Unlock()
+	}
+	// Every chunk present now was checked by this pass or written by this process
+	// since. Unless the data file changed otherwise meanwhile (then the next open
+	// sees the stamp differ and re-hashes), the object is verified.
+	o.mu.Lock()
+	o.writeMu.Lock()
+	var st unix.Stat_t
+	if unix.Fstat(int(o.data.Fd()), &st) == nil && stampOf(&st) == o.stamp {
+		o.verified = true
+	}
+	o.writeMu.Unlock()
+	o.mu.Unlock()
+	for _, i := range bad {
+		if !repair {
+			continue
+		}
+		if _, ferr := o.ensure(ctx, i, i); ferr != nil {
+			c.log.Warn("cannot refetch a bad chunk now; the next read of it will", "path", o.Path, "chunk", i, "err", ferr)
+		} else {
+			*refetched++
+		}
+	}
+	return bad, chunks, nil
 }
 
 // offlineStat describes p from the cached objects: a cached file, or a directory that

@@ -3,6 +3,13 @@ package cache
 // Lock order: Handle.mu, then object.mu, then Cache.mu; object.mu, then object.writeMu.
 // Cache.mu is never held while taking an object's mu (closeIfIdle takes o.mu first),
 // and no lock is held while waiting for the origin or for a flight.
+//
+// A reference (refs, under Cache.mu) keeps an object from eviction but not from
+// removal (evict, clear, a replaced data file), which may come between taking the
+// reference and opening the files under object.mu; the same version may then be made
+// anew at the same file names. So openFilesVerify checks o.removed under Cache.mu
+// after opening the files and gives them up if o is gone (invariant 6): only the
+// object in the index ever opens an object's files by name.
 
 import (
 	"container/list"
@@ -47,7 +54,9 @@ type object struct {
 	side    *sidecar
 	mapping []byte // read-only map of the whole data file, made on first use
 	// verified: every chunk in the bitmap had its CRC checked by this process, and
-	// bad ones left the bitmap. Never true while a known bad chunk is in place.
+	// bad ones left the bitmap. Never true while a known bad chunk is in place, nor
+	// after a failed write-back of the sidecar once its files close (the file on
+	// disk may then disagree with what was checked).
 	verified bool
 	inflight map[int]*flight
 	// timedOut remembers the last fetch of this object that ran out of
@@ -242,6 +251,19 @@ func (o *object) openFilesVerify(check bool) error {
 		side.close()
 		return fmt.Errorf("%w: %s is %d bytes, object %d", errReplaced, o.Path, st.Size, o.Size)
 	}
+	// o may have been removed since its reference was taken, and the same version
+	// made anew in its place: the files just opened would then be the new object's,
+	// and two objects would write them, each from its own copy of the bitmap.
+	// Removal unlinks the files under c.mu, so o not removed now means the files
+	// opened above were o's own (invariant 6).
+	c.mu.Lock()
+	removed := o.removed
+	c.mu.Unlock()
+	if removed {
+		data.Close()
+		side.close()
+		return errRemoved
+	}
 	o.data, o.side = data, side
 	o.writeMu.Lock()
 	changed := stampOf(&st) != o.stamp
@@ -300,6 +322,12 @@ func (o *object) closeFiles() {
 	la := o.lastAccess
 	o.c.mu.Unlock()
 	o.side.setLastAccess(la)
+	if o.side.lagging.Load() {
+		// The file may claim chunks the copy dropped, or CRCs it never got: the
+		// next load must not trust it (invariant 3).
+		o.verified = false
+		o.c.log.Warn("could not write a cache object's sidecar; it will be re-hashed when next opened (is the disk full or failing?)", "path", o.Path)
+	}
 	o.side.close()
 	if o.mapping != nil {
 		unix.Munmap(o.mapping)
@@ -400,6 +428,9 @@ func (c *Cache) acquire(o *object) error {
 		c.idx.lru.MoveToFront(o.elem)
 	}
 	c.mu.Unlock()
+	if testHookAcquire != nil {
+		testHookAcquire(o)
+	}
 	o.mu.Lock()
 	err := o.openFiles()
 	o.mu.Unlock()
@@ -408,6 +439,11 @@ func (c *Cache) acquire(o *object) error {
 	}
 	return err
 }
+
+// Test hooks, nil outside tests: testHookAcquire runs in acquire between taking the
+// reference and opening the files; testHookBetweenChunks between two chunks of a
+// verify.
+var testHookAcquire, testHookBetweenChunks func(*object)
 
 // release drops a reference. The last one parks the object in the idle set with its
 // files open, or removes it when a newer version superseded it.

@@ -170,8 +170,10 @@ func decodeHeader(b []byte) (*objectInfo, int, error) {
 // only ever lags the copy (a failed pwrite leaves a bit unset, or a CRC that no
 // longer matches): a missing bit means a refetch, a wrong CRC is caught by the
 // re-hash on first open (invariant 3), so what the file says is never trusted
-// beyond that. A damaged file is found the next time the object is opened, and the
-// object dropped.
+// beyond that: a write-back that fails marks the sidecar lagging, and the object is
+// re-hashed when its sidecar is next loaded, also in this process (a chunk dropped
+// from the copy may keep its bit in the file, over a punched hole). A damaged file is
+// found the next time the object is opened, and the object dropped.
 //
 // Invariant: a chunk's bit is set only after its data and CRC are written; readers that
 // see the bit may read the data.
@@ -184,6 +186,9 @@ type sidecar struct {
 	// wmu makes "change a bitmap word, then write it" atomic, so that two chunks
 	// landing in one word at once cannot leave the file without one of the bits.
 	wmu sync.Mutex
+	// lagging: a write-back failed, so the file differs from the copy in ways
+	// nobody recorded (a bit without its CRC, a dropped chunk's bit still set).
+	lagging atomic.Bool
 }
 
 // maxSidecarSize bounds the copy a sidecar takes in memory (a 1 TiB object at 1 MiB
@@ -228,9 +233,12 @@ func (s *sidecar) close() {
 }
 
 // writeBack writes the n bytes of the copy at off to the file. Its error is not
-// returned: the file lagging the copy is safe (see sidecar).
+// returned but remembered (lagging): the file lagging the copy is safe as long as
+// the next load of it re-hashes the object (see sidecar).
 func (s *sidecar) writeBack(off, n int) {
-	s.f.WriteAt(s.mem[off:off+n], int64(off))
+	if _, err := s.f.WriteAt(s.mem[off:off+n], int64(off)); err != nil {
+		s.lagging.Store(true)
+	}
 }
 
 func (s *sidecar) has(i int) bool {
