@@ -576,7 +576,13 @@ func (c *cacheVerifyCmd) Run() error {
 		for _, b := range res.Bad {
 			fmt.Printf("BAD /%s chunk %d\n", b.Path, b.Chunk)
 		}
+		for _, u := range res.Unreadable {
+			fmt.Printf("UNREADABLE /%s: %s (dropped; the next read fetches it again)\n", u.Path, u.Error)
+		}
 		fmt.Printf("checked %d objects, %d chunks: %d bad", res.Objects, res.Chunks, len(res.Bad))
+		if len(res.Unreadable) > 0 {
+			fmt.Printf(", %d unreadable objects", len(res.Unreadable))
+		}
 		switch {
 		case c.Repair && len(res.Bad) > 0:
 			fmt.Printf(", dropped; %d refetched now (the rest on their next read)", res.Refetched)
@@ -587,6 +593,9 @@ func (c *cacheVerifyCmd) Run() error {
 	}
 	if len(res.Bad) > 0 && !c.Repair {
 		return errors.New("bad chunks found and dropped: they are never served; cachegate cache verify --repair refetches them now (a disk that keeps corrupting data needs checking)")
+	}
+	if len(res.Unreadable) > 0 {
+		return errors.New("unreadable cache objects found and dropped: the next read fetches them again (damaged files in the cache dir: check the disk, and what else writes there)")
 	}
 	return nil
 }
