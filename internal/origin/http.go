@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"container/list"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -483,13 +484,20 @@ func parseWeakVersion(v string) (lm string, size int64, ok bool) {
 
 // etagPins remembers, per path and version without an ETag, the first ETag a range
 // answer carried, so that a later answer with another ETag is a change even though
-// the version itself (from a HEAD without one) cannot say so. Bounded: when full it
-// starts over, losing only this extra check (length and Last-Modified still hold).
+// the version itself (from a HEAD without one) cannot say so; HTTP.sizes uses it for
+// the size a HEAD gave a strong ETag. Bounded: when full it forgets the least
+// recently used pin, losing only that pin's extra check (length and Last-Modified
+// still hold), so a busy origin never loses the pins of the files being read.
 type etagPins struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu  sync.Mutex
+	m   map[string]*list.Element // of *etagPin
+	lru list.List                // most recently used at the front
 }
 
+type etagPin struct{ key, tag string }
+
+// maxETagPins bounds the pins; each costs its key (path and version), its tag and
+// some 150 bytes of map and list.
 const maxETagPins = 1 << 14
 
 // get returns what was pinned for key, if anything (p may be nil).
@@ -499,21 +507,37 @@ func (p *etagPins) get(key string) (string, bool) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	v, ok := p.m[key]
-	return v, ok
+	el, ok := p.m[key]
+	if !ok {
+		return "", false
+	}
+	p.lru.MoveToFront(el)
+	return el.Value.(*etagPin).tag, true
+}
+
+func (p *etagPins) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
 }
 
 // pin returns the ETag first seen for key, recording tag when there is none.
 func (p *etagPins) pin(key, tag string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if first, ok := p.m[key]; ok {
-		return first
+	if el, ok := p.m[key]; ok {
+		p.lru.MoveToFront(el)
+		return el.Value.(*etagPin).tag
 	}
-	if p.m == nil || len(p.m) >= maxETagPins {
-		p.m = make(map[string]string)
+	if p.m == nil {
+		p.m = make(map[string]*list.Element)
 	}
-	p.m[key] = tag
+	if len(p.m) >= maxETagPins {
+		oldest := p.lru.Back()
+		p.lru.Remove(oldest)
+		delete(p.m, oldest.Value.(*etagPin).key)
+	}
+	p.m[key] = p.lru.PushFront(&etagPin{key: key, tag: tag})
 	return tag
 }
 
