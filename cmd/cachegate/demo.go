@@ -161,9 +161,10 @@ func demoOrigin(dir string) http.Handler {
 		}
 		list := make([]origin.ListingEntry, 0, len(fis))
 		for _, fi := range fis {
-			e := origin.ListingEntry{Name: fi.Name(), Type: "file", MTime: fi.ModTime().UTC().Format(http.TimeFormat), Size: fi.Size()}
+			size := fi.Size()
+			e := origin.ListingEntry{Name: fi.Name(), Type: "file", MTime: fi.ModTime().UTC().Format(http.TimeFormat), Size: &size}
 			if fi.IsDir() {
-				e.Type, e.Size = "directory", 0
+				e.Type, e.Size = "directory", nil
 			}
 			list = append(list, e)
 		}

@@ -27,7 +27,7 @@ type ListingEntry struct {
 	Name  string `json:"name"`
 	Type  string `json:"type"` // "file", "directory" (nginx also says "other")
 	MTime string `json:"mtime"`
-	Size  int64  `json:"size,omitempty"`
+	Size  *int64 `json:"size,omitempty"` // nil: not given, so not known (an empty file says 0)
 	ETag  string `json:"etag,omitempty"`
 }
 
@@ -228,10 +228,14 @@ func jsonEntry(it ListingEntry) (Entry, bool) {
 	case "directory":
 		e.IsDir = true
 	case "file":
-		if it.Size < 0 {
+		switch {
+		case it.Size == nil:
+			e.Exact = false // a stat tells the size
+		case *it.Size < 0:
 			return Entry{}, false
+		default:
+			e.Size = *it.Size
 		}
-		e.Size = it.Size
 		if it.ETag != "" && strongETag(it.ETag) {
 			e.Version = it.ETag
 		}

@@ -183,6 +183,7 @@ func FuzzParseListing(f *testing.F) {
 	f.Add("text/html", apacheHTML)
 	f.Add("text/html", pythonHTML)
 	f.Add("application/json", `[{"name":"a","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT","size":1}]`)
+	f.Add("application/json", `[{"name":"nosize","type":"file","mtime":"Wed, 26 Nov 2026 00:54:29 GMT"},{"name":"z","type":"file","size":0},{"name":"n","type":"file","size":null},{"name":"m","type":"file","size":-1}]`)
 	f.Add("application/json", `[{"name":"dup","type":"file","size":1},{"name":"dup","type":"directory"},{"name":"dup","type":"file"}]`)
 	f.Add("application/json", `[{"name":"`+strings.Repeat("n", 256)+`","type":"file"}] trailing`)
 	f.Add("", `  [{"name":"a","type":"directory"}`)
