@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/cachegate/cachegate/internal/origin"
 )
 
 // directory answers for a directory URL: JSON (the format internal/origin reads, so
@@ -41,25 +39,30 @@ func (c *conn) directory(req *request, rawPath, p, query string) bool {
 	var ct string
 	if !html {
 		items := make([]listingEntry, 0, len(l.Entries))
-		// Inexact entries cost one origin stat each: watch for the client
-		// leaving (Done starts the watch) and stop asking once it has.
+		// Entries the origin's listing did not give exactly (an HTML index rounds
+		// sizes) get what the cache knows of them without asking the origin, as
+		// the mount's readdirplus does: a listing never costs a request per entry.
+		// What stays unknown is written without a size, which a reader of this
+		// listing (another cachegate) takes as unknown and stats when it needs to.
 		ctx := c.context()
-		ctx.Done()
 		for _, e := range l.Entries {
 			if ctx.Err() != nil {
 				c.s.log.Debug("listing abandoned: the client went away", "path", "/"+p)
 				return false
 			}
-			if !e.IsDir && !e.Exact {
-				// The listing we read guessed sizes or times; ours must be exact.
-				if x, err := c.s.c.Stat(ctx, origin.Join(p, e.Name)); err == nil {
-					e = x
+			known := e.IsDir || e.Exact
+			if !known {
+				if x, ok, err := c.s.c.LookupListed(ctx, p, e.Name); err == nil && ok {
+					e, known = x, true
 				}
 			}
 			it := listingEntry{Name: e.Name, Type: "directory", MTime: e.ModTime.UTC().Format(http.TimeFormat)}
 			if !e.IsDir {
-				size := e.Size
-				it.Type, it.Size = "file", &size
+				it.Type = "file"
+				if known {
+					size := e.Size
+					it.Size = &size
+				}
 				if e.Version != "" {
 					it.ETag = etagFor(e.Version)
 				}
@@ -82,8 +85,9 @@ func (c *conn) directory(req *request, rawPath, p, query string) bool {
 }
 
 // listingEntry is origin.ListingEntry as this server writes it: a file's size is
-// always there, 0 included (an empty file is not one of unknown size); a
-// directory has none, as in nginx's autoindex_format json.
+// there whenever it is known exactly, 0 included (an empty file is not one of
+// unknown size), and left out when it is not; a directory has none, as in nginx's
+// autoindex_format json.
 type listingEntry struct {
 	Name  string `json:"name"`
 	Type  string `json:"type"`
