@@ -33,24 +33,17 @@ type stubOrigin struct {
 	gate  func(ctx context.Context, p string, off, n int64)
 	reads int // ReadRange calls
 	// inexact makes List's file entries inexact, as from an HTML listing, without
-	// calling Stat; statGate, when set, is called by Stat first.
-	inexact  bool
-	statGate func()
-	stats    int // Stat calls
+	// calling Stat.
+	inexact bool
+	stats   int // Stat calls
 }
 
 var stubTime = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 func (o *stubOrigin) Stat(ctx context.Context, p string) (origin.Entry, error) {
 	o.mu.Lock()
-	o.stats++
-	gate := o.statGate
-	o.mu.Unlock()
-	if gate != nil {
-		gate()
-	}
-	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.stats++
 	if o.statErr != nil {
 		return origin.Entry{}, o.statErr
 	}
