@@ -106,6 +106,13 @@ func helperMountDir(t *testing.T) string {
 		for _, pid := range pids {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
+		// The background mounts' logs, named by the escaped mount point.
+		logs, _ := os.ReadDir("/var/log/cachegate")
+		for _, l := range logs {
+			if strings.Contains(l.Name(), strings.ReplaceAll(filepath.Base(dir), "-", `\x2d`)+".log") {
+				os.Remove(filepath.Join("/var/log/cachegate", l.Name()))
+			}
+		}
 	})
 	return dir
 }
@@ -146,7 +153,7 @@ func TestMountHelper(t *testing.T) {
 	dir := helperMountDir(t)
 	cacheDir := dir + "-cache"
 	out, code := runMount(t, "-t", "cachegate", nx.URL, dir, "-o",
-		"cache_dir="+cacheDir+",cache_size=64MiB,metadata_ttl=5m,env.CACHEGATE_TEST_SECRET=hunter2")
+		"cache_dir="+cacheDir+",cache_size=64MiB,metadata_ttl=5m,env.CACHEGATE_TEST_SECRET=hunter2,origin_header=X-Test-Token: sekrit42")
 	if code != 0 {
 		t.Fatalf("mount -t cachegate: exit %d: %s", code, out)
 	}
@@ -162,8 +169,14 @@ func TestMountHelper(t *testing.T) {
 	}
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if !strings.HasPrefix(string(cmdline), "cachegate\x00mount\x00") || strings.Contains(string(cmdline), "hunter2") {
-		t.Errorf("the mount process's command line is %q: want cachegate mount …, without the env. option's value", cmdline)
+	// Every local user reads argv (ps): it names the mount, never an option's value.
+	if !strings.HasPrefix(string(cmdline), "cachegate\x00mount\x00") || strings.Contains(string(cmdline), "hunter2") ||
+		strings.Contains(string(cmdline), "sekrit42") || strings.Contains(string(cmdline), "cache-size") {
+		t.Errorf("the mount process's command line is %q: want cachegate mount -- ORIGIN DIR, without the options", cmdline)
+	}
+	// Its log is kept outside the cache dir, whose bytes --cache-size bounds.
+	if _, err := os.Stat(filepath.Join(cacheDir, "mount.log")); err == nil {
+		t.Errorf("the background mount logs into its cache dir")
 	}
 	if !strings.Contains(string(environ), "\x00CACHEGATE_TEST_SECRET=hunter2\x00") && !strings.HasPrefix(string(environ), "CACHEGATE_TEST_SECRET=hunter2\x00") {
 		t.Errorf("env.CACHEGATE_TEST_SECRET=hunter2 is not in the mount process's environment")

@@ -89,14 +89,21 @@ func defaultCacheDir() string {
 func newLogger(level string) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(level))
-	return slog.New(scrubHandler{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})})
+	return slog.New(scrubHandler{slog.NewTextHandler(logOutput, &slog.HandlerOptions{Level: l})})
 }
+
+// logOutput is where the log goes: standard error, or a mount helper's log.
+var logOutput = helperLog()
 
 func main() {
 	if args, ok := isMountHelper(os.Args); ok {
 		os.Exit(mountHelper(args))
 	}
-	os.Exit(run(os.Args[1:]))
+	args := os.Args[1:]
+	if a, ok := takeHelperArgs(); ok { // a mount started by the mount helper
+		args = a
+	}
+	os.Exit(run(args))
 }
 
 func run(args []string) int {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,9 +10,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/registry"
 	"golang.org/x/sys/unix"
 )
@@ -20,7 +23,7 @@ import (
 // type cachegate) runs /sbin/mount.cachegate ORIGIN DIR [-sfnv] [-o OPTS] [-t TYPE];
 // with type fuse.cachegate, /sbin/mount.fuse.cachegate. A helper must return once the
 // filesystem is mounted, so it starts `cachegate mount` in the background (its own
-// session, output to a log in the cache dir), waits for it to say "ready" through an
+// session, output to a log of its own, see helperLogDir), waits for it to say "ready" through an
 // inherited pipe, and exits 0; or, when the mount fails, exits 32 (mount(8)'s "mount
 // failure") with the mount's error as its one line on stderr, having made sure that
 // nothing stays behind: no process, no mount, no registry entry. The mount process
@@ -40,8 +43,17 @@ const helperReadyTimeout = 2 * time.Minute
 // this name), and unset by the child as it takes the pipe.
 const readyFDEnv = "CACHEGATE_HELPER_READY_FD"
 
-// helperLogMax is the size past which the helper's log is rotated (to mount.log.1)
-// before a new mount appends to it: two files bound what mounts from fstab leave.
+// argsEnv carries the mount process's arguments from the helper (JSON): argv is
+// world-readable, and mount options may hold secrets. logEnv names the log the
+// mount process writes, for it to rotate. Internal, like readyFDEnv.
+const (
+	argsEnv = "CACHEGATE_HELPER_ARGS"
+	logEnv  = "CACHEGATE_HELPER_LOG"
+)
+
+// helperLogMax is the size past which a background mount's log is rotated (to
+// LOG.1), by the helper before a mount and by the mount process as it writes: two
+// files bound what a mount logs, however long it runs.
 const helperLogMax = 8 << 20
 
 // isMountHelper reports whether cachegate runs as a mount(8) helper: by its name
@@ -167,6 +179,22 @@ func runMountHelper(args []string) error {
 	if err != nil {
 		return err
 	}
+	// The mount process runs in /: a relative file or directory in an option means
+	// the caller's directory, as mount(8)'s users expect, so it is made absolute here.
+	paths, err := mountPathFlags()
+	if err != nil {
+		return err
+	}
+	for i, a := range opts.Args {
+		name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if ok && paths[name] && value != "" && value != "-" && !filepath.IsAbs(value) {
+			abs, err := filepath.Abs(value)
+			if err != nil {
+				return err
+			}
+			opts.Args[i] = "--" + name + "=" + abs
+		}
+	}
 	// The mount process runs in / (it must not keep the caller's directory busy), so
 	// relative paths are made absolute here; mount(8) gives absolute ones anyway.
 	source := h.source
@@ -185,6 +213,12 @@ func runMountHelper(args []string) error {
 		k, v, _ := strings.Cut(kv, "=")
 		os.Setenv(k, v)
 	}
+	// Each mount of fstab gets its own cache dir unless it names one: one process
+	// owns a cache dir, so two lines sharing the default would fail at boot (hidden
+	// by nofail). A daemon with one cache for every origin is the way to share one.
+	if !hasFlag(opts.Args, "cache-dir") && os.Getenv("CACHEGATE_CACHE_DIR") == "" {
+		opts.Args = append(opts.Args, "--cache-dir="+filepath.Join(defaultCacheDir(), escapeMountpoint(target)))
+	}
 	// Checked as the mount process will parse it, so that a bad value fails here
 	// with kong's message rather than in the background.
 	childArgs := append(append([]string{"mount"}, opts.Args...), "--", source, target)
@@ -199,29 +233,95 @@ func runMountHelper(args []string) error {
 	if h.fake {
 		return nil
 	}
-	return startBackgroundMount(childArgs, c.Mount.CacheDir, target, h.verbose)
+	return startBackgroundMount(childArgs, source, target, h.verbose)
+}
+
+// mountPathFlags are cachegate mount's flags whose values are files or directories.
+func mountPathFlags() (map[string]bool, error) {
+	var c cli
+	parser, err := newParser(&c)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{"cache-dir": true, "access-log": true}
+	for _, n := range parser.Model.Children {
+		if n.Name != "mount" {
+			continue
+		}
+		for _, group := range n.AllFlags(false) {
+			for _, f := range group {
+				switch f.Tag.Type {
+				case "path", "existingfile", "existingdir", "filecontent":
+					out[f.Name] = true
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--"+name || strings.HasPrefix(a, "--"+name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// escapeMountpoint names a mount point as one path element, as systemd-escape
+// --path does: "/mnt/pub" is "mnt-pub", and "-", "\\" and bytes other than
+// letters, digits, "_" and "." (a leading "." too) are written \xNN.
+func escapeMountpoint(p string) string {
+	p = strings.Trim(filepath.Clean(p), "/")
+	if p == "" {
+		return "-"
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '/':
+			b.WriteByte('-')
+		case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' && i > 0:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		}
+	}
+	return b.String()
 }
 
 // startBackgroundMount starts `cachegate childArgs…` detached and waits until it
 // reports the mount ready or fails; on failure it leaves nothing behind.
-func startBackgroundMount(childArgs []string, cacheDir, target string, verbose bool) error {
+func startBackgroundMount(childArgs []string, source, target string, verbose bool) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("cannot find the cachegate binary: %v", err)
 	}
-	logFile, logPath := openHelperLog(cacheDir)
+	logFile, logPath := openHelperLog(target)
 	defer logFile.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command(exe, childArgs...)
-	cmd.Args[0] = "cachegate" // not a helper name: the child is a plain mount
+	encoded, err := json.Marshal(childArgs)
+	if err != nil {
+		return err
+	}
+	// argv is what every local user sees in ps: it names the mount and the origin
+	// (its password hidden); the options, which may hold a token, go through the
+	// environment, which only the owner reads (/proc/PID/environ).
+	cmd := exec.Command(exe)
+	cmd.Args = []string{"cachegate", "mount", "--", control.Redact(source), target} // not a helper name: the child is a plain mount
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.ExtraFiles = []*os.File{w} // descriptor 3
-	cmd.Env = append(childEnv(os.Environ()), fmt.Sprintf("%s=%d", readyFDEnv, 3))
+	cmd.Env = append(childEnv(os.Environ()), fmt.Sprintf("%s=%d", readyFDEnv, 3), argsEnv+"="+string(encoded))
+	if logPath != os.DevNull {
+		cmd.Env = append(cmd.Env, logEnv+"="+logPath)
+	}
 	// Its own session: no terminal's hangup or Ctrl-C reaches it, as for any daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	wasMounted, _ := isMountpoint(target)
@@ -299,21 +399,54 @@ func childEnv(env []string) []string {
 	return out
 }
 
-// openHelperLog opens the background mount's log, mount.log in the cache dir,
+// helperLogDir is where background mounts log: /var/log/cachegate for root, else
+// $XDG_STATE_HOME/cachegate (~/.local/state/cachegate). Not the cache dir, whose
+// bytes --cache-size bounds.
+func helperLogDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/log/cachegate"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "cachegate")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "cachegate")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("cachegate-%d", os.Getuid()))
+}
+
+// openHelperLog opens the background mount's log, LOGDIR/mount-MOUNTPOINT.log,
 // rotating a large one; /dev/null when it cannot (the error then still reaches the
-// helper through the pipe).
-func openHelperLog(cacheDir string) (*os.File, string) {
-	p := filepath.Join(cacheDir, "mount.log")
-	if err := os.MkdirAll(cacheDir, 0o700); err == nil {
-		if fi, err := os.Stat(p); err == nil && fi.Size() > helperLogMax {
+// helper through the pipe). The directory must be this user's and writable by
+// nobody else, and the log is never opened through a symlink: as root, a log in a
+// directory another user controls would let them make root append to any file.
+func openHelperLog(target string) (*os.File, string) {
+	dir := helperLogDir()
+	p := filepath.Join(dir, "mount-"+escapeMountpoint(target)+".log")
+	if err := os.MkdirAll(dir, 0o700); err == nil && ownDir(dir) {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() > helperLogMax {
 			os.Rename(p, p+".1")
 		}
-		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
-			return f, p
+		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600); err == nil {
+			if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+				return f, p
+			}
+			f.Close()
 		}
 	}
 	f, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	return f, os.DevNull
+}
+
+// ownDir reports whether dir is a directory (not a link) of this user that no one
+// else may write.
+func ownDir(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid() && fi.Mode().Perm()&0o022 == 0
 }
 
 // readyPipe is the helper's pipe in a mount process it started (nil otherwise).
@@ -343,4 +476,69 @@ func tellHelper(msg string) {
 	readyPipe.Write([]byte(msg + "\n"))
 	readyPipe.Close()
 	readyPipe = nil
+}
+
+// takeHelperArgs returns the arguments a mount helper passed through the
+// environment (see argsEnv), if this process was started by one.
+func takeHelperArgs() ([]string, bool) {
+	s, ok := os.LookupEnv(argsEnv)
+	if !ok {
+		return nil, false
+	}
+	os.Unsetenv(argsEnv)
+	var args []string
+	if err := json.Unmarshal([]byte(s), &args); err != nil || len(args) == 0 || args[0] != "mount" {
+		return nil, false
+	}
+	return args, true
+}
+
+// rotatingLog is the log of a mount a helper started: the file the helper opened as
+// its standard output and error, renamed to LOG.1 and replaced by a new one (on
+// descriptors 1 and 2, so that a panic lands there too) when it grows past
+// helperLogMax.
+type rotatingLog struct {
+	mu   sync.Mutex
+	path string
+	size int64
+}
+
+// helperLog returns the writer for this process's log: a rotatingLog when a helper
+// started it with one, else standard error.
+func helperLog() io.Writer {
+	p := os.Getenv(logEnv)
+	if p == "" {
+		return os.Stderr
+	}
+	os.Unsetenv(logEnv)
+	fi, err := os.Stderr.Stat()
+	if err != nil {
+		return os.Stderr
+	}
+	return &rotatingLog{path: p, size: fi.Size()}
+}
+
+func (l *rotatingLog) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, err := os.Stderr.Write(b)
+	l.size += int64(n)
+	if l.size > helperLogMax {
+		l.rotate()
+	}
+	return n, err
+}
+
+func (l *rotatingLog) rotate() {
+	if err := os.Rename(l.path, l.path+".1"); err != nil {
+		return
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	unix.Dup3(int(f.Fd()), 1, 0)
+	unix.Dup3(int(f.Fd()), 2, 0)
+	l.size = 0
 }

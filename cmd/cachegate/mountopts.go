@@ -28,7 +28,15 @@ var ignoredOptions = map[string]bool{
 	"ro": true, "rw": true, // mount(8) passes rw when ro is absent
 	"defaults": true, "auto": true, "noauto": true, "nofail": true, "_netdev": true,
 	"user": true, "users": true, "nouser": true, "owner": true, "group": true,
-	"nosuid": true, "nodev": true,
+	// The kernel's per-mount flags (MS_*): mount(8) passes them to helpers (a user
+	// mount gets noexec,nosuid,nodev) and sets them on the mount itself. Every
+	// cachegate mount is read-only, nosuid and nodev whatever they say.
+	"nosuid": true, "suid": true, "nodev": true, "dev": true, "noexec": true, "exec": true,
+	"sync": true, "async": true, "dirsync": true, "atime": true, "noatime": true,
+	"diratime": true, "nodiratime": true, "relatime": true, "norelatime": true,
+	"strictatime": true, "nostrictatime": true, "lazytime": true, "nolazytime": true,
+	"iversion": true, "noiversion": true, "mand": true, "nomand": true,
+	"silent": true, "loud": true, "symfollow": true, "nosymfollow": true,
 }
 
 // ignoredPrefixes are option families mount(8) defines as comments or as another

@@ -27,6 +27,10 @@ func TestParseMountOptions(t *testing.T) {
 		// mount(8)'s and fstab's own options are accepted and ignored.
 		{in: "rw,ro,defaults,auto,noauto,nofail,_netdev,user,users,user=alice,nosuid,nodev,x-systemd.automount,x-systemd.requires=network-online.target,comment=systemd.x,cache_size=64MiB",
 			args: []string{"--cache-size=64MiB"}},
+		// What mount(8) passes for a user mount (user implies noexec,nosuid,nodev),
+		// and the kernel's other per-mount flags.
+		{in: "rw,noexec,nosuid,nodev,user,noatime,relatime,exec,suid,dev,sync,async,lazytime,nosymfollow,cache_size=1G",
+			args: []string{"--cache-size=1G"}},
 		{in: "allow_other=false", args: []string{"--allow-other=false"}},
 		{in: "cache-size=1G", args: []string{"--cache-size=1G"}},
 		{in: ",,cache_size=1G,", args: []string{"--cache-size=1G"}},
@@ -102,4 +106,19 @@ func FuzzMountOptions(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestEscapeMountpoint(t *testing.T) {
+	for in, want := range map[string]string{
+		"/mnt/pub":       "mnt-pub",
+		"/mnt/pub/":      "mnt-pub",
+		"/":              "-",
+		"/srv/my-data":   `srv-my\x2ddata`,
+		"/home/a b/.x":   `home-a\x20b-.x`,
+		"/mnt/../etc/..": "-",
+	} {
+		if got := escapeMountpoint(in); got != want {
+			t.Errorf("escapeMountpoint(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
