@@ -181,7 +181,9 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	}
 	c.idx.free.dir = opts.Dir
 	c.origin = &meteredOrigin{Origin: o, m: &c.metrics, limit: opts.BWLimit}
-	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
+	store := openMetaStore(opts.Dir, c.oname, metaStoreCap(opts.Limit), opts.Logger)
+	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, store, opts.Logger); err != nil {
+		store.close()
 		lock.Close()
 		return nil, err
 	}
@@ -190,19 +192,23 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		NumCounters: 16 * maxIdleOpen, MaxCost: maxIdleOpen, BufferItems: 64,
 		OnEvict: closeItem, OnReject: closeItem, IgnoreInternalCost: true,
 	}); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, err
 	}
 	if err := os.MkdirAll(c.objDir, 0o700); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, fmt.Errorf("create cache dir: %w", err)
 	}
 	if err := checkDir(c.objDir, false); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, err
 	}
 	start := time.Now()
 	if err := c.load(); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, err
 	}
