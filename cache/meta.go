@@ -138,7 +138,13 @@ func (m *metaCache) stored(kind byte, p string) ([]origin.Entry, time.Duration, 
 	if !ok || (kind == kindStat && len(entries) != 1) {
 		return nil, 0, false
 	}
-	return entries, m.ttl - time.Since(fetched), true
+	age := time.Since(fetched)
+	if age < 0 {
+		// Fetched "in the future": the clock was set back since. Trust it no
+		// longer than the origin's next answer.
+		return entries, 0, true
+	}
+	return entries, m.ttl - age, true
 }
 
 func listCost(entries []origin.Entry) int64 {

@@ -102,8 +102,9 @@ type metaStore struct {
 	log    *slog.Logger
 
 	// broken is set when the file turned out damaged while in use: the store then
-	// answers nothing and writes nothing.
+	// answers nothing and writes nothing. closed is set by close.
 	broken  atomic.Bool
+	closed  atomic.Bool
 	dropped atomic.Int64 // records dropped because the queue was full
 
 	queue chan storeWrite
@@ -194,7 +195,7 @@ func (s *metaStore) guard(fn func() error) (err error) {
 		if r := recover(); r != nil {
 			err, damaged = fmt.Errorf("bbolt: %v", r), true
 		}
-		if err == nil || !s.broken.CompareAndSwap(false, true) {
+		if err == nil || s.closed.Load() || !s.broken.CompareAndSwap(false, true) {
 			return
 		}
 		if damaged {
@@ -213,7 +214,7 @@ func storeKey(p string) string { return "/" + p }
 
 // get returns the record of kind for p, if the store holds one.
 func (s *metaStore) get(kind byte, p string) (fetched time.Time, entries []origin.Entry, ok bool) {
-	if s == nil || s.broken.Load() {
+	if s == nil || s.broken.Load() || s.closed.Load() {
 		return time.Time{}, nil, false
 	}
 	p = storeKey(p)
@@ -256,7 +257,7 @@ func subBucket(tx *bolt.Tx, top, sub []byte) *bolt.Bucket {
 
 // put records entries of kind for p, fetched at fetched, without waiting.
 func (s *metaStore) put(kind byte, p string, fetched time.Time, entries []origin.Entry) {
-	if s == nil || s.broken.Load() {
+	if s == nil || s.broken.Load() || s.closed.Load() {
 		return
 	}
 	rec := encodeMetaRecord(fetched, entries)
@@ -313,6 +314,7 @@ func (s *metaStore) close() {
 	if s == nil {
 		return
 	}
+	s.closed.Store(true)
 	close(s.stop)
 	<-s.done
 	if n := s.dropped.Load(); n > 0 {
