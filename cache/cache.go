@@ -695,6 +695,13 @@ func (c *Cache) changed(p string) {
 // lookup asks the origin.
 func (c *Cache) Invalidate(p string) { c.meta.invalidate(p) }
 
+// HasMetadata reports whether the metadata store holds the root's listing from an
+// earlier run (of any age): with the origin down, the tree listed then is browsable.
+func (c *Cache) HasMetadata() bool {
+	_, _, ok := c.meta.store.get(kindList, "")
+	return ok
+}
+
 // Stat returns the attributes of p, from the origin at most once per TTL.
 func (c *Cache) Stat(ctx context.Context, p string) (origin.Entry, error) {
 	return c.meta.stat(ctx, p)

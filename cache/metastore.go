@@ -318,7 +318,7 @@ func (s *metaStore) close() {
 	close(s.stop)
 	<-s.done
 	if n := s.dropped.Load(); n > 0 {
-		s.log.Debug("metadata store: records dropped because its queue was full", "dropped", n)
+		s.log.Info("metadata store: records dropped because its queue was full (a restart asks the origin for them again)", "dropped", n)
 	}
 	s.db.Close()
 }

@@ -350,3 +350,20 @@ func TestMetaStoreCap(t *testing.T) {
 		t.Errorf("store holds %d bytes, cap 4096", n)
 	}
 }
+
+// HasMetadata tells a start with the origin down that a tree was listed before
+// (cmd starts then, without any cached bytes).
+func TestMetaHasMetadata(t *testing.T) {
+	f, d, _ := metaFixture(t)
+	c := mustOpen(t, d, f.opts)
+	if c.HasMetadata() {
+		t.Error("a new cache claims stored metadata")
+	}
+	browse(t, c)
+	c.Close()
+	c = mustOpen(t, d, f.opts)
+	defer c.Close()
+	if !c.HasMetadata() {
+		t.Error("the root's stored listing is not seen after a restart")
+	}
+}
