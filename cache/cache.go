@@ -181,7 +181,9 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	}
 	c.idx.free.dir = opts.Dir
 	c.origin = &meteredOrigin{Origin: o, m: &c.metrics, limit: opts.BWLimit}
-	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, opts.Logger); err != nil {
+	store := openMetaStore(opts.Dir, c.oname, metaStoreCap(opts.Limit), opts.Logger)
+	if c.meta, err = newMetaCache(c.origin, opts.TTL, opts.OriginTimeout, c, store, opts.Logger); err != nil {
+		store.close()
 		lock.Close()
 		return nil, err
 	}
@@ -190,19 +192,23 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		NumCounters: 16 * maxIdleOpen, MaxCost: maxIdleOpen, BufferItems: 64,
 		OnEvict: closeItem, OnReject: closeItem, IgnoreInternalCost: true,
 	}); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, err
 	}
 	if err := os.MkdirAll(c.objDir, 0o700); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, fmt.Errorf("create cache dir: %w", err)
 	}
 	if err := checkDir(c.objDir, false); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, err
 	}
 	start := time.Now()
 	if err := c.load(); err != nil {
+		c.meta.close()
 		lock.Close()
 		return nil, err
 	}
@@ -688,6 +694,13 @@ func (c *Cache) changed(p string) {
 // Invalidate forgets cached attributes and listings of p and its parent, so the next
 // lookup asks the origin.
 func (c *Cache) Invalidate(p string) { c.meta.invalidate(p) }
+
+// HasMetadata reports whether the metadata store holds the root's listing from an
+// earlier run (of any age): with the origin down, the tree listed then is browsable.
+func (c *Cache) HasMetadata() bool {
+	_, _, ok := c.meta.store.get(kindList, "")
+	return ok
+}
 
 // Stat returns the attributes of p, from the origin at most once per TTL.
 func (c *Cache) Stat(ctx context.Context, p string) (origin.Entry, error) {

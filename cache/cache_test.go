@@ -453,13 +453,31 @@ func TestOriginDownServesCached(t *testing.T) {
 	}
 	c.Close()
 
-	// A restart while the origin is still down: metadata comes from the objects.
+	// A restart while the origin is still down: the listing comes from the
+	// metadata store (index.db), uncached files included.
+	c, err = Open(d, f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.List(context.Background(), "d")
+	if err != nil || len(l.Entries) != 2 || l.Entries[0].Name != "cached.bin" || l.Entries[1].Name != "other.bin" {
+		t.Fatalf("offline listing: %+v, %v", l, err)
+	}
+	if got := readWhole(t, c, "d/cached.bin"); !bytes.Equal(got, want) {
+		t.Fatal("cached file unreadable after a restart with the origin down")
+	}
+	c.Close()
+
+	// Without the store, metadata comes from the objects.
+	if err := os.Remove(filepath.Join(f.cacheDir, metaStoreFile)); err != nil {
+		t.Fatal(err)
+	}
 	c, err = Open(d, f.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	l, err := c.List(context.Background(), "d")
+	l, err = c.List(context.Background(), "d")
 	if err != nil || len(l.Entries) != 1 || l.Entries[0].Name != "cached.bin" {
 		t.Fatalf("offline listing: %+v, %v", l, err)
 	}

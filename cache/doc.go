@@ -16,6 +16,31 @@
 //     checksummed header (origin, path, version, size, chunk size), then a
 //     chunk-presence bitmap and a CRC32C per chunk (see sidecar.go for the layout).
 //
+// Beside objects/, index.db is the metadata store (metastore.go), a bbolt file: origin listings and
+// attributes with the time they were fetched, so a restart neither asks the origin
+// again within the metadata TTL nor loses the tree while the origin is down. A bucket
+// per origin (named as the origin prints itself) holds the sub-buckets lists and
+// stats ("/"+path -> record), age (fetch time, kind, "/"+path -> nothing: the order
+// the cap drops in) and the key bytes (what the records and keys take). A record is a
+// format byte (1), the fetch time (unix nanoseconds) and the entries (layout in
+// metastore.go). It is read on demand, never loaded at start, and is not counted in
+// --cache-size: it has its own cap.
+//
+//   - Bounded: an origin's records and keys take at most min(5% of the cache size,
+//     256 MiB); past that the records fetched longest ago go first. (The file keeps
+//     the pages it once used, so it can exceed that by bbolt's free pages.)
+//   - A record is answered without the origin only within the TTL since its fetch
+//     (the TTL left, not a fresh one); older, only while the origin does not answer.
+//   - What the cache forgets (invalidate, a changed object, evict, clear) is gone
+//     from the store too: reads miss from the moment it is forgotten, the writer
+//     deletes it in its next commit, and a record queued before that is not written.
+//     Writes are asynchronous (a bounded queue, dropped when full, committed in
+//     batches): a crash loses what was not yet committed, at most the last moment's
+//     writes and deletions. A lost deletion brings back metadata the cache had
+//     forgotten, which is at worst stale: every read stays conditional on the version.
+//   - A file that bbolt refuses, whose pages reach past its end, or that panics or
+//     faults while used is moved aside to index.db.corrupt (logged) and replaced.
+//
 // # Invariants
 //
 //  1. A chunk's bit is set only after its bytes and CRC are written (pwrite, then CRC,

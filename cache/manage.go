@@ -280,6 +280,7 @@ func (c *Cache) Clear() int {
 	}
 	c.mu.Unlock()
 	c.forget(gone)
+	c.meta.store.clear()
 	return len(gone)
 }
 

@@ -77,7 +77,10 @@ type metaCache struct {
 	// offline answers from what the cache holds when the origin is down and nothing
 	// was remembered (after a restart).
 	offline offlineSource
-	log     *slog.Logger
+	// store keeps listings and attributes on disk with their fetch time, for a
+	// restart (metastore.go); nil when it could not be opened.
+	store *metaStore
+	log   *slog.Logger
 	// staleTTL is how long a stale answer is reused before the origin is tried again.
 	staleTTL time.Duration
 	stale    [2]atomic.Int64 // stale answers given: attributes, listings (Metrics)
@@ -93,8 +96,8 @@ type offlineSource interface {
 // answer (not found, changed): only those are covered by stale metadata.
 func originDown(err error) bool { return origin.Retryable(err) }
 
-func newMetaCache(o origin.Origin, ttl, timeout time.Duration, offline offlineSource, log *slog.Logger) (*metaCache, error) {
-	m := &metaCache{origin: o, ttl: ttl, timeout: timeout, offline: offline, log: log, staleTTL: min(ttl, 10*time.Second),
+func newMetaCache(o origin.Origin, ttl, timeout time.Duration, offline offlineSource, store *metaStore, log *slog.Logger) (*metaCache, error) {
+	m := &metaCache{origin: o, ttl: ttl, timeout: timeout, offline: offline, store: store, log: log, staleTTL: min(ttl, 10*time.Second),
 		entryStats: make(chan struct{}, maxEntryStats)}
 	var err error
 	if m.stats, err = ristretto.NewCache(&ristretto.Config[string, origin.Entry]{
@@ -125,6 +128,31 @@ func (m *metaCache) close() {
 	m.lists.Close()
 	m.last.Close()
 	m.lastStat.Close()
+	m.store.close()
+}
+
+// stored returns the store's record of kind for p and the TTL it has left (<= 0:
+// expired, usable only while the origin is down).
+func (m *metaCache) stored(kind byte, p string) ([]origin.Entry, time.Duration, bool) {
+	fetched, entries, ok := m.store.get(kind, p)
+	if !ok || (kind == kindStat && len(entries) != 1) {
+		return nil, 0, false
+	}
+	age := time.Since(fetched)
+	if age < 0 {
+		// Fetched "in the future": the clock was set back since. Trust it no
+		// longer than the origin's next answer.
+		return entries, 0, true
+	}
+	return entries, m.ttl - age, true
+}
+
+func listCost(entries []origin.Entry) int64 {
+	var cost int64 = 64
+	for _, e := range entries {
+		cost += entryCost(e)
+	}
+	return cost
 }
 
 func entryCost(e origin.Entry) int64 { return int64(96 + len(e.Name) + len(e.Version)) }
@@ -134,12 +162,25 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 		return e, nil
 	}
 	v, err := m.group.do(ctx, "s\x00"+p, m.timeout, func(ctx context.Context) (any, error) {
+		// Fetched before a restart and still within the TTL: the TTL left is kept.
+		kept, left, stored := m.stored(kindStat, p)
+		if stored && left > 0 {
+			e := kept[0]
+			m.stats.SetWithTTL(p, e, entryCost(e), left)
+			m.lastStat.Set(p, e, entryCost(e))
+			m.stats.Wait()
+			return e, nil
+		}
+		fetched := time.Now()
 		e, err := m.origin.Stat(ctx, p)
 		if err != nil {
 			if !originDown(err) {
 				return origin.Entry{}, err
 			}
 			stale, ok := m.lastStat.Get(p)
+			if !ok && stored {
+				stale, ok = kept[0], true
+			}
 			if !ok {
 				stale, ok = m.offline.offlineStat(p)
 			}
@@ -154,6 +195,7 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 		}
 		m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
 		m.lastStat.Set(p, e, entryCost(e))
+		m.store.put(kindStat, p, fetched, []origin.Entry{e})
 		m.stats.Wait()
 		return e, nil
 	})
@@ -175,6 +217,17 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 	// listing that keeps coming (a million entries over a slow link) may take up to
 	// listingTimeouts of them in all.
 	v, err := m.group.do(ctx, "l\x00"+p, listingTimeouts*m.timeout, func(ctx context.Context) (any, error) {
+		// Fetched before a restart and still within the TTL: the TTL left is kept.
+		kept, left, stored := m.stored(kindList, p)
+		if stored && left > 0 {
+			l := newListing(kept)
+			l.Gen = m.gen.Add(1)
+			m.lists.SetWithTTL(p, l, listCost(kept), left)
+			m.last.Set(p, l, listCost(kept))
+			m.lists.Wait()
+			return l, nil
+		}
+		fetched := time.Now()
 		entries, err := m.origin.List(ctx, p)
 		if errors.Is(err, origin.ErrTooManyEntries) {
 			m.log.Error("directory not listed: it has more entries than --max-dir-entries allows (raise it to list this directory)", "path", "/"+p, "err", err)
@@ -184,6 +237,10 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 				return nil, err
 			}
 			stale, ok := m.last.Get(p)
+			if !ok && stored {
+				stale, ok = newListing(kept), true
+				stale.Gen = m.gen.Add(1)
+			}
 			if !ok {
 				var ents []origin.Entry
 				if ents, ok = m.offline.offlineList(p); ok {
@@ -206,12 +263,10 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 		} else {
 			l.Gen = m.gen.Add(1)
 		}
-		var cost int64 = 64
-		for _, e := range entries {
-			cost += entryCost(e)
-		}
+		cost := listCost(entries)
 		m.lists.SetWithTTL(p, l, cost, m.ttl)
 		m.last.Set(p, l, cost)
+		m.store.put(kindList, p, fetched, l.Entries)
 		m.lists.Wait()
 		return l, nil
 	})
@@ -300,10 +355,15 @@ func (g *flights) do(ctx context.Context, key string, timeout time.Duration, fn 
 	return nil, ctx.Err()
 }
 
+// invalidate forgets the attributes and listing of p and its parent's listing, on
+// disk too: a restart must not bring them back.
 func (m *metaCache) invalidate(p string) {
 	m.stats.Del(p)
 	m.lists.Del(p)
 	m.lists.Del(parentDir(p))
+	m.store.del(kindStat, p)
+	m.store.del(kindList, p)
+	m.store.del(kindList, parentDir(p))
 }
 
 func parentDir(p string) string {

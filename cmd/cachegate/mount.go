@@ -103,9 +103,9 @@ func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
 		return nil, err
 	}
 	if unreachable != nil {
-		// Like CernVM-FS offline: with data cached for this origin, start and serve
-		// it; misses fail until the origin answers.
-		if len(c.Objects("")) == 0 {
+		// Like CernVM-FS offline: with data or listings cached for this origin,
+		// start and serve them; misses fail until the origin answers.
+		if !c.HasMetadata() && len(c.Objects("")) == 0 {
 			c.Close()
 			return nil, unreachable
 		}
