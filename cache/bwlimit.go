@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/cachegate/cachegate/internal/bwlimit"
 	"github.com/cachegate/cachegate/internal/origin"
@@ -94,8 +95,29 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	return m, err
 }
 
+// stallClock is a fetch's stall timer (see fetch), carried in the context of its
+// origin reads: waiting for tokens is the limit at work, not the origin stalling, so
+// the timer stops while a read waits and starts afresh once it is paid.
+type stallClock struct {
+	timer   *time.Timer
+	timeout time.Duration
+}
+
+type stallClockKey struct{}
+
+func withStallClock(ctx context.Context, t *time.Timer, timeout time.Duration) context.Context {
+	return context.WithValue(ctx, stallClockKey{}, &stallClock{t, timeout})
+}
+
 // pay takes n tokens from every bucket; on failure what was taken is given back.
 func (p *pacedReader) pay(n int64) error {
+	if sc, ok := p.ctx.Value(stallClockKey{}).(*stallClock); ok {
+		// A timer that already fired has cancelled the fetch: the wait below then
+		// ends at once.
+		if sc.timer.Stop() {
+			defer sc.timer.Reset(sc.timeout)
+		}
+	}
 	for i, b := range p.bs {
 		if err := b.WaitN(p.ctx, n); err != nil {
 			for _, paid := range p.bs[:i] {

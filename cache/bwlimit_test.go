@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"slices"
 	"testing"
@@ -108,5 +109,33 @@ func TestWarmReportsMissing(t *testing.T) {
 	// One missing path alone says so as before.
 	if _, err := c.Warm(context.Background(), []string{"nope"}, 1, false, nil); !errors.Is(err, fs.ErrNotExist) || err.Error() != "/nope: not in the origin (check the path)" {
 		t.Errorf("warm of one missing path: %v", err)
+	}
+}
+
+// Several spans sharing a slow bucket each wait longer than the origin timeout for
+// their tokens: that wait is the limit working, not the origin stalling, so the warm
+// completes instead of failing with an origin timeout (review: --bwlimit 200KiB and
+// a sequential reader gave EIO).
+func TestBWLimitWaitIsNoStall(t *testing.T) {
+	const chunk, size = 16 << 10, 128 << 10
+	f := newFixture(t)
+	for i := range 4 {
+		randomFile(t, f.originDir, fmt.Sprintf("f%d", i), size/4, uint64(10+i))
+	}
+	f.opts.ChunkSize = chunk
+	f.opts.OriginTimeout = 300 * time.Millisecond
+	// 128 KiB at 64 KiB/s over four parallel files: a chunk each comes round
+	// about once a second, far longer than the 300 ms timeout.
+	f.opts.BWLimit = bwlimit.New(64<<10, chunk)
+	c := f.open()
+	defer c.Close()
+	paths := []string{"f0", "f1", "f2", "f3"}
+	if _, err := c.Warm(context.Background(), paths, 4, false, nil); err != nil {
+		t.Fatalf("warm under a slow limit: %v", err)
+	}
+	for _, p := range paths {
+		if got := cachedBytes(t, c, p); got != size/4 {
+			t.Errorf("%s: %d bytes cached, want %d", p, got, size/4)
+		}
 	}
 }

@@ -686,6 +686,8 @@ func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*fli
 	// read in progress, and progress winds the timer back.
 	stall := time.AfterFunc(c.opts.OriginTimeout, func() { sp.cancel(errStalled) })
 	defer stall.Stop()
+	// Waiting for --bwlimit's tokens does not count as a stall.
+	rctx := withStallClock(ctx, stall, c.opts.OriginTimeout)
 	for attempt := 0; i <= last; attempt++ {
 		if attempt > 0 {
 			if attempt >= maxAttempts || !origin.Retryable(err) || ctx.Err() != nil {
@@ -700,7 +702,7 @@ func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*fli
 		off := int64(i) * o.ChunkSize
 		end := min(o.Size, int64(last+1)*o.ChunkSize)
 		var rc io.ReadCloser
-		rc, err = c.origin.ReadRange(ctx, o.Path, o.Version, off, end-off)
+		rc, err = c.origin.ReadRange(rctx, o.Path, o.Version, off, end-off)
 		if err != nil {
 			continue
 		}
