@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,5 +46,42 @@ func waitReleased(t *testing.T, m *ioModes) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d releases never arrived", n)
 		}
+	}
+}
+
+// TestBackingFileKeptAcrossOpens: a complete file opened again and again is read by
+// passthrough from one backing file, registered with the kernel once and kept while
+// the cache keeps the object open; evicting the object unregisters it, and the next
+// open registers the new object's.
+func TestBackingFileKeptAcrossOpens(t *testing.T) {
+	data := bytes.Repeat([]byte("small"), 1000)
+	mnt, m := mountLocal(t, map[string][]byte{"f": data}, 64<<20)
+	p := filepath.Join(mnt, "f")
+	if _, err := os.ReadFile(p); err != nil { // cold: cached mode, fills the object
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("warm read %d: %v", i, err)
+		}
+	}
+	waitReleased(t, m)
+	if n, live := m.registered.Load(), m.backings.Load(); n != 1 || live != 1 {
+		t.Fatalf("10 warm opens registered %d backing files, %d still registered; want 1, 1", n, live)
+	}
+	if n, err := m.fsys.c.Evict(context.Background(), []string{"f"}, false); err != nil || n != 1 {
+		t.Fatalf("evict: %d, %v", n, err)
+	}
+	if live := m.backings.Load(); live != 0 {
+		t.Fatalf("the evicted object's backing file is still registered (%d)", live)
+	}
+	for i := 0; i < 2; i++ { // refetched (cached mode), then passthrough again
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read after evict: %v", err)
+		}
+	}
+	waitReleased(t, m)
+	if n, live := m.registered.Load(), m.backings.Load(); n != 2 || live != 1 {
+		t.Fatalf("after evict and two reads: %d registered in all, %d live; want 2, 1", n, live)
 	}
 }
