@@ -926,6 +926,10 @@ func (c *Cache) objectFor(key, p string, e origin.Entry) (*object, error) {
 		c.idx.byPath[p] = o
 		c.mu.Unlock()
 		if old != nil {
+			// Its files (and what readers keep with them: the mount's backing
+			// file holds the unlinked data file in the kernel) close now, not
+			// when the idle set evicts it; a held one closes at its last release.
+			old.closeIfIdle()
 			// A new version replaced a cached one: kernels and clients must drop
 			// what they keep of the old one. Not from this goroutine, which may be
 			// serving a FUSE request on that very path.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -83,5 +84,39 @@ func TestBackingFileKeptAcrossOpens(t *testing.T) {
 	waitReleased(t, m)
 	if n, live := m.registered.Load(), m.backings.Load(); n != 2 || live != 1 {
 		t.Fatalf("after evict and two reads: %d registered in all, %d live; want 2, 1", n, live)
+	}
+}
+
+// TestNewVersionNotReadFromKeptBackingFile: when the origin's file changes, reads get
+// the new version, and the old version's backing file, kept while its object was
+// open, is unregistered with the old object: the kernel holds no unlinked file.
+func TestNewVersionNotReadFromKeptBackingFile(t *testing.T) {
+	old := bytes.Repeat([]byte("old version "), 1000)
+	mnt, m := mountLocal(t, map[string][]byte{"f": old}, 64<<20)
+	p := filepath.Join(mnt, "f")
+	for i := 0; i < 2; i++ { // cold, then passthrough with a kept backing file
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, old) {
+			t.Fatalf("read %d of the old version: %v", i, err)
+		}
+	}
+	waitReleased(t, m)
+	if live := m.backings.Load(); live != 1 {
+		t.Fatalf("%d backing files registered after a passthrough read, want 1", live)
+	}
+	src := strings.TrimPrefix(m.fsys.c.Origin().String(), "file://")
+	newer := bytes.Repeat([]byte("the new version "), 900)
+	if err := os.WriteFile(filepath.Join(src, "f"), newer, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.fsys.c.Invalidate("f") // as the metadata TTL ending would
+	m.fsys.invalidate("f")
+	for i := 0; i < 2; i++ {
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, newer) {
+			t.Fatalf("read %d after the change: %d bytes, %v; want the new version's %d", i, len(got), err, len(newer))
+		}
+	}
+	waitReleased(t, m)
+	if n, live := m.registered.Load(), m.backings.Load(); n != 2 || live != 1 {
+		t.Fatalf("after the new version's passthrough read: %d registered in all, %d live; want 2, 1 (the old one unregistered)", n, live)
 	}
 }
