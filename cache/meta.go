@@ -163,6 +163,13 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 	return v.(origin.Entry), nil
 }
 
+// remember records e as what the origin said of file p just now (as stat does).
+func (m *metaCache) remember(p string, e origin.Entry) {
+	m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+	m.lastStat.Set(p, e, entryCost(e))
+	m.stats.Wait()
+}
+
 func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 	if l, ok := m.lists.Get(p); ok {
 		return l, nil

@@ -114,6 +114,18 @@ func (o *meteredOrigin) ReadRange(ctx context.Context, p, version string, off, n
 	return rc, err
 }
 
+// GetWhole is the origin's WholeGetter, counted as a read; ok is false when the
+// origin has none.
+func (o *meteredOrigin) GetWhole(ctx context.Context, p string, max int64) (e origin.Entry, b []byte, ok bool, err error) {
+	g, ok := o.Origin.(origin.WholeGetter)
+	if !ok {
+		return origin.Entry{}, nil, false, nil
+	}
+	e, b, err = g.GetWhole(ctx, p, max)
+	o.m.done(opRead, err)
+	return e, b, true, err
+}
+
 // OriginOpMetrics are the counts of one kind of origin request.
 type OriginOpMetrics struct {
 	Op       string           // stat, list or read

@@ -5,6 +5,7 @@ package cache
 // and no lock is held while waiting for the origin or for a flight.
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +52,9 @@ type object struct {
 	// backing file), for owner; closed with the files (Handle.Attach).
 	attached      io.Closer
 	attachedOwner any
+	// whole is the object's bytes as an Open got them in one request (fetchWhole),
+	// for the first fetch to write instead of asking the origin again.
+	whole []byte
 	// verified: every chunk in the bitmap had its CRC checked by this process, and
 	// bad ones left the bitmap. Never true while a known bad chunk is in place.
 	verified bool
@@ -309,6 +314,7 @@ func (o *object) closeFiles() {
 		o.attached.Close()
 		o.attached, o.attachedOwner = nil, nil
 	}
+	o.whole = nil
 	if o.mapping != nil {
 		unix.Munmap(o.mapping)
 		o.mapping = nil
@@ -680,7 +686,7 @@ func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*fli
 		off := int64(i) * o.ChunkSize
 		end := min(o.Size, int64(last+1)*o.ChunkSize)
 		var rc io.ReadCloser
-		rc, err = c.origin.ReadRange(ctx, o.Path, o.Version, off, end-off)
+		rc, err = o.source(ctx, off, end-off)
 		if err != nil {
 			continue
 		}
@@ -752,6 +758,19 @@ const timeoutMemory = time.Second
 
 // recentTimeout returns the error of a fetch of o that timed out less than
 // timeoutMemory ago, or nil. o.mu must be held.
+// source returns a reader of the origin's bytes [off, off+n) of this version: the
+// bytes an Open got whole when that is the range asked for, else a ranged read.
+func (o *object) source(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	o.mu.Lock()
+	b := o.whole
+	o.whole = nil
+	o.mu.Unlock()
+	if b != nil && off == 0 && n == int64(len(b)) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
+	return o.c.origin.ReadRange(ctx, o.Path, o.Version, off, n)
+}
+
 func (o *object) recentTimeout() error {
 	if t := o.timedOut; t.err != nil && time.Since(t.at) < timeoutMemory {
 		return t.err
@@ -849,9 +868,12 @@ func putBuf(b *[]byte) {
 // when needed. When the cache cannot hold it (no room, or larger than the cache), the
 // handle reads the origin directly.
 func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
-	e, err := c.meta.stat(ctx, p)
-	if err != nil {
-		return nil, err
+	e, whole, ok := c.fetchWhole(ctx, p)
+	if !ok {
+		var err error
+		if e, err = c.meta.stat(ctx, p); err != nil {
+			return nil, err
+		}
 	}
 	if e.IsDir {
 		return nil, fmt.Errorf("%s: %w", p, syscall.EISDIR)
@@ -873,6 +895,9 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 		}
 		err = c.acquire(o)
 		if err == nil {
+			if whole != nil {
+				o.offerWhole(whole)
+			}
 			return &Handle{c: c, o: o, path: p, entry: e}, nil
 		}
 		if !errors.Is(err, errRemoved) && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errBadSidecar) && !errors.Is(err, errReplaced) {
@@ -888,6 +913,54 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 			c.log.Warn("cache object keeps vanishing; reading it from the origin", "path", p)
 			return &Handle{c: c, path: p, entry: e}, nil
 		}
+	}
+}
+
+// fetchWhole is Open's first step for a small file (one chunk at most) that the
+// listing at hand describes exactly and whose version is not known yet: one GET
+// brings its bytes and its version, where a Stat (HEAD) and then a read (GET) took
+// two requests. ok is false when that does not apply or the GET fails; Open then
+// asks as usual (and retries).
+func (c *Cache) fetchWhole(ctx context.Context, p string) (e origin.Entry, whole []byte, ok bool) {
+	if _, known := c.meta.stats.Get(p); known {
+		return e, nil, false
+	}
+	// A version of it is cached (after a restart, say): a HEAD tells whether it
+	// is still current, where a GET would bring its bytes again.
+	c.mu.Lock()
+	cached := c.idx.byPath[p] != nil
+	c.mu.Unlock()
+	if cached {
+		return e, nil, false
+	}
+	l, listed := c.meta.lists.Get(parentDir(p)) // never a listing fetched for this
+	if !listed {
+		return e, nil, false
+	}
+	le, found := l.Get(p[strings.LastIndexByte(p, '/')+1:])
+	if !found || le.IsDir || le.Symlink != "" || !le.Exact || le.Size <= 0 || le.Size > c.opts.ChunkSize {
+		return e, nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.OriginTimeout)
+	defer cancel()
+	e, whole, can, err := c.origin.(*meteredOrigin).GetWhole(ctx, p, c.opts.ChunkSize)
+	if !can || err != nil {
+		if err != nil {
+			c.log.Debug("one-request read of a small file failed; asking again as usual", "path", "/"+p, "err", err)
+		}
+		return e, nil, false
+	}
+	c.meta.remember(p, e)
+	return e, whole, true
+}
+
+// offerWhole hands the object's bytes, got whole by Open, to its first fetch, unless
+// they are present or being fetched already.
+func (o *object) offerWhole(b []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.side != nil && !o.side.has(0) && o.inflight[0] == nil && int64(len(b)) == o.Size && o.nchunks == 1 {
+		o.whole = b
 	}
 }
 
