@@ -75,7 +75,8 @@ func (h *Handle) File() *os.File {
 // kept is closed first). It is closed when the object's files close: when the object
 // leaves the idle set of open objects, or is evicted, cleared or replaced, and never
 // while a handle holds it. The mount keeps its passthrough backing file so, instead
-// of registering one with the kernel at every open.
+// of registering one with the kernel at every open. mk and Close run with the
+// object's lock held: they must not call into the cache.
 func (h *Handle) Attach(owner any, mk func(fd int) (io.Closer, error)) (io.Closer, error) {
 	if h.o == nil {
 		return nil, errors.New("no cache object: the handle reads the origin")

@@ -30,6 +30,10 @@ import (
 // object is complete and no cached open of the inode is left (or when passthrough
 // opens already share a backing file), cached otherwise. The backing file is
 // registered once per cache object and kept with its open files (backingOf).
+//
+// Lock order: ioModes.mu, then the cache's locks (Handle.Complete, Handle.Attach).
+// The cache closes a backing file with its object's lock held, so closing one must
+// not take ioModes.mu.
 type ioModes struct {
 	fuse.RawFileSystem
 	fsys *filesystem
