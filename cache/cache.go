@@ -182,10 +182,18 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	closeItem := func(it *ristretto.Item[*object]) { it.Value.closeIfIdle() }
+	rejectItem := func(it *ristretto.Item[*object]) {
+		// Two releases can both Set an object before ristretto stores the first;
+		// it then rejects the second as a duplicate while the first stays parked.
+		if o, ok := c.idle.Get(it.Value.key); ok && o == it.Value {
+			return
+		}
+		it.Value.closeIfIdle()
+	}
 	idleMax := idleOpenLimit(noFileLimit())
 	if c.idle, err = ristretto.NewCache(&ristretto.Config[string, *object]{
 		NumCounters: 16 * idleMax, MaxCost: idleMax, BufferItems: 64,
-		OnEvict: closeItem, OnReject: closeItem, IgnoreInternalCost: true,
+		OnEvict: closeItem, OnReject: rejectItem, IgnoreInternalCost: true,
 	}); err != nil {
 		lock.Close()
 		return nil, err

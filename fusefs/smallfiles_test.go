@@ -61,6 +61,7 @@ func TestBackingFileKeptAcrossOpens(t *testing.T) {
 	if _, err := os.ReadFile(p); err != nil { // cold: cached mode, fills the object
 		t.Fatal(err)
 	}
+	waitReleased(t, m) // a cached open not yet released keeps the next one cached
 	for i := 0; i < 10; i++ {
 		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("warm read %d: %v", i, err)
@@ -80,6 +81,7 @@ func TestBackingFileKeptAcrossOpens(t *testing.T) {
 		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("read after evict: %v", err)
 		}
+		waitReleased(t, m)
 	}
 	waitReleased(t, m)
 	if n, live := m.registered.Load(), m.backings.Load(); n != 2 || live != 1 {
@@ -98,6 +100,7 @@ func TestNewVersionNotReadFromKeptBackingFile(t *testing.T) {
 		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, old) {
 			t.Fatalf("read %d of the old version: %v", i, err)
 		}
+		waitReleased(t, m) // a cached open not yet released keeps the next one cached
 	}
 	waitReleased(t, m)
 	if live := m.backings.Load(); live != 1 {
@@ -114,6 +117,7 @@ func TestNewVersionNotReadFromKeptBackingFile(t *testing.T) {
 		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, newer) {
 			t.Fatalf("read %d after the change: %d bytes, %v; want the new version's %d", i, len(got), err, len(newer))
 		}
+		waitReleased(t, m)
 	}
 	waitReleased(t, m)
 	if n, live := m.registered.Load(), m.backings.Load(); n != 2 || live != 1 {
