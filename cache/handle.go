@@ -70,6 +70,35 @@ func (h *Handle) File() *os.File {
 	return h.o.data
 }
 
+// Attach returns what owner keeps with this version's open data file, made by mk
+// from the file's descriptor when owner has nothing there yet (what another owner
+// kept is closed first). It is closed when the object's files close: when the object
+// leaves the idle set of open objects, or is evicted, cleared or replaced, and never
+// while a handle holds it. The mount keeps its passthrough backing file so, instead
+// of registering one with the kernel at every open. mk and Close run with the
+// object's lock held: they must not call into the cache.
+func (h *Handle) Attach(owner any, mk func(fd int) (io.Closer, error)) (io.Closer, error) {
+	if h.o == nil {
+		return nil, errors.New("no cache object: the handle reads the origin")
+	}
+	o := h.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.attached != nil && o.attachedOwner == owner {
+		return o.attached, nil
+	}
+	if o.attached != nil {
+		o.attached.Close()
+		o.attached, o.attachedOwner = nil, nil
+	}
+	a, err := mk(int(o.data.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	o.attached, o.attachedOwner = a, owner
+	return a, nil
+}
+
 // Mapping returns a read-only mapping of the whole data file, made once per object and
 // valid until Close. The file is as long as the object (holes read as zeros, never
 // SIGBUS), but only ranges Fill has made present hold the object's bytes; hand slices

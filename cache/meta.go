@@ -205,6 +205,14 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 	return v.(origin.Entry), nil
 }
 
+// remember records e as what the origin said of file p just now (as stat does).
+func (m *metaCache) remember(p string, e origin.Entry) {
+	m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+	m.lastStat.Set(p, e, entryCost(e))
+	m.store.put(kindStat, p, time.Now(), []origin.Entry{e})
+	m.stats.Wait()
+}
+
 // listingTimeouts is how many origin timeouts one listing may take in all, as long
 // as it makes progress.
 const listingTimeouts = 10

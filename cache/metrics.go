@@ -120,6 +120,26 @@ func (o *meteredOrigin) ReadRange(ctx context.Context, p, version string, off, n
 	return paced(ctx, rc, o.buckets(ctx)), nil
 }
 
+// GetWhole is the origin's WholeGetter, counted as a read and paced as one (max
+// bytes paid before, what did not come given back); ok is false when the origin
+// has none.
+func (o *meteredOrigin) GetWhole(ctx context.Context, p string, max int64) (e origin.Entry, b []byte, ok bool, err error) {
+	g, ok := o.Origin.(origin.WholeGetter)
+	if !ok {
+		return origin.Entry{}, nil, false, nil
+	}
+	bs := o.buckets(ctx)
+	if err := (&pacedReader{ctx: ctx, bs: bs}).pay(max); err != nil {
+		return origin.Entry{}, nil, true, err
+	}
+	e, b, err = g.GetWhole(ctx, p, max)
+	o.m.done(opRead, err)
+	for _, bk := range bs {
+		bk.Return(max - int64(len(b)))
+	}
+	return e, b, true, err
+}
+
 // OriginOpMetrics are the counts of one kind of origin request.
 type OriginOpMetrics struct {
 	Op       string           // stat, list or read

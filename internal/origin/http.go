@@ -275,6 +275,41 @@ func (h *HTTP) Stat(ctx context.Context, p string) (Entry, error) {
 	return Entry{}, &StatusError{URL: u, Status: resp.StatusCode}
 }
 
+// GetWhole reads file p in one GET, taking its attributes and version from that
+// response, when it is at most max bytes (WholeGetter): for a small file the listing
+// describes exactly, one request instead of a HEAD and a GET.
+func (h *HTTP) GetWhole(ctx context.Context, p string, max int64) (Entry, []byte, error) {
+	u := h.url(p, false)
+	// identity: a body Go's transport decompressed would have no Content-Length.
+	resp, err := h.do(ctx, http.MethodGet, u, http.Header{"Accept-Encoding": {"identity"}})
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusGone, http.StatusForbidden:
+		return Entry{}, nil, fmt.Errorf("%s: %w", p, ErrNotExist)
+	default: // a redirect (a directory) included: Stat answers those
+		return Entry{}, nil, &StatusError{URL: u, Status: resp.StatusCode}
+	}
+	e, err := entryFromHeaders(p[strings.LastIndexByte(p, '/')+1:], resp.Header, resp.ContentLength)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	if e.Size > max {
+		return Entry{}, nil, fmt.Errorf("%s: %d bytes, more than the %d asked for whole", u, e.Size, max)
+	}
+	b := make([]byte, e.Size)
+	if _, err := io.ReadFull(resp.Body, b); err != nil {
+		return Entry{}, nil, fmt.Errorf("read %s: %w", u, err)
+	}
+	if strongETag(e.Version) { // as Stat does
+		h.sizes.pin(p+"\x00"+e.Version, strconv.FormatInt(e.Size, 10))
+	}
+	return e, b, nil
+}
+
 func entryFromHeaders(name string, hdr http.Header, length int64) (Entry, error) {
 	e := Entry{Name: name, Size: length, Exact: true}
 	if length < 0 {

@@ -60,6 +60,14 @@ type Origin interface {
 	String() string
 }
 
+// WholeGetter is an origin that can read a whole small object in one request and
+// describe the version it sent (an HTTP GET: its bytes and validators together).
+type WholeGetter interface {
+	// GetWhole returns the attributes and all bytes of file p, when it is at most max
+	// bytes long (else an error): both of the same version.
+	GetWhole(ctx context.Context, p string, max int64) (Entry, []byte, error)
+}
+
 // ErrChanged reports that an object no longer has the version a read asked for.
 var ErrChanged = errors.New("origin object changed")
 
