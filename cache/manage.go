@@ -392,8 +392,10 @@ type WarmProgress struct {
 	Failed     int    `json:"files_failed"`
 	FirstError string `json:"first_error,omitempty"`
 	// Missing are the paths asked for that the origin does not have; the others are
-	// warmed all the same.
-	Missing []string `json:"missing,omitempty"`
+	// warmed all the same. MissingCount is how many: a client summing many requests
+	// may keep only the first of their paths.
+	Missing      []string `json:"missing,omitempty"`
+	MissingCount int      `json:"missing_count,omitempty"`
 }
 
 // Warm fetches every file at or under each of paths into the cache, parallel files at
@@ -417,7 +419,7 @@ func (c *Cache) Warm(ctx context.Context, paths []string, parallel int, pin bool
 	}
 	var st WarmProgress
 	st.Files = len(files)
-	st.Missing = missing
+	st.Missing, st.MissingCount = missing, len(missing)
 	for _, e := range entries {
 		st.Bytes += e.Size
 	}

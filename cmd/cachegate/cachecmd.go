@@ -492,17 +492,21 @@ func warmOrPin(a warmArgs, pin bool) error {
 // line, and returns the error that ends the command (nil when none is missing). A
 // lone missing path of a warm that warmed nothing else is said once, as the error.
 func reportMissing(total cache.WarmProgress, done string) error {
-	m := total.Missing
+	m, count := total.Missing, max(total.MissingCount, len(total.Missing))
 	switch {
-	case len(m) == 0:
+	case count == 0:
 		return nil
-	case len(m) == 1 && total.Files == 0:
+	case count == 1 && len(m) == 1 && total.Files == 0:
 		return fmt.Errorf("/%s: not in the origin (check the path)", m[0])
 	}
 	for _, p := range m {
 		fmt.Fprintf(os.Stderr, "cachegate: /%s: not in the origin (check the path)\n", p)
 	}
-	return fmt.Errorf("%s not in the origin (named above); %s %s", plural(len(m), "path"), plural(total.FilesDone-total.Failed, "file"), done)
+	named := "named above"
+	if count > len(m) {
+		named = fmt.Sprintf("the first %d named above", len(m))
+	}
+	return fmt.Errorf("%s not in the origin (%s); %s %s", plural(count, "path"), named, plural(total.FilesDone-total.Failed, "file"), done)
 }
 
 type cacheUnpinCmd struct {

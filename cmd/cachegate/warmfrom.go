@@ -133,9 +133,14 @@ func sumProgress(a, b cache.WarmProgress) cache.WarmProgress {
 	if a.FirstError == "" {
 		a.FirstError = b.FirstError
 	}
-	a.Missing = append(a.Missing, b.Missing...)
+	a.MissingCount += max(b.MissingCount, len(b.Missing))
+	a.Missing = append(a.Missing, b.Missing[:min(len(b.Missing), maxMissingKept-len(a.Missing))]...)
 	return a
 }
+
+// maxMissingKept bounds the missing paths a warm keeps to name at its end: a list
+// checked against the wrong origin may miss every one of millions of lines.
+const maxMissingKept = 1000
 
 // Rate is a --bwlimit value: bytes per second as a size ("50MiB", "500k", "1.5M",
 // with an optional "/s"); 0 is no limit.

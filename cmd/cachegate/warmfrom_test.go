@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/control"
 )
 
@@ -124,5 +126,25 @@ func TestBWLimitFlag(t *testing.T) {
 	_, errOut, code := runCaptured(t, "serve", t.TempDir(), "--cache-dir", t.TempDir(), "--bwlimit", "64KiB", "--chunk-size", "1MiB", "--origin-timeout", "10s")
 	if code != 2 || !strings.Contains(errOut, "--bwlimit") || !strings.Contains(errOut, "--origin-timeout") {
 		t.Errorf("--bwlimit 64KiB with 1MiB chunks and a 10s timeout: exit %d, %q", code, errOut)
+	}
+}
+
+// A list that misses every line keeps only the first maxMissingKept paths to name,
+// however many batches it takes, and counts them all.
+func TestSumProgressBoundsMissing(t *testing.T) {
+	var total cache.WarmProgress
+	for b := 0; b < 5; b++ {
+		var batch cache.WarmProgress
+		for i := 0; i < 700; i++ {
+			batch.Missing = append(batch.Missing, fmt.Sprintf("b%d/p%d", b, i))
+		}
+		batch.MissingCount = len(batch.Missing)
+		total = sumProgress(total, batch)
+	}
+	if len(total.Missing) != maxMissingKept || total.MissingCount != 3500 {
+		t.Fatalf("kept %d missing paths, counted %d; want %d and 3500", len(total.Missing), total.MissingCount, maxMissingKept)
+	}
+	if total.Missing[0] != "b0/p0" || total.Missing[maxMissingKept-1] != "b1/p299" {
+		t.Errorf("kept %q … %q, want the first ones", total.Missing[0], total.Missing[maxMissingKept-1])
 	}
 }
