@@ -104,13 +104,21 @@ func startAuthNginx(t testing.TB, root string) (url string) {
 	}
 	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("alice:{PLAIN}Pa55w0rd\n"), 0o644)
 	port := freePort(t)
-	conf := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(nginxAuthConf, dir, port, root)), 0o644)
+	runNginxConf(t, dir, fmt.Sprintf(nginxAuthConf, dir, port, root), port)
+	return fmt.Sprintf("127.0.0.1:%d/", port)
+}
+
+// runNginxConf runs nginx with the configuration conf (written to dir, which also
+// holds its error log) until t ends, and waits until it listens on port.
+func runNginxConf(t testing.TB, dir, conf string, port int) {
+	t.Helper()
+	path := filepath.Join(dir, "nginx.conf")
+	os.WriteFile(path, []byte(conf), 0o644)
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		bin = "/usr/sbin/nginx"
 	}
-	cmd := exec.Command(bin, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+	cmd := exec.Command(bin, "-c", path, "-e", filepath.Join(dir, "error.log"))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start nginx: %v", err)
@@ -120,9 +128,9 @@ func startAuthNginx(t testing.TB, root string) (url string) {
 	t.Cleanup(stop)
 	if err := waitPort(port, 10*time.Second); err != nil {
 		stop()
-		t.Fatalf("nginx did not start: %v", err)
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		t.Fatalf("nginx did not start: %v\n%s", err, log)
 	}
-	return fmt.Sprintf("127.0.0.1:%d/", port)
 }
 
 // An nginx with auth_basic is a working origin when the URL carries the

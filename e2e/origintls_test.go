@@ -11,11 +11,8 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -94,25 +91,7 @@ func startTLSNginx(t *testing.T, root string) (url, caFile string) {
 	}
 	caFile = writeTestCA(t, dir)
 	port := freePort(t)
-	conf := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(nginxTLSConf, dir, port, root)), 0o644)
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		bin = "/usr/sbin/nginx"
-	}
-	cmd := exec.Command(bin, "-c", conf, "-e", filepath.Join(dir, "error.log"))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	var once sync.Once
-	stop := func() { once.Do(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }) }
-	t.Cleanup(stop)
-	if err := waitPort(port, 10*time.Second); err != nil {
-		stop()
-		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-		t.Fatalf("nginx did not start: %v\n%s", err, log)
-	}
+	runNginxConf(t, dir, fmt.Sprintf(nginxTLSConf, dir, port, root), port)
 	return fmt.Sprintf("https://127.0.0.1:%d/", port), caFile
 }
 
