@@ -54,8 +54,11 @@ const (
 	metaStoreFile = "index.db"
 	// metaFormat is the first byte of every record.
 	metaFormat = 1
-	// metaStoreQueue bounds the records waiting for the writer.
-	metaStoreQueue = 4096
+	// metaStoreQueue bounds the records waiting for the writer, and
+	// metaStoreQueueBytes their bytes: a record of a big directory's listing is
+	// megabytes, and 4096 of them would be gigabytes held for the writer.
+	metaStoreQueue      = 4096
+	metaStoreQueueBytes = 64 << 20
 	// metaStoreBatch is the most records one write transaction commits.
 	metaStoreBatch = 1024
 	// maxPendingDels bounds the deletions waiting for the writer; past it the whole
@@ -106,6 +109,7 @@ type metaStore struct {
 	broken  atomic.Bool
 	closed  atomic.Bool
 	dropped atomic.Int64 // records dropped because the queue was full
+	queued  atomic.Int64 // bytes of the records in queue
 
 	queue chan storeWrite
 	wake  chan struct{} // a deletion waits (capacity 1)
@@ -261,6 +265,11 @@ func (s *metaStore) put(kind byte, p string, fetched time.Time, entries []origin
 		return
 	}
 	rec := encodeMetaRecord(fetched, entries)
+	if s.queued.Add(int64(len(rec))) > metaStoreQueueBytes {
+		s.queued.Add(-int64(len(rec)))
+		s.dropped.Add(1)
+		return
+	}
 	p = storeKey(p)
 	s.mu.Lock()
 	s.seq++
@@ -269,6 +278,7 @@ func (s *metaStore) put(kind byte, p string, fetched time.Time, entries []origin
 	select {
 	case s.queue <- w:
 	default:
+		s.queued.Add(-int64(len(rec)))
 		s.dropped.Add(1)
 	}
 }
@@ -366,6 +376,11 @@ func (s *metaStore) writer() {
 
 // commit writes the pending deletions, then batch, in one transaction.
 func (s *metaStore) commit(batch []storeWrite) {
+	defer func() { // the records are written (or dropped): their bytes leave the queue
+		for _, w := range batch {
+			s.queued.Add(-int64(len(w.rec)))
+		}
+	}()
 	s.mu.Lock()
 	dels := make(map[string]uint64, len(s.dels))
 	for k, v := range s.dels {

@@ -367,3 +367,26 @@ func TestMetaHasMetadata(t *testing.T) {
 		t.Error("the root's stored listing is not seen after a restart")
 	}
 }
+
+// The records waiting for the writer are bounded in bytes, not only in number: a
+// record past the bound is dropped (and counted), and the bound frees as the writer
+// commits.
+func TestMetaStoreQueueBoundedByBytes(t *testing.T) {
+	s := openMetaStore(t.TempDir(), "o", 1<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer s.close()
+	e := []origin.Entry{{Name: "f", Size: 1, Exact: true}}
+	s.queued.Add(metaStoreQueueBytes - 4) // as if big listings were waiting
+	s.put(kindStat, "a", time.Now(), e)
+	if s.dropped.Load() != 1 {
+		t.Fatalf("a record past the queue's bytes was not dropped (dropped %d)", s.dropped.Load())
+	}
+	s.queued.Add(-(metaStoreQueueBytes - 4))
+	s.put(kindStat, "b", time.Now(), e)
+	waitFor(t, "the writer never committed b, or its bytes stayed counted as queued", func() bool {
+		_, _, ok := s.get(kindStat, "b")
+		return ok && s.queued.Load() == 0
+	})
+	if s.dropped.Load() != 1 {
+		t.Errorf("dropped %d records, want 1", s.dropped.Load())
+	}
+}
