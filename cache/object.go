@@ -911,11 +911,17 @@ func putBuf(b *[]byte) {
 // when needed. When the cache cannot hold it (no room, or larger than the cache), the
 // handle reads the origin directly.
 func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
-	e, whole, ok := c.fetchWhole(ctx, p)
-	if !ok {
-		var err error
-		if e, err = c.meta.stat(ctx, p); err != nil {
-			return nil, err
+	// Attributes known: the hot path, one lookup. Else a small listed file may come
+	// whole in one request; else the origin is asked for its attributes.
+	e, known := c.meta.stats.Get(p)
+	var whole []byte
+	if !known {
+		var ok bool
+		if e, whole, ok = c.fetchWhole(ctx, p); !ok {
+			var err error
+			if e, err = c.meta.stat(ctx, p); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if e.IsDir {
@@ -963,11 +969,8 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 // listing at hand describes exactly and whose version is not known yet: one GET
 // brings its bytes and its version, where a Stat (HEAD) and then a read (GET) took
 // two requests. ok is false when that does not apply or the GET fails; Open then
-// asks as usual (and retries).
+// asks as usual (and retries). Open calls it only when p's attributes are not known.
 func (c *Cache) fetchWhole(ctx context.Context, p string) (e origin.Entry, whole []byte, ok bool) {
-	if _, known := c.meta.stats.Get(p); known {
-		return e, nil, false
-	}
 	// A version of it is cached (after a restart, say): a HEAD tells whether it
 	// is still current, where a GET would bring its bytes again.
 	c.mu.Lock()
