@@ -134,27 +134,38 @@ func parseHelperArgs(args []string) (helperArgs, error) {
 	return h, nil
 }
 
-// mountFlagKinds maps cachegate mount's flag names to whether each is a boolean,
-// from the command line's own model, so that every flag of mount is an option.
+// mountFlagKinds maps cachegate mount's flag names to whether each is a boolean.
 func mountFlagKinds() (map[string]bool, error) {
+	kinds, _, err := mountFlags()
+	return kinds, err
+}
+
+// mountFlags reads cachegate mount's flags from the CLI's model: whether each is a
+// boolean (kinds), and which take a file or directory (paths).
+func mountFlags() (kinds, paths map[string]bool, err error) {
 	var c cli
 	parser, err := newParser(&c)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, n := range parser.Model.Children {
 		if n.Name != "mount" {
 			continue
 		}
-		kinds := map[string]bool{}
+		kinds = map[string]bool{}
+		paths = map[string]bool{"cache-dir": true, "access-log": true}
 		for _, group := range n.AllFlags(false) {
 			for _, f := range group {
 				kinds[f.Name] = f.Value.IsBool()
+				switch f.Tag.Type {
+				case "path", "existingfile", "existingdir", "filecontent":
+					paths[f.Name] = true
+				}
 			}
 		}
-		return kinds, nil
+		return kinds, paths, nil
 	}
-	return nil, errors.New("no mount command")
+	return nil, nil, errors.New("no mount command")
 }
 
 // mountHelper runs the helper and returns its exit status.
@@ -171,7 +182,7 @@ func runMountHelper(args []string) error {
 	if err != nil {
 		return err
 	}
-	kinds, err := mountFlagKinds()
+	kinds, paths, err := mountFlags()
 	if err != nil {
 		return err
 	}
@@ -181,10 +192,6 @@ func runMountHelper(args []string) error {
 	}
 	// The mount process runs in /: a relative file or directory in an option means
 	// the caller's directory, as mount(8)'s users expect, so it is made absolute here.
-	paths, err := mountPathFlags()
-	if err != nil {
-		return err
-	}
 	for i, a := range opts.Args {
 		name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		if ok && paths[name] && value != "" && value != "-" && !filepath.IsAbs(value) {
@@ -234,30 +241,6 @@ func runMountHelper(args []string) error {
 		return nil
 	}
 	return startBackgroundMount(childArgs, source, target, h.verbose)
-}
-
-// mountPathFlags are cachegate mount's flags whose values are files or directories.
-func mountPathFlags() (map[string]bool, error) {
-	var c cli
-	parser, err := newParser(&c)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]bool{"cache-dir": true, "access-log": true}
-	for _, n := range parser.Model.Children {
-		if n.Name != "mount" {
-			continue
-		}
-		for _, group := range n.AllFlags(false) {
-			for _, f := range group {
-				switch f.Tag.Type {
-				case "path", "existingfile", "existingdir", "filecontent":
-					out[f.Name] = true
-				}
-			}
-		}
-	}
-	return out, nil
 }
 
 func hasFlag(args []string, name string) bool {
