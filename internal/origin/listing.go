@@ -3,12 +3,10 @@ package origin
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
-	"net/http"
 	"net/url"
 	"path"
 	"regexp"
@@ -171,85 +169,6 @@ func (b *listingBuilder) finish() []Entry {
 		}
 	}
 	return out
-}
-
-// itemReader hands the JSON decoder at most maxListingItem bytes per element: the
-// budget is renewed after each element.
-type itemReader struct {
-	r    io.Reader
-	left int
-}
-
-func (r *itemReader) Read(p []byte) (int, error) {
-	if r.left <= 0 {
-		return 0, fmt.Errorf("a directory listing element is longer than %d bytes", maxListingItem)
-	}
-	if len(p) > r.left {
-		p = p[:r.left]
-	}
-	n, err := r.r.Read(p)
-	r.left -= n
-	return n, err
-}
-
-func parseJSONListing(r io.Reader, b *listingBuilder) error {
-	ir := &itemReader{r: r, left: maxListingItem}
-	dec := json.NewDecoder(ir)
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
-		if err == nil {
-			err = fmt.Errorf("not an array (starts with %v)", tok)
-		}
-		return fmt.Errorf("parse JSON directory listing: %w", err)
-	}
-	for dec.More() {
-		var it ListingEntry
-		if err := dec.Decode(&it); err != nil {
-			return fmt.Errorf("parse JSON directory listing: %w", err)
-		}
-		ir.left = maxListingItem
-		if e, ok := jsonEntry(it); ok {
-			if err := b.add(e); err != nil {
-				return err
-			}
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("parse JSON directory listing: %w", err)
-	}
-	return nil
-}
-
-func jsonEntry(it ListingEntry) (Entry, bool) {
-	if !validName(it.Name) {
-		return Entry{}, false
-	}
-	e := Entry{Name: it.Name, Exact: true}
-	switch it.Type {
-	case "directory":
-		e.IsDir = true
-	case "file":
-		switch {
-		case it.Size == nil:
-			e.Exact = false // a stat tells the size
-		case *it.Size < 0:
-			return Entry{}, false
-		default:
-			e.Size = *it.Size
-		}
-		if it.ETag != "" && strongETag(it.ETag) {
-			e.Version = it.ETag
-		}
-	default:
-		return Entry{}, false
-	}
-	t, err := http.ParseTime(it.MTime)
-	if err != nil {
-		if t, err = time.Parse(time.RFC3339Nano, it.MTime); err != nil {
-			e.Exact = false
-		}
-	}
-	e.ModTime = t
-	return e, true
 }
 
 // nginxLine matches what nginx's HTML autoindex prints after each link:
