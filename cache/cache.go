@@ -735,19 +735,18 @@ func (c *Cache) Lookup(ctx context.Context, dir, name string) (origin.Entry, err
 	return c.meta.entryStat(ctx, origin.Join(dir, name))
 }
 
-// LookupListed is Lookup without asking the origin about the entry itself: ok is
-// false when the directory's listing lacks its exact attributes (an HTML index
-// rounds sizes) and no Stat of it is cached. Readers of a whole directory (FUSE's
-// readdirplus) use it, so that a listing never costs an origin request per entry.
-func (c *Cache) LookupListed(ctx context.Context, dir, name string) (e origin.Entry, ok bool, err error) {
-	e, exact, err := c.listed(ctx, dir, name)
-	if err != nil || exact {
-		return e, err == nil, err
+// LookupListed is Lookup in a listing the caller holds (of directory dir), without
+// asking the origin anything: ok is false when the listing has no entry name or
+// lacks its exact attributes (an HTML index rounds sizes) and no Stat of it is
+// cached. Readers of a whole directory (FUSE's readdirplus, the server's JSON
+// listing) use it, so that a listing never costs an origin request, nor a lookup of
+// the listing itself, per entry.
+func (c *Cache) LookupListed(l *Listing, dir, name string) (e origin.Entry, ok bool) {
+	e, ok = l.Get(name)
+	if !ok || e.IsDir || e.Exact {
+		return e, ok
 	}
-	if e, ok := c.meta.stats.Get(origin.Join(dir, name)); ok {
-		return e, true, nil
-	}
-	return origin.Entry{}, false, nil
+	return c.meta.stats.Get(origin.Join(dir, name))
 }
 
 // listed returns the entry name of dir's listing, and whether its attributes are

@@ -404,25 +404,24 @@ func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 	}
 	n.lastGen = l.Gen
 	n.mu.Unlock()
-	return &dirHandle{node: n, ents: ents}, fl, 0
+	return &dirHandle{node: n, listing: l, ents: ents}, fl, 0
 }
 
 // dirHandle streams a directory listing taken at opendir.
 type dirHandle struct {
-	node *dirNode
-	ents []fuse.DirEntry
-	i    int
+	node    *dirNode
+	listing *cache.Listing // what ents were made from
+	ents    []fuse.DirEntry
+	i       int
 }
 
-// Lookup answers readdirplus for one entry. An entry the listing describes exactly
-// gets its attributes at once; for the others (an HTML index rounds sizes) it
-// declines, and the kernel lists the name without attributes and looks it up when
-// something stats it: reading a directory never costs an origin request per entry.
+// Lookup answers readdirplus for one entry, from the listing the names came from.
+// An entry the listing describes exactly gets its attributes at once; for the others
+// (an HTML index rounds sizes) it declines, and the kernel lists the name without
+// attributes and looks it up when something stats it: reading a directory never
+// costs an origin request per entry.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	e, ok, err := d.node.fsys.c.LookupListed(ctx, d.node.path, name)
-	if err != nil {
-		return nil, d.node.fsys.errno("lookup", origin.Join(d.node.path, name), err)
-	}
+	e, ok := d.node.fsys.c.LookupListed(d.listing, d.node.path, name)
 	if !ok {
 		return nil, syscall.EAGAIN // any errno: go-fuse then sends the entry without a node
 	}

@@ -52,7 +52,7 @@ func (c *conn) directory(req *request, rawPath, p, query string) bool {
 			}
 			known := e.IsDir || e.Exact
 			if !known {
-				if x, ok, err := c.s.c.LookupListed(ctx, p, e.Name); err == nil && ok {
+				if x, ok := c.s.c.LookupListed(l, p, e.Name); ok {
 					e, known = x, true
 				}
 			}
