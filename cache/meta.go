@@ -177,21 +177,7 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 			if !originDown(err) {
 				return origin.Entry{}, err
 			}
-			stale, ok := m.lastStat.Get(p)
-			if !ok && stored {
-				stale, ok = kept[0], true
-			}
-			if !ok {
-				stale, ok = m.offline.offlineStat(p)
-			}
-			if !ok {
-				return origin.Entry{}, err
-			}
-			m.log.Warn("origin unreachable; serving stale attributes", "path", "/"+p, "err", err)
-			m.stale[0].Add(1)
-			m.stats.SetWithTTL(p, stale, entryCost(stale), m.staleTTL)
-			m.stats.Wait()
-			return stale, nil
+			return m.staleStat(p, kept, stored, err)
 		}
 		m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
 		m.lastStat.Set(p, e, entryCost(e))
@@ -203,6 +189,35 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 		return origin.Entry{}, err
 	}
 	return v.(origin.Entry), nil
+}
+
+// staleStat answers stat of p when the origin is down (err): with the attributes
+// last seen, those stored before a restart (kept, when stored), or those of the
+// cached object, served stale for a short while; else err.
+func (m *metaCache) staleStat(p string, kept []origin.Entry, stored bool, err error) (origin.Entry, error) {
+	stale, ok := m.lastStat.Get(p)
+	if !ok && stored {
+		stale, ok = kept[0], true
+	}
+	if !ok {
+		stale, ok = m.offline.offlineStat(p)
+	}
+	if !ok {
+		return origin.Entry{}, err
+	}
+	m.log.Warn("origin unreachable; serving stale attributes", "path", "/"+p, "err", err)
+	m.stale[0].Add(1)
+	m.stats.SetWithTTL(p, stale, entryCost(stale), m.staleTTL)
+	m.stats.Wait()
+	return stale, nil
+}
+
+// statUnanswered is stat of p just after a request for it went unanswered for the
+// whole origin timeout (err): the stale answer, or err, without waiting a second
+// timeout for a HEAD.
+func (m *metaCache) statUnanswered(p string, err error) (origin.Entry, error) {
+	kept, _, stored := m.stored(kindStat, p)
+	return m.staleStat(p, kept, stored, err)
 }
 
 // remember records e as what the origin said of file p just now (as stat does).

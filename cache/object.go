@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -917,11 +918,15 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 	var whole []byte
 	if !known {
 		var ok bool
-		if e, whole, ok = c.fetchWhole(ctx, p); !ok {
-			var err error
-			if e, err = c.meta.stat(ctx, p); err != nil {
-				return nil, err
-			}
+		var err error
+		switch e, whole, ok, err = c.fetchWhole(ctx, p); {
+		case err != nil:
+			e, err = c.meta.statUnanswered(p, err)
+		case !ok:
+			e, err = c.meta.stat(ctx, p)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	if e.IsDir {
@@ -969,35 +974,50 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 // listing at hand describes exactly and whose version is not known yet: one GET
 // brings its bytes and its version, where a Stat (HEAD) and then a read (GET) took
 // two requests. ok is false when that does not apply or the GET fails; Open then
-// asks as usual (and retries). Open calls it only when p's attributes are not known.
-func (c *Cache) fetchWhole(ctx context.Context, p string) (e origin.Entry, whole []byte, ok bool) {
+// asks as usual (and retries), unless the GET went unanswered for the whole origin
+// timeout (unanswered): then Open answers from what it last knew of p, or fails,
+// rather than wait as long again. Open calls it only when p's attributes are not
+// known.
+func (c *Cache) fetchWhole(ctx context.Context, p string) (e origin.Entry, whole []byte, ok bool, unanswered error) {
 	// A version of it is cached (after a restart, say): a HEAD tells whether it
 	// is still current, where a GET would bring its bytes again.
 	c.mu.Lock()
 	cached := c.idx.byPath[p] != nil
 	c.mu.Unlock()
 	if cached {
-		return e, nil, false
+		return e, nil, false, nil
 	}
 	l, listed := c.meta.lists.Get(parentDir(p)) // never a listing fetched for this
 	if !listed {
-		return e, nil, false
+		return e, nil, false, nil
 	}
 	le, found := l.Get(p[strings.LastIndexByte(p, '/')+1:])
 	if !found || le.IsDir || le.Symlink != "" || !le.Exact || le.Size <= 0 || le.Size > c.opts.ChunkSize {
-		return e, nil, false
+		return e, nil, false, nil
 	}
+	origCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.opts.OriginTimeout)
 	defer cancel()
 	e, whole, can, err := c.origin.(*meteredOrigin).GetWhole(ctx, p, c.opts.ChunkSize)
 	if !can || err != nil {
+		if timedOut(err) && origCtx.Err() == nil {
+			// The origin said nothing for a whole timeout: a HEAD now would
+			// most likely wait as long again for the same silence.
+			return e, nil, false, err
+		}
 		if err != nil {
 			c.log.Debug("one-request read of a small file failed; asking again as usual", "path", "/"+p, "err", err)
 		}
-		return e, nil, false
+		return e, nil, false, nil
 	}
 	c.meta.remember(p, e)
-	return e, whole, true
+	return e, whole, true, nil
+}
+
+// timedOut reports whether err is a timeout: the origin gave no answer in time.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // offerWhole hands the object's bytes, got whole by Open, to its first fetch, unless

@@ -99,3 +99,46 @@ func TestSmallListedFileOneGET(t *testing.T) {
 		t.Fatalf("a read after a restart without index.db sent %v for the file in all, want GET then HEAD", got)
 	}
 }
+
+// A cold small listed file whose origin lists it but then goes silent costs one
+// unanswered GET, not a GET and then a HEAD each waiting the whole timeout.
+func TestSilentOriginSmallFileOneTimeout(t *testing.T) {
+	s := &listedServer{body: []byte("tiny")}
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/d/f" {
+			s.mu.Lock()
+			s.reqs = append(s.reqs, r.Method)
+			s.mu.Unlock()
+			select { // a blackholed origin: the request is taken, nothing comes back
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		s.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	defer close(release)
+	o, err := origin.NewHTTP(srv.URL+"/", origin.Options{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	f.opts.OriginTimeout = 300 * time.Millisecond
+	c, err := Open(o, f.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.List(context.Background(), "d"); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := c.Open(context.Background(), "d/f"); err == nil {
+		h.Close()
+		t.Fatal("opened a file whose origin never answered")
+	}
+	if got := s.requests(); !slices.Equal(got, []string{"GET"}) {
+		t.Fatalf("opening the file sent %v, want one GET", got)
+	}
+}
