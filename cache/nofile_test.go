@@ -31,13 +31,15 @@ func TestIdleFilesBoundedByDescriptorLimit(t *testing.T) {
 	if got, bound := openFDs(t)-before, limit/2+8; got > bound {
 		t.Fatalf("%d descriptors open after reading %d files with RLIMIT_NOFILE %d; want at most %d", got, files, limit, bound)
 	}
-	// Idle objects do keep their files: reading them again opens nothing.
+	// Idle objects do keep their files: reading them again opens nothing. (The
+	// idle set may still close a few it evicts meanwhile: ristretto applies its
+	// sets and evictions in the background, so fewer is no failure.)
 	readWhole(t, c, "d/f599")
 	c.idle.Wait()
 	n := openFDs(t)
 	readWhole(t, c, "d/f599")
-	if got := openFDs(t); got != n {
-		t.Fatalf("reading a file read just before changed the descriptors open from %d to %d", n, got)
+	if got := openFDs(t); got > n {
+		t.Fatalf("reading a file read just before opened descriptors: %d open before, %d after", n, got)
 	}
 }
 
