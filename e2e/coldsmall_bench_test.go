@@ -54,7 +54,7 @@ func coldSmallRows(b testing.TB, cfg benchConfig, settings []string) []benchRow 
 	os.Chmod(dir, 0o755)
 	files := writeSmallTree(b, filepath.Join(dir, "small"), cfg.smallDirs)
 	srv := startNginx(b, dir, "json")
-	curlCfg := filepath.Join(dir+"-curl.cfg")
+	curlCfg := dir + "-curl.cfg"
 	var sb strings.Builder
 	for _, f := range files {
 		fmt.Fprintf(&sb, "url = \"%s%s\"\noutput = \"/dev/null\"\n", srv.URL, f)
