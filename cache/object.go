@@ -167,8 +167,17 @@ func (c *Cache) create(key string, info *objectInfo, evict bool) (*object, error
 	if err != nil {
 		return nil, err
 	}
-	if room := c.roomForOne(); roundBlock(info.Size)+roundBlock(int64(len(img))) > room {
-		return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
+	// roomForOne walks every object. One that fits in what is not used fits in
+	// what is not pinned: no walk (it was 17% of the CPU of a cold read of 5,000
+	// small files, the walk growing with every object made).
+	need := roundBlock(info.Size) + roundBlock(int64(len(img)))
+	c.mu.Lock()
+	fits := need <= c.opts.Limit-c.idx.used
+	c.mu.Unlock()
+	if !fits {
+		if room := c.roomForOne(); need > room {
+			return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
+		}
 	}
 	if err := c.reserveFor(roundBlock(int64(len(img))), evict); err != nil {
 		return nil, err
