@@ -102,6 +102,12 @@
 // the disk is full), reads go straight to the origin, uncached, as do objects larger
 // than the cache less its pinned objects (no files are made for them).
 //
+// A reader that opens the small files of a directory in turn gets the next ones
+// fetched ahead of it (prefetch.go, Options.Prefetch): bounded in count, bytes and
+// time, never evicting (a prefetch's reservation fails instead), its objects at the
+// back of the LRU. Concurrent openers of a small file, the prefetcher among them,
+// share its one GET (wholeFlights) and then its fetch.
+//
 // A fetch (one origin request for a span of chunks) is cancelled when nobody wants it:
 // no reader waits for one of its chunks and no open handle holds it as readahead. A
 // reader that gives up (its context ends) leaves; readahead is held by the handle that
