@@ -144,7 +144,7 @@ func (m *metaCache) stored(kind byte, p string) ([]origin.Entry, time.Duration, 
 		// longer than the origin's next answer.
 		return entries, 0, true
 	}
-	return entries, m.ttl - age, true
+	return entries, m.ttlOf(p) - age, true
 }
 
 func listCost(entries []origin.Entry) int64 {
@@ -193,7 +193,7 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 			m.stats.Wait()
 			return stale, nil
 		}
-		m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+		m.stats.SetWithTTL(p, e, entryCost(e), m.ttlOf(p))
 		m.lastStat.Set(p, e, entryCost(e))
 		m.store.put(kindStat, p, fetched, []origin.Entry{e})
 		m.stats.Wait()
@@ -207,7 +207,7 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 
 // remember records e as what the origin said of file p just now (as stat does).
 func (m *metaCache) remember(p string, e origin.Entry) {
-	m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+	m.stats.SetWithTTL(p, e, entryCost(e), m.ttlOf(p))
 	m.lastStat.Set(p, e, entryCost(e))
 	m.store.put(kindStat, p, time.Now(), []origin.Entry{e})
 	m.stats.Wait()
@@ -272,7 +272,7 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 			l.Gen = m.gen.Add(1)
 		}
 		cost := listCost(entries)
-		m.lists.SetWithTTL(p, l, cost, m.ttl)
+		m.lists.SetWithTTL(p, l, cost, m.ttlOf(p))
 		m.last.Set(p, l, cost)
 		m.store.put(kindList, p, fetched, l.Entries)
 		m.lists.Wait()

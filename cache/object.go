@@ -161,7 +161,7 @@ func (o *object) completeLocked() bool { return o.presentChunks == o.nchunks }
 // create writes a new object's files: the sparse data file first, then the sidecar
 // by rename, so a sidecar never names a missing data file.
 func (c *Cache) create(key string, info *objectInfo) (*object, error) {
-	img, err := encodeHeader(info)
+	img, err := encodeHeader(c.onDisk(info))
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +238,8 @@ func (o *object) openFilesVerify(check bool) error {
 		return err
 	}
 	side, info, err := loadSidecar(mf)
-	if err == nil && (info.Path != o.Path || info.Version != o.Version || info.Size != o.Size) {
+	// By key, not by path: under a Router the sidecar names the real origin's path.
+	if err == nil && (objectKey(info.Origin, info.Path, info.Version) != o.key || info.Size != o.Size) {
 		err = fmt.Errorf("%w: it names another object", errBadSidecar)
 	}
 	if err != nil {
@@ -927,7 +928,7 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 	if e.IsDir {
 		return nil, fmt.Errorf("%s: %w", p, syscall.EISDIR)
 	}
-	key := objectKey(c.oname, p, e.Version)
+	key := c.keyOf(p, e.Version)
 	// An object can vanish between its lookup and its acquisition (evicted, files
 	// gone or replaced); each try drops it, so the next one creates it anew. Past
 	// maxOpenTries the origin is read uncached rather than trying for ever.
