@@ -139,7 +139,13 @@ func (s *Server) statusJSON() []byte {
 		serveStatus = nil
 	}
 	s.mu.Unlock()
-	b, _ := json.MarshalIndent(control.StatusOf(s.c, serveStatus), "", "  ")
+	var doc any
+	if s.opts.Status != nil {
+		doc = s.opts.Status()
+	} else {
+		doc = control.StatusOf(s.c, serveStatus)
+	}
+	b, _ := json.MarshalIndent(doc, "", "  ")
 	return append(b, '\n')
 }
 
