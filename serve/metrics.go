@@ -139,13 +139,7 @@ func (s *Server) statusJSON() []byte {
 		serveStatus = nil
 	}
 	s.mu.Unlock()
-	var doc any
-	if s.opts.Status != nil {
-		doc = s.opts.Status()
-	} else {
-		doc = control.StatusOf(s.c, serveStatus)
-	}
-	b, _ := json.MarshalIndent(doc, "", "  ")
+	b, _ := json.MarshalIndent(control.StatusOf(s.c, serveStatus), "", "  ")
 	return append(b, '\n')
 }
 

@@ -58,9 +58,6 @@ type Options struct {
 	// of listings: `cachegate daemon` serves only the origins that set serve: true
 	// of its one cache. It is asked of every request's path and must be cheap.
 	Hidden func(p string) bool
-	// Status, when set, is the document of /-/status instead of the cache's own
-	// (the daemon's, with its origins).
-	Status func() any
 }
 
 // hidden reports whether p is one of Options.Hidden's paths.

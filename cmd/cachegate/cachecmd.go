@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/registry"
 	"github.com/cachegate/cachegate/internal/units"
 	"golang.org/x/sys/unix"
 	"golang.org/x/text/width"
@@ -164,14 +166,39 @@ func resolvePath(arg string) (string, error) {
 			if rel == "." {
 				rel = ""
 			}
+			// A daemon's mount shows its origin's NAME/ of the daemon's cache.
+			if e, ok := registry.ByMountpoint(liveInstances(), mp); ok && e.Root != "" {
+				rel = e.Root + "/" + rel
+			}
 			return origin.Clean(rel)
 		}
+	}
+	if name, rest, ok := daemonPath(arg); ok {
+		arg = name + "/" + rest
 	}
 	p, err := origin.Clean(arg)
 	if err != nil {
 		return "", usagef("%v", err)
 	}
 	return p, nil
+}
+
+// daemonPathRE is NAME:PATH, a path of origin NAME of a daemon's cache.
+var daemonPathRE = regexp.MustCompile(`^([a-z0-9_-]{1,64}):(.*)$`)
+
+// daemonPath splits NAME:PATH. It is read so only while a daemon runs, so that a
+// path with a colon in a single-origin cache keeps its meaning.
+func daemonPath(arg string) (name, rest string, ok bool) {
+	m := daemonPathRE.FindStringSubmatch(arg)
+	if m == nil {
+		return "", "", false
+	}
+	for _, e := range liveInstances() {
+		if e.Command == "daemon" {
+			return m[1], m[2], true
+		}
+	}
+	return "", "", false
 }
 
 // cachegateMountOf returns the mount point of the cachegate mount holding path.

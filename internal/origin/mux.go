@@ -22,7 +22,8 @@ import (
 // (Route, Unroute): a cache directory filled by a single-origin mount or serve opens
 // in the daemon with its objects, and the other way round.
 type Mux struct {
-	name string
+	name  string
+	since time.Time // when it was made: the root's time
 	mu   sync.RWMutex
 	// routes by name. Guarded by mu; a *muxRoute is never changed once made (a
 	// replaced route is a new one), so readers use it after unlocking.
@@ -35,6 +36,7 @@ type muxRoute struct {
 	oname   string        // o.String(), the name the cache keys its objects by
 	ttl     time.Duration // metadata TTL of this route; 0: the cache's
 	fetched *atomic.Int64 // bytes read from o (kept across a replacement of the route)
+	since   time.Time     // when the route was set: its directory's time
 }
 
 var (
@@ -45,7 +47,7 @@ var (
 // NewMux returns an empty mux; name is what String returns (the cache's name for the
 // namespace as a whole, e.g. its metadata store's bucket).
 func NewMux(name string) *Mux {
-	return &Mux{name: name, routes: map[string]*muxRoute{}}
+	return &Mux{name: name, since: time.Now(), routes: map[string]*muxRoute{}}
 }
 
 // ValidRouteName reports whether name may name a route: [a-z0-9_-]+, so that it is
@@ -80,7 +82,7 @@ func (m *Mux) Set(name string, o Origin, ttl time.Duration) error {
 	if old := m.routes[name]; old != nil {
 		fetched = old.fetched
 	}
-	m.routes[name] = &muxRoute{name: name, o: o, oname: o.String(), ttl: ttl, fetched: fetched}
+	m.routes[name] = &muxRoute{name: name, o: o, oname: o.String(), ttl: ttl, fetched: fetched, since: time.Now()}
 	return nil
 }
 
@@ -176,14 +178,14 @@ func (m *Mux) TTL(p string) (time.Duration, bool) {
 // and works with an origin down.
 func (m *Mux) Stat(ctx context.Context, p string) (Entry, error) {
 	if p == "" {
-		return Entry{IsDir: true, Exact: true}, nil
+		return Entry{IsDir: true, Exact: true, ModTime: m.since}, nil
 	}
 	r, sub, err := m.split(p)
 	if err != nil {
 		return Entry{}, err
 	}
 	if sub == "" {
-		return Entry{Name: r.name, IsDir: true, Exact: true}, nil
+		return Entry{Name: r.name, IsDir: true, Exact: true, ModTime: r.since}, nil
 	}
 	return r.o.Stat(ctx, sub)
 }
@@ -191,11 +193,13 @@ func (m *Mux) Stat(ctx context.Context, p string) (Entry, error) {
 // List lists directory p; the root's entries are the route names.
 func (m *Mux) List(ctx context.Context, p string) ([]Entry, error) {
 	if p == "" {
-		names := m.Names()
-		out := make([]Entry, len(names))
-		for i, n := range names {
-			out[i] = Entry{Name: n, IsDir: true, Exact: true}
+		m.mu.RLock()
+		defer m.mu.RUnlock()
+		out := make([]Entry, 0, len(m.routes))
+		for _, r := range m.routes {
+			out = append(out, Entry{Name: r.name, IsDir: true, Exact: true, ModTime: r.since})
 		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 		return out, nil
 	}
 	r, sub, err := m.split(p)
