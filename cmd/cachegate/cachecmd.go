@@ -746,6 +746,17 @@ func (c *statusCmd) Run() error {
 	fmt.Printf("cache dir:   %s (owner: %s)\norigin:      %s\nused:        %s of %s in %s%s\nreads:       %d hits, %d misses, %s fetched from the origin\n",
 		c.CacheDir, owner, st.Origin.URL, units.FormatSize(st.Cache.UsedBytes), units.FormatSize(st.Cache.LimitBytes), plural(st.Cache.Objects, "object"),
 		byOrigin(st), st.Cache.Hits, st.Cache.Misses, units.FormatSize(st.Origin.BytesFetched))
+	if len(st.Origins) > 0 {
+		names := make([]string, 0, len(st.Origins))
+		for n := range st.Origins {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			o := st.Origins[n]
+			fmt.Printf("  %-10s %s: %s cached in %s (%d pinned), %s fetched\n", n+":", o.URL, units.FormatSize(o.CachedBytes), plural(o.Objects, "object"), o.Pinned, units.FormatSize(o.BytesFetched))
+		}
+	}
 	if st.Serve.Listen != "" {
 		b := st.Serve.BytesByTransfer
 		fmt.Printf("server:      %s, %d requests, %d connections; sent %s by sendfile, %s by mmap, %s by copy\n",
@@ -757,6 +768,9 @@ func (c *statusCmd) Run() error {
 // byOrigin is status's split of the object count when other origins than the
 // owner's left objects in the cache dir: " (5 of http://a/, 1 of /srv/b: cache ls --all)".
 func byOrigin(st control.Status) string {
+	if len(st.Origins) > 0 {
+		return "" // a daemon's: listed per origin below
+	}
 	if len(st.ObjectsByOrigin) == 0 || len(st.ObjectsByOrigin) == 1 && st.ObjectsByOrigin[st.Origin.URL] > 0 {
 		return ""
 	}

@@ -24,7 +24,7 @@ import (
 type Mux struct {
 	name  string
 	since time.Time // when it was made: the root's time
-	mu   sync.RWMutex
+	mu    sync.RWMutex
 	// routes by name. Guarded by mu; a *muxRoute is never changed once made (a
 	// replaced route is a new one), so readers use it after unlocking.
 	routes map[string]*muxRoute

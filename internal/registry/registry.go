@@ -27,17 +27,17 @@ import (
 
 // Entry is one running instance.
 type Entry struct {
-	Pid        int       `json:"pid"`
-	ProcStart  uint64    `json:"proc_start"` // the process's start time in clock ticks since boot (/proc/PID/stat), to tell a reused pid
-	Command    string    `json:"command"`    // mount, serve or demo
-	CacheDir   string    `json:"cache_dir"`
-	Origin     string    `json:"origin"` // with credentials redacted
-	Mountpoint string    `json:"mountpoint,omitempty"`
+	Pid        int    `json:"pid"`
+	ProcStart  uint64 `json:"proc_start"` // the process's start time in clock ticks since boot (/proc/PID/stat), to tell a reused pid
+	Command    string `json:"command"`    // mount, serve or demo
+	CacheDir   string `json:"cache_dir"`
+	Origin     string `json:"origin"` // with credentials redacted
+	Mountpoint string `json:"mountpoint,omitempty"`
 	// Root is the directory of the cache's namespace the mount shows: a daemon's
 	// mount of origin NAME shows NAME/ of its cache ("": all of it).
-	Root string `json:"root,omitempty"`
-	Listen     string    `json:"listen,omitempty"` // the HTTP server's address
-	Started    time.Time `json:"started"`
+	Root    string    `json:"root,omitempty"`
+	Listen  string    `json:"listen,omitempty"` // the HTTP server's address
+	Started time.Time `json:"started"`
 }
 
 // Bounds on what a reader holds: the directory is the user's own, but a full or
