@@ -35,6 +35,8 @@ type ownerInfo struct {
 	Origin    string `json:"origin"`
 	CacheSize int64  `json:"cache_size"`
 	ChunkSize int64  `json:"chunk_size"`
+	// Config is the config file of the daemon that owned the dir (its Origin is "").
+	Config string `json:"config,omitempty"`
 }
 
 // writeOwnerInfo replaces dir's owner.json through a new temporary file: a leftover
@@ -128,6 +130,9 @@ func openSession(dir, originFlag string, args ...string) (*session, error) {
 	info := readOwnerInfo(dir)
 	if originFlag != "" {
 		info.Origin = originFlag
+	}
+	if info.Origin == "" && info.Config != "" {
+		return nil, usagef("%s is the cache of cachegate daemon --config %s, which is not running: start it, or give --origin ORIGIN to work on one origin's objects", dir, info.Config)
 	}
 	if info.Origin == "" {
 		return nil, usagef("no cachegate has used %s yet and no --origin was given", dir)

@@ -148,7 +148,7 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 	}
 	defer c.Close()
 	d.c, d.cfg = c, cfg
-	if err := writeOwnerInfo(cfg.CacheDir, ownerInfo{CacheSize: cfg.CacheSize, ChunkSize: cfg.ChunkSize}); err != nil {
+	if err := writeOwnerInfo(cfg.CacheDir, ownerInfo{CacheSize: cfg.CacheSize, ChunkSize: cfg.ChunkSize, Config: realPath(d.file)}); err != nil {
 		d.log.Warn("cannot record the cache's sizes for the cache verbs", "dir", cfg.CacheDir, "err", err)
 	}
 	st := c.Status()
