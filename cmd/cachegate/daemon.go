@@ -425,9 +425,10 @@ func (d *daemon) reload() {
 			removed = append(removed, o.Name)
 		}
 	}
-	if cfg.Serve == nil && old.Serve != nil || cfg.Serve != nil && old.Serve == nil {
-		cfg.Serve = old.Serve // applies at the next start
-	}
+	// What applies at the next start stays as it runs (and is warned of again at
+	// each reload until then).
+	cfg.CacheDir, cfg.CacheSize, cfg.MinFree, cfg.ChunkSize = old.CacheDir, old.CacheSize, old.MinFree, old.ChunkSize
+	cfg.Serve, cfg.Metrics = old.Serve, old.Metrics
 	d.cfg = cfg
 	d.setServed(cfg) // removed origins are hidden from the server at once
 	for _, name := range removed {
