@@ -419,3 +419,27 @@ type hasher struct{ hash.Hash }
 func newHasher() *hasher { return &hasher{sha256.New()} }
 
 func (h *hasher) sum() string { return hex.EncodeToString(h.Sum(nil)) }
+
+// An origin that does not answer at the daemon's start costs a warning, not the
+// daemon: the other origins mount and read; the dead one's mount gives errors.
+func TestDaemonOriginDown(t *testing.T) {
+	requireRoot(t)
+	root := filepath.Join(workDir, "down-up")
+	sum := writeRandom(t, filepath.Join(root, "u.bin"), 100<<10, 2231)
+	up, down := newMountDir(t), newMountDir(t)
+	file := filepath.Join(t.TempDir(), "cachegate.yaml")
+	writeDaemonConfig(t, file, filepath.Join(workDir, "down-cache"), "64MiB", "1MiB", "", []daemonOrigin{
+		{name: "up", url: root, mount: up},
+		{name: "down", url: fmt.Sprintf("http://127.0.0.1:%d/", freePort(t)), mount: down, extra: "    metadata_ttl: 1s\n"},
+	})
+	d := startDaemon(t, nil, file, up, down)
+	if sha256File(t, filepath.Join(up, "u.bin")) != sum {
+		t.Fatal("u.bin differs")
+	}
+	if _, err := os.ReadDir(down); err == nil {
+		t.Error("listing the dead origin's mount succeeded")
+	}
+	if !strings.Contains(d.logs.String(), "origin does not answer") {
+		t.Errorf("no warning about the dead origin:\n%s", d.logs.String())
+	}
+}

@@ -175,3 +175,17 @@ func FuzzDaemonConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestVerbOnStoppedDaemonCache: a cache verb on the cache dir of a daemon that is not
+// running says which daemon to start, not that no origin was given.
+func TestVerbOnStoppedDaemonCache(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeOwnerInfo(dir, ownerInfo{CacheSize: 1 << 30, ChunkSize: 1 << 20, Config: "/etc/cachegate/cachegate.yaml"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := openSession(dir, "")
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "cachegate daemon --config /etc/cachegate/cachegate.yaml, which is not running") {
+		t.Fatalf("err = %v", err)
+	}
+}
