@@ -148,6 +148,8 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 	}
 	defer c.Close()
 	d.c, d.cfg = c, cfg
+	// index.db may hold the root's listing (the names) of the last run's config.
+	c.Invalidate("")
 	if err := writeOwnerInfo(cfg.CacheDir, ownerInfo{CacheSize: cfg.CacheSize, ChunkSize: cfg.ChunkSize, Config: realPath(d.file)}); err != nil {
 		d.log.Warn("cannot record the cache's sizes for the cache verbs", "dir", cfg.CacheDir, "err", err)
 	}
@@ -211,14 +213,22 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 	}
 }
 
-// route gives origin o its route in the mux.
+// route gives origin o its route in the mux, and makes the cache forget what it
+// knew of NAME and the root's listing (the names): a mount of NAME looks NAME up in
+// the root's listing at once, and one cached before the route would lack it.
 func (d *daemon) route(o daemonOrigin) error {
 	hideCredentials(o.URL)
 	oo, err := newDaemonOrigin(o)
 	if err != nil {
 		return fmt.Errorf("origin %s: %w", o.Name, err)
 	}
-	return d.mux.Set(o.Name, oo, o.MetadataTTL)
+	if err := d.mux.Set(o.Name, oo, o.MetadataTTL); err != nil {
+		return err
+	}
+	if d.c != nil {
+		d.c.Invalidate(o.Name)
+	}
+	return nil
 }
 
 // checkOrigins asks each origin for its root, all at once and bounded: one that does
@@ -296,6 +306,12 @@ func (d *daemon) mount(o daemonOrigin) error {
 	m.unregister = d.register(registry.Entry{Command: "daemon", CacheDir: realPath(d.cfg.CacheDir), Origin: control.Redact(o.URL), Mountpoint: realPath(o.Mount), Root: o.Name})
 	server, err := fusefs.Mount(o.Mount, d.c, opts)
 	if err != nil {
+		// A mount whose start failed after the kernel made it (its root did not
+		// answer) would stay as a dead one in the way of the next try: this process
+		// lives on, unlike mount's.
+		if mounted, fstype := isMountpoint(o.Mount); mounted && fstype == cachegateFSType {
+			unix.Unmount(o.Mount, unix.MNT_DETACH)
+		}
 		m.unregister()
 		return fmt.Errorf("origin %s: mount %s: %v", o.Name, o.Mount, err)
 	}
@@ -447,7 +463,6 @@ func (d *daemon) reload() {
 			d.log.Error("origin not changed", "origin", name, "err", err)
 			continue
 		}
-		d.c.Invalidate(name)
 		if m := d.mounts[name]; m != nil {
 			delete(d.mounts, name)
 			d.unmount(m, func() { d.remount(name) })
@@ -491,5 +506,5 @@ func (d *daemon) unrouteIfGone(name string) {
 		}
 	}
 	d.mux.Remove(name)
-	d.c.Invalidate("")
+	d.c.Invalidate(name)
 }
