@@ -62,6 +62,18 @@ func newMountDir(t *testing.T) string {
 	return dir
 }
 
+// newCacheDir names a cache dir of its own for each run of a test (-count=N): a
+// reused one would hold the metadata of the last run's origins, on other ports.
+func newCacheDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(workDir, "dcache-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(dir) // cachegate makes it, with its own mode
+	return dir
+}
+
 // startDaemon runs cachegate daemon --config file until every mount in mounts is
 // mounted; at the end of the test it is stopped and nothing stays mounted.
 func startDaemon(t *testing.T, env []string, file string, mounts ...string) *proc {
@@ -142,7 +154,7 @@ func TestDaemonManyOrigins(t *testing.T) {
 	}
 
 	// A single-origin mount's cache dir, with one file of pub cached.
-	cacheDir := filepath.Join(workDir, "daemon-cache")
+	cacheDir := newCacheDir(t)
 	m := startMount(t, nx[0].URL, cacheDir, "--chunk-size", "256KiB")
 	if sha256File(t, filepath.Join(m.Dir, "d/f0.bin")) != sums["pub/d/f0.bin"] {
 		t.Fatal("the single-origin mount read wrong bytes")
@@ -285,7 +297,15 @@ func TestDaemonReload(t *testing.T) {
 	sumB := writeRandom(t, filepath.Join(rootB, "b.bin"), 300<<10, 2212)
 	sumC := writeRandom(t, filepath.Join(rootC, "c.bin"), 300<<10, 2213)
 	ma, mb, mc := newMountDir(t), newMountDir(t), newMountDir(t)
-	cacheDir := filepath.Join(workDir, "reload-cache")
+	cacheDir := newCacheDir(t)
+	// mc is mounted by a reload: make sure it goes too (this runs after the daemon's
+	// own cleanup).
+	t.Cleanup(func() {
+		if isMounted(mc) {
+			abortFuse(mc)
+			syscall.Unmount(mc, syscall.MNT_DETACH)
+		}
+	})
 	file := filepath.Join(t.TempDir(), "cachegate.yaml")
 	a := daemonOrigin{name: "a", url: nx.URL, mount: ma}
 	writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", []daemonOrigin{a, {name: "b", url: rootB, mount: mb}})
@@ -393,7 +413,7 @@ func TestSdNotifyDaemon(t *testing.T) {
 	defer ln.Close()
 	mnt := newMountDir(t)
 	file := filepath.Join(t.TempDir(), "cachegate.yaml")
-	writeDaemonConfig(t, file, filepath.Join(workDir, "notify-daemon-cache"), "64MiB", "1MiB", "", []daemonOrigin{{name: "n", url: root, mount: mnt}})
+	writeDaemonConfig(t, file, newCacheDir(t), "64MiB", "1MiB", "", []daemonOrigin{{name: "n", url: root, mount: mnt}})
 	p := startProcEnv(t, []string{"NOTIFY_SOCKET=" + sock}, []string{"daemon", "--config", file}, func() bool { return true })
 	t.Cleanup(func() {
 		p.stopWith(func() { abortFuse(mnt) })
@@ -454,7 +474,7 @@ func TestDaemonOriginDown(t *testing.T) {
 	sum := writeRandom(t, filepath.Join(root, "u.bin"), 100<<10, 2231)
 	up, down := newMountDir(t), newMountDir(t)
 	file := filepath.Join(t.TempDir(), "cachegate.yaml")
-	writeDaemonConfig(t, file, filepath.Join(workDir, "down-cache"), "64MiB", "1MiB", "", []daemonOrigin{
+	writeDaemonConfig(t, file, newCacheDir(t), "64MiB", "1MiB", "", []daemonOrigin{
 		{name: "up", url: root, mount: up},
 		{name: "down", url: fmt.Sprintf("http://127.0.0.1:%d/", freePort(t)), mount: down, extra: "    metadata_ttl: 1s\n"},
 	})
