@@ -444,6 +444,7 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if objectKey(info.Origin, info.Path, info.Version) != key {
 		return nil, fmt.Errorf("%w: name does not match contents", errBadSidecar)
 	}
+	c.inMemory(info)
 	dataPath := strings.TrimSuffix(metaPath, ".meta") + ".data"
 	// Lstat, not an open: a restart looks at every object, and the data file is
 	// opened (by openFile, with the same checks) only when the object is read.

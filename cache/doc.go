@@ -16,6 +16,12 @@
 //     checksummed header (origin, path, version, size, chunk size), then a
 //     chunk-presence bitmap and a CRC32C per chunk (see sidecar.go for the layout).
 //
+// Under a Router (origin.Mux: `cachegate daemon`, many origins under NAME/), the key
+// and the sidecar name the real origin and the path inside it, never NAME/…, so one
+// directory serves a single-origin mount and the daemon alike (route.go). In memory
+// such an object is the cache's own, at NAME/…; its Origin and Path change only in
+// Reroute, under Cache.mu, for an object no handle holds.
+//
 // Beside objects/, index.db is the metadata store (metastore.go), a bbolt file: origin listings and
 // attributes with the time they were fetched, so a restart neither asks the origin
 // again within the metadata TTL nor loses the tree while the origin is down. A bucket

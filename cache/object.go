@@ -164,7 +164,7 @@ func (o *object) completeLocked() bool { return o.presentChunks == o.nchunks }
 // by rename, so a sidecar never names a missing data file. Without evict, it fails
 // (errPrefetchNoRoom) rather than evict to make room.
 func (c *Cache) create(key string, info *objectInfo, evict bool) (*object, error) {
-	img, err := encodeHeader(info)
+	img, err := encodeHeader(c.onDisk(info))
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +250,8 @@ func (o *object) openFilesVerify(check bool) error {
 		return err
 	}
 	side, info, err := loadSidecar(mf)
-	if err == nil && (info.Path != o.Path || info.Version != o.Version || info.Size != o.Size) {
+	// By key, not by path: under a Router the sidecar names the real origin's path.
+	if err == nil && (objectKey(info.Origin, info.Path, info.Version) != o.key || info.Size != o.Size) {
 		err = fmt.Errorf("%w: it names another object", errBadSidecar)
 	}
 	if err != nil {
@@ -984,7 +985,7 @@ func (c *Cache) open(ctx context.Context, p string, kind openKind) (*Handle, err
 	if e.IsDir {
 		return nil, fmt.Errorf("%s: %w", p, syscall.EISDIR)
 	}
-	key := objectKey(c.oname, p, e.Version)
+	key := c.keyOf(p, e.Version)
 	// An object can vanish between its lookup and its acquisition (evicted, files
 	// gone or replaced); each try drops it, so the next one creates it anew. Past
 	// maxOpenTries the origin is read uncached rather than trying for ever.

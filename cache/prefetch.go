@@ -41,6 +41,10 @@ import (
 	"github.com/cachegate/cachegate/internal/origin"
 )
 
+// DefaultPrefetch is --prefetch's default: the files fetched ahead of a reader (the
+// mount's and server's flag, and the daemon, which has no such key).
+const DefaultPrefetch = 32
+
 // DefaultPrefetchParallel is how many prefetches run at once by default.
 const DefaultPrefetchParallel = 8
 

@@ -139,7 +139,13 @@ func (s *Server) statusJSON() []byte {
 		serveStatus = nil
 	}
 	s.mu.Unlock()
-	b, _ := json.MarshalIndent(control.StatusOf(s.c, serveStatus), "", "  ")
+	st := control.StatusOf(s.c, serveStatus)
+	for name := range st.Origins {
+		if s.hidden(name) { // a daemon's origin this server does not serve
+			delete(st.Origins, name)
+		}
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
 	return append(b, '\n')
 }
 
