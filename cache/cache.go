@@ -89,6 +89,9 @@ type Cache struct {
 	lock   *os.File
 	objDir string
 	meta   *metaCache
+	// recs is the object index in meta's store: the sidecars of small objects (nil
+	// when there is no store).
+	recs *objectRecords
 	// idle keeps the files of recently released objects open (like nginx's
 	// open_file_cache), bounded in count; its evictions close them.
 	idle *ristretto.Cache[string, *object]
@@ -122,6 +125,9 @@ type index struct {
 	used     int64              // accounted bytes on disk (INVARIANT: used+reserved <= limit after reserve)
 	reserved int64              // bytes reserved by fetches in flight
 	free     freeSpace
+	// pinnedObjects counts the pinned objects of objects, so that roomForOne (once per
+	// new object) walks them only when there are some.
+	pinnedObjects int
 }
 
 // Stats are counters since the cache was opened.
@@ -216,7 +222,9 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	start := time.Now()
+	c.recs = newObjectRecords(store)
 	if err := c.load(); err != nil {
+		c.recs.close()
 		c.meta.close()
 		lock.Close()
 		return nil, err
@@ -329,7 +337,6 @@ func (c *Cache) Close() error {
 		close(c.stopScrub)
 		<-c.scrubDone
 	}
-	c.meta.close()
 	c.idle.Close()
 	c.mu.Lock()
 	all := make([]*object, 0, len(c.idx.objects))
@@ -340,6 +347,10 @@ func (c *Cache) Close() error {
 	for _, o := range all {
 		o.closeIfIdle()
 	}
+	// The objects' last write-backs (their last access) go to the index, which
+	// commits them before the store closes.
+	c.recs.close()
+	c.meta.close()
 	return c.lock.Close()
 }
 
@@ -364,10 +375,15 @@ func (c *Cache) objectPath(key, ext string) string {
 	return filepath.Join(c.objDir, key[:2], key+ext)
 }
 
-// load rebuilds the index from the sidecars on disk. It reads headers and bitmaps
-// only; chunk data is verified when the object is first opened (invariant 3).
+// load rebuilds the index from the sidecars on disk: KEY.meta files, and the object
+// index's records for data files without one. It reads headers and bitmaps only;
+// chunk data is verified when the object is first opened (invariant 3). A data file
+// with neither is a leftover of a crash between its creation and its sidecar's (or
+// record's) and goes; so does a record whose data file is gone (a crash between the
+// unlink and the record's deletion).
 func (c *Cache) load() error {
 	var all []*object
+	bare := map[string]string{} // key -> data file with no KEY.meta beside it
 	err := filepath.WalkDir(c.objDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -381,7 +397,7 @@ func (c *Cache) load() error {
 			os.Remove(p)
 		case strings.HasSuffix(name, ".data"):
 			if _, err := os.Stat(strings.TrimSuffix(p, ".data") + ".meta"); errors.Is(err, fs.ErrNotExist) {
-				os.Remove(p) // a data file whose sidecar never landed
+				bare[strings.TrimSuffix(name, ".data")] = p
 			}
 		case strings.HasSuffix(name, ".meta"):
 			o, err := c.loadObject(strings.TrimSuffix(name, ".meta"), p)
@@ -398,6 +414,35 @@ func (c *Cache) load() error {
 	if err != nil {
 		return fmt.Errorf("scan cache dir: %w", err)
 	}
+	if c.recs != nil {
+		var stale []string
+		err := c.recs.forEach(func(key string, img []byte) {
+			dataPath, ok := bare[key]
+			if !ok {
+				stale = append(stale, key)
+				return
+			}
+			delete(bare, key)
+			o, err := c.objectFromImage(key, img, dataPath, 0)
+			if err != nil {
+				c.log.Warn("dropping unreadable cache object", "file", dataPath, "record", key, "err", err)
+				os.Remove(dataPath)
+				stale = append(stale, key)
+				return
+			}
+			o.indexed = true
+			all = append(all, o)
+		})
+		if err != nil {
+			c.log.Warn("cannot read the object index of index.db; small objects cached before are fetched again", "err", err)
+		}
+		for _, key := range stale {
+			c.recs.del(key)
+		}
+	}
+	for _, p := range bare {
+		os.Remove(p) // a data file whose sidecar never landed
+	}
 	sort.Slice(all, func(i, j int) bool { return all[i].lastAccess.After(all[j].lastAccess) })
 	for _, o := range all {
 		if o.Origin == c.oname {
@@ -411,6 +456,9 @@ func (c *Cache) load() error {
 		c.idx.objects[o.key] = o
 		o.elem = c.idx.lru.PushBack(o)
 		c.idx.used += o.diskBytes
+		if o.pinned {
+			c.idx.pinnedObjects++
+		}
 	}
 	return nil
 }
@@ -425,6 +473,16 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.objectFromImage(key, b, strings.TrimSuffix(metaPath, ".meta")+".data", roundBlock(int64(len(b))))
+}
+
+// objectFromImage makes the object of a sidecar image b found on disk, whose data
+// file is dataPath; the sidecar itself takes sideBytes on disk (none for a record of
+// the object index).
+func (c *Cache) objectFromImage(key string, b []byte, dataPath string, sideBytes int64) (*object, error) {
+	if len(b) > maxSidecarSize {
+		return nil, fmt.Errorf("%w: %d bytes", errBadSidecar, len(b))
+	}
 	info, hl, err := decodeHeader(b)
 	if err != nil {
 		return nil, err
@@ -432,7 +490,6 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if objectKey(info.Origin, info.Path, info.Version) != key {
 		return nil, fmt.Errorf("%w: name does not match contents", errBadSidecar)
 	}
-	dataPath := strings.TrimSuffix(metaPath, ".meta") + ".data"
 	// Lstat, not an open: a restart looks at every object, and the data file is
 	// opened (by openFile, with the same checks) only when the object is read.
 	var st unix.Stat_t
@@ -474,16 +531,21 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	}
 	// Count what the disk really holds (more than the present chunks only if the
 	// punching above failed).
-	o.diskBytes = roundBlock(int64(len(b))) + max(st.Blocks*512, presentDisk)
+	o.diskBytes = sideBytes + max(st.Blocks*512, presentDisk)
 	return o, nil
 }
 
 func roundBlock(n int64) int64 { return (n + blockSize - 1) &^ (blockSize - 1) }
 
 // removeFiles deletes an object's files. Open descriptors and mappings keep working.
+// The index record goes after the files, so the index never misses a file on disk.
 func (c *Cache) removeFiles(o *object) {
+	o.gone.Store(true)
 	os.Remove(c.objectPath(o.key, ".meta"))
 	os.Remove(c.objectPath(o.key, ".data"))
+	if o.indexed {
+		c.recs.del(o.key)
+	}
 }
 
 // removeLocked takes o out of the index and deletes its files. c.mu must be held.
@@ -493,6 +555,9 @@ func (c *Cache) removeLocked(o *object) {
 		return
 	}
 	o.removed = true
+	if o.pinned {
+		c.idx.pinnedObjects--
+	}
 	delete(c.idx.objects, o.key)
 	if c.idx.byPath[o.Path] == o {
 		delete(c.idx.byPath, o.Path)
@@ -584,6 +649,9 @@ func (c *Cache) roomForOne() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	room := c.opts.Limit
+	if c.idx.pinnedObjects == 0 {
+		return room
+	}
 	for _, o := range c.idx.objects {
 		if o.pinned {
 			room -= o.diskBytes

@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,12 @@ type object struct {
 	key string
 	objectInfo
 	nchunks int
+	// indexed: the sidecar is a record of the object index (objindex.go), not a
+	// KEY.meta file. Set at creation or load, never changed.
+	indexed bool
+	// gone is set with removed (under c.mu), before the index record is deleted, and
+	// read without c.mu by the sidecar's write-backs (objectRecords.put).
+	gone atomic.Bool
 
 	// Guarded by c.mu.
 	refs          int
@@ -159,20 +166,29 @@ func (o *object) chunkLen(i int) int64 {
 func (o *object) completeLocked() bool { return o.presentChunks == o.nchunks }
 
 // create writes a new object's files: the sparse data file first, then the sidecar
-// by rename, so a sidecar never names a missing data file.
+// (by rename, or as its index record for an object of at most one chunk), so a
+// sidecar never names a missing data file.
 func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 	img, err := encodeHeader(info)
 	if err != nil {
 		return nil, err
 	}
-	if room := c.roomForOne(); roundBlock(info.Size)+roundBlock(int64(len(img))) > room {
+	// An empty object keeps its sidecar file: the block it takes bounds how many
+	// of them the cache (and the index) can hold.
+	indexed := info.nchunks() == 1 && c.recs.usable()
+	sideBytes := roundBlock(int64(len(img)))
+	if indexed {
+		sideBytes = 0 // the record lives in index.db, which has its own cap
+	}
+	if room := c.roomForOne(); roundBlock(info.Size)+sideBytes > room {
 		return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
 	}
-	if err := c.reserve(roundBlock(int64(len(img)))); err != nil {
+	if err := c.reserve(sideBytes); err != nil {
 		return nil, err
 	}
 	o := newObject(c, key, info)
-	o.diskBytes = roundBlock(int64(len(img)))
+	o.indexed = indexed
+	o.diskBytes = sideBytes
 	fail := func(err error) (*object, error) {
 		c.unreserve(o.diskBytes)
 		os.Remove(c.objectPath(key, ".data"))
@@ -190,6 +206,14 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 	f.Close()
 	if err != nil {
 		return fail(err)
+	}
+	if indexed {
+		c.recs.put(key, img, &o.gone)
+		c.mu.Lock()
+		c.idx.reserved -= o.diskBytes
+		c.idx.used += o.diskBytes
+		c.mu.Unlock()
+		return o, nil
 	}
 	tmp := c.objectPath(key, ".meta.tmp")
 	if f, err = createFile(tmp); err == nil {
@@ -233,18 +257,14 @@ func (o *object) openFilesVerify(check bool) error {
 		return nil
 	}
 	c := o.c
-	mf, err := openFile(c.objectPath(o.key, ".meta"), os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	side, info, err := loadSidecar(mf)
-	if err == nil && (info.Path != o.Path || info.Version != o.Version || info.Size != o.Size) {
+	side, where, err := o.loadSidecar()
+	if err == nil && (side.info.Path != o.Path || side.info.Version != o.Version || side.info.Size != o.Size) {
+		side.close()
 		err = fmt.Errorf("%w: it names another object", errBadSidecar)
 	}
 	if err != nil {
-		mf.Close()
 		if errors.Is(err, errBadSidecar) {
-			c.log.Warn("dropping a cache object whose sidecar is damaged; it will be fetched again", "path", o.Path, "file", mf.Name(), "err", err)
+			c.log.Warn("dropping a cache object whose sidecar is damaged; it will be fetched again", "path", o.Path, "sidecar", where, "err", err)
 		}
 		return err
 	}
@@ -272,7 +292,7 @@ func (o *object) openFilesVerify(check bool) error {
 		side.close()
 		return errRemoved
 	}
-	o.data, o.side = data, side
+	o.data, o.side = data, side.sidecar
 	o.writeMu.Lock()
 	changed := stampOf(&st) != o.stamp
 	o.writeMu.Unlock()
@@ -283,6 +303,37 @@ func (o *object) openFilesVerify(check bool) error {
 		o.verifyAndStamp()
 	}
 	return nil
+}
+
+// loadedSidecar is a sidecar with the header it was loaded with.
+type loadedSidecar struct {
+	*sidecar
+	info *objectInfo
+}
+
+// loadSidecar loads o's sidecar from its file or its index record; where names it
+// for the log.
+func (o *object) loadSidecar() (loadedSidecar, string, error) {
+	c := o.c
+	if o.indexed {
+		where := "index.db record " + o.key
+		img, ok := c.recs.get(o.key)
+		if !ok {
+			return loadedSidecar{}, where, fmt.Errorf("%w: its index record is missing", errBadSidecar)
+		}
+		side, info, err := loadIndexedSidecar(c.recs, o.key, &o.gone, img)
+		return loadedSidecar{side, info}, where, err
+	}
+	where := c.objectPath(o.key, ".meta")
+	mf, err := openFile(where, os.O_RDWR, 0)
+	if err != nil {
+		return loadedSidecar{}, where, err
+	}
+	side, info, err := loadSidecar(mf)
+	if err != nil {
+		mf.Close()
+	}
+	return loadedSidecar{side, info}, where, err
 }
 
 // recheckLocked re-hashes an open object whose data file changed on disk since this
