@@ -43,6 +43,14 @@
 //     again when read. Big objects keep their KEY.meta and survive.
 //   - `cache clear` of the metadata (clearBuckets) keeps the object index.
 //
+// Start-up (Cache.load) still walks objects/ (one getdents per directory, no stat of
+// a data file's sidecar: KEY.meta follows KEY.data in the walk's order) and reads the
+// object index in one sequential pass; a complete indexed object of up to 1 MiB is
+// counted from its record without an lstat of its data file, which was most of a
+// cold start. Every object is still held in memory (about 0.8-1 KB each), so a
+// million objects take ~1 GB: goal 3's lazy index (objects in memory only while in
+// use, eviction from an age-ordered bucket) is not built yet.
+//
 // Beside objects/, index.db is the metadata store (metastore.go), a bbolt file: the
 // object index above, and origin listings and
 // attributes with the time they were fetched, so a restart neither asks the origin

@@ -73,7 +73,7 @@ type object struct {
 	// after a failed write-back of the sidecar once its files close (the file on
 	// disk may then disagree with what was checked).
 	verified bool
-	inflight map[int]*flight
+	inflight map[int]*flight // made by the first fetch: most objects at rest have none
 	// timedOut remembers the last fetch of this object that ran out of
 	// --origin-timeout, so that for timeoutMemory new fetches fail at once: the
 	// kernel retries a failed readahead with a read of its own, often of another
@@ -154,7 +154,6 @@ func newObject(c *Cache, key string, info *objectInfo) *object {
 	return &object{
 		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(),
 		pinned: info.Pinned, lastAccess: info.LastAccess,
-		inflight: map[int]*flight{},
 	}
 }
 
@@ -695,6 +694,9 @@ func (o *object) startFetchLocked(from context.Context, first, last int) ([]*fli
 	ctx, cancel := context.WithCancelCause(carryBWLimit(context.Background(), from))
 	sp := &span{cancel: cancel}
 	fl := make([]*flight, last-first+1)
+	if o.inflight == nil {
+		o.inflight = map[int]*flight{}
+	}
 	for i := range fl {
 		fl[i] = &flight{done: make(chan struct{}), span: sp}
 		o.inflight[first+i] = fl[i]
