@@ -95,6 +95,12 @@ type Cache struct {
 	// idle keeps the files of recently released objects open (like nginx's
 	// open_file_cache), bounded in count; its evictions close them.
 	idle *ristretto.Cache[string, *object]
+	// idleMu makes Close's end of idle wait for releases using it: a fetch's
+	// goroutine can release its object while Close runs (a warm's readahead).
+	// idleClosed: Close has begun; releases then close the object's files
+	// themselves. Read-locked per last release.
+	idleMu     sync.RWMutex
+	idleClosed bool
 	// creating makes concurrent openers of a new object version share one creation.
 	creating singleflight.Group
 
@@ -337,6 +343,9 @@ func (c *Cache) Close() error {
 		close(c.stopScrub)
 		<-c.scrubDone
 	}
+	c.idleMu.Lock()
+	c.idleClosed = true
+	c.idleMu.Unlock()
 	c.idle.Close()
 	c.mu.Lock()
 	all := make([]*object, 0, len(c.idx.objects))

@@ -32,6 +32,10 @@
 //     record's commit) is removed at start; a record whose data file is gone (a crash
 //     before the deletion's commit) is deleted at start. No file outlives the scan
 //     uncounted, so the hard cap holds.
+//   - A data file is made under KEY only when no record of KEY is stored or waits
+//     (objectRecords.forget commits a waiting deletion first): a record of an earlier
+//     object of the same key (evicted, its deletion not yet committed) would claim
+//     the new, empty file's chunk after a crash.
 //   - A record lags the object's copy at most by the writes not yet committed: a lost
 //     bit means a refetch; blocks of a chunk whose bit was lost are punched out at
 //     start (as for KEY.meta); a stale CRC is caught by the re-hash of invariant 3.

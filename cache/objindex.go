@@ -41,6 +41,10 @@ type objectRecords struct {
 	pending, committing map[string][]byte
 	closed              bool // guarded by mu
 
+	// commitMu makes commits one at a time, so that flush returns only when what
+	// waited at its call is committed (the writer's commit in progress included).
+	commitMu sync.Mutex
+
 	wake chan struct{} // capacity 1
 	stop chan struct{}
 	done chan struct{}
@@ -102,6 +106,11 @@ func (r *objectRecords) get(key string) ([]byte, bool) {
 	if ok {
 		return append([]byte(nil), img...), img != nil
 	}
+	return r.stored(key)
+}
+
+// stored returns a copy of key's committed record.
+func (r *objectRecords) stored(key string) ([]byte, bool) {
 	if r.s.broken.Load() {
 		return nil, false
 	}
@@ -117,6 +126,27 @@ func (r *objectRecords) get(key string) ([]byte, bool) {
 		})
 	})
 	return out, out != nil
+}
+
+// forget makes sure that no record of key is stored or waits, before a new data file
+// is made under key: a record of an earlier object of the same key (its deletion not
+// committed yet) would, after a crash, claim the chunks of the new, empty file. A key
+// never seen costs one lookup; a key with a record, or whose deletion waits, costs a
+// synchronous commit (an evicted version read again).
+func (r *objectRecords) forget(key string) {
+	r.mu.Lock()
+	_, waiting := r.pending[key]
+	if !waiting {
+		_, waiting = r.committing[key]
+	}
+	r.mu.Unlock()
+	if !waiting {
+		if _, ok := r.stored(key); !ok {
+			return
+		}
+	}
+	r.del(key)
+	r.commit()
 }
 
 // writer commits what waits until close, then once more.
@@ -135,6 +165,8 @@ func (r *objectRecords) writer() {
 
 // commit writes every waiting put and deletion in one transaction.
 func (r *objectRecords) commit() {
+	r.commitMu.Lock()
+	defer r.commitMu.Unlock()
 	r.mu.Lock()
 	batch := r.pending
 	if len(batch) == 0 {

@@ -237,3 +237,56 @@ func TestRemovedObjectWritesNoRecord(t *testing.T) {
 		t.Fatal("a removed object's write-back put its record back")
 	}
 }
+
+// A record left by an earlier object of a key (evicted, its deletion not committed)
+// must be gone before a new data file is made under that key: after a crash it would
+// claim the new, empty file's chunk (TestCrashLoop's verify found such a chunk bad).
+// create calls forget, which commits the deletion first.
+func TestForgetCommitsStaleRecord(t *testing.T) {
+	f := newFixture(t)
+	randomFile(t, f.originDir, "r", 1000, 9)
+	c := f.open()
+	defer c.Close()
+	readWhole(t, c, "r")
+	o := objectOf(t, c, "r")
+	waitIdle(t, o)
+	c.mu.Lock()
+	c.removeLocked(o) // files unlinked, the record's deletion waits
+	c.mu.Unlock()
+	o.closeIfIdle()
+	img := encodeHeaderT(t, &o.objectInfo)
+	img[len(img)-12] |= 1 // as committed by the earlier object: chunk 0 present
+	c.recs.put(o.key, img, nil)
+	c.recs.commit()
+	if _, ok := c.recs.stored(o.key); !ok {
+		t.Fatal("setup: no stored record")
+	}
+	info := o.objectInfo
+	n, err := c.create(o.key, &info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.idx.objects[n.key] = n
+	n.elem = c.idx.lru.PushFront(n)
+	c.idx.byPath[n.Path] = n
+	c.mu.Unlock()
+	// What a crash now would leave: the stored record must not claim the chunk.
+	c.recs.commitMu.Lock() // no commit of what create queued
+	stored, ok := c.recs.stored(o.key)
+	c.recs.commitMu.Unlock()
+	if ok {
+		if _, hl, err := decodeHeader(stored); err == nil && stored[hl]&1 != 0 {
+			t.Fatal("a new data file was made while an earlier object's record claiming its chunk was stored")
+		}
+	}
+}
+
+func encodeHeaderT(t *testing.T, info *objectInfo) []byte {
+	t.Helper()
+	b, err := encodeHeader(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
