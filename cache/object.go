@@ -177,7 +177,9 @@ func (c *Cache) create(key string, info *objectInfo) (*object, error) {
 	indexed := info.nchunks() == 1 && c.recs.usable()
 	sideBytes := roundBlock(int64(len(img)))
 	if indexed {
-		sideBytes = 0 // the record lives in index.db, which has its own cap
+		// The record lives in index.db, not counted in --cache-size (as the
+		// metadata); there is one per object, whose data block the cap counts.
+		sideBytes = 0
 	}
 	if room := c.roomForOne(); roundBlock(info.Size)+sideBytes > room {
 		return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
