@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -12,7 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -392,7 +393,12 @@ func (c *Cache) objectPath(key, ext string) string {
 // unlink and the record's deletion).
 func (c *Cache) load() error {
 	var all []*object
-	bare := map[string]string{} // key -> data file with no KEY.meta beside it
+	// bare are the keys of data files with no KEY.meta right after them: a
+	// directory is walked in lexical order, so KEY.meta follows KEY.data (no stat
+	// per object). The walk visits keys in order, as the index stores them, so the
+	// two are merged without a map (at a million objects, hashing was a third of
+	// a start).
+	var bare []string
 	err := filepath.WalkDir(c.objDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -405,12 +411,13 @@ func (c *Cache) load() error {
 		case strings.HasSuffix(name, ".tmp"):
 			os.Remove(p)
 		case strings.HasSuffix(name, ".data"):
-			// Bare until its KEY.meta turns up: a directory is walked in
-			// lexical order, so that comes right after (no stat per object).
-			bare[strings.TrimSuffix(name, ".data")] = p
+			bare = append(bare, strings.TrimSuffix(name, ".data"))
 		case strings.HasSuffix(name, ".meta"):
-			delete(bare, strings.TrimSuffix(name, ".meta"))
-			o, err := c.loadObject(strings.TrimSuffix(name, ".meta"), p)
+			key := strings.TrimSuffix(name, ".meta")
+			if n := len(bare); n > 0 && bare[n-1] == key {
+				bare = bare[:n-1]
+			}
+			o, err := c.loadObject(key, p)
 			if err != nil {
 				c.log.Warn("dropping unreadable cache object", "file", p, "err", err)
 				os.Remove(p)
@@ -424,15 +431,27 @@ func (c *Cache) load() error {
 	if err != nil {
 		return fmt.Errorf("scan cache dir: %w", err)
 	}
+	slices.Sort(bare) // sorted already, unless a stray name broke the order
+	// orphan removes a data file that has neither a record nor (checked now, as
+	// this is rare) a KEY.meta: a data file whose sidecar never landed.
+	orphan := func(key string) {
+		if _, err := os.Stat(c.objectPath(key, ".meta")); errors.Is(err, fs.ErrNotExist) {
+			os.Remove(c.objectPath(key, ".data"))
+		}
+	}
+	i := 0
 	if c.recs != nil {
 		var stale []string
 		err := c.recs.forEach(func(key string, img []byte) {
-			dataPath, ok := bare[key]
-			if !ok {
-				stale = append(stale, key)
+			for ; i < len(bare) && bare[i] < key; i++ {
+				orphan(bare[i])
+			}
+			if i == len(bare) || bare[i] != key {
+				stale = append(stale, key) // its data file is gone
 				return
 			}
-			delete(bare, key)
+			i++
+			dataPath := c.objectPath(key, ".data")
 			o, err := c.objectFromImage(key, img, dataPath, 0)
 			if err != nil {
 				c.log.Warn("dropping unreadable cache object", "file", dataPath, "record", key, "err", err)
@@ -450,11 +469,28 @@ func (c *Cache) load() error {
 			c.recs.del(key)
 		}
 	}
-	for _, p := range bare {
-		os.Remove(p) // a data file whose sidecar never landed
+	for ; i < len(bare); i++ {
+		orphan(bare[i])
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].lastAccess.After(all[j].lastAccess) })
-	for _, o := range all {
+	// Most recently used first, sorted by value: comparing through a million
+	// object pointers cost seconds in cache misses.
+	order := make([]struct {
+		at int64
+		o  *object
+	}, len(all))
+	for i, o := range all {
+		order[i].at, order[i].o = o.lastAccess.UnixNano(), o
+	}
+	slices.SortFunc(order, func(a, b struct {
+		at int64
+		o  *object
+	}) int {
+		return cmp.Compare(b.at, a.at)
+	})
+	c.idx.objects = make(map[string]*object, len(all))
+	c.idx.byPath = make(map[string]*object, len(all))
+	for _, e := range order {
+		o := e.o
 		if o.Origin == c.oname {
 			if _, ok := c.idx.byPath[o.Path]; ok {
 				// Two versions of one path: keep the most recently used one.
