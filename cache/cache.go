@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -12,7 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,9 +95,18 @@ type Cache struct {
 	lock   *os.File
 	objDir string
 	meta   *metaCache
+	// recs is the object index in meta's store: the sidecars of small objects (nil
+	// when there is no store).
+	recs *objectRecords
 	// idle keeps the files of recently released objects open (like nginx's
 	// open_file_cache), bounded in count; its evictions close them.
 	idle *ristretto.Cache[string, *object]
+	// idleMu makes Close's end of idle wait for releases using it: a fetch's
+	// goroutine can release its object while Close runs (a warm's readahead).
+	// idleClosed: Close has begun; releases then close the object's files
+	// themselves. Read-locked per last release.
+	idleMu     sync.RWMutex
+	idleClosed bool
 	// creating makes concurrent openers of a new object version share one creation.
 	creating singleflight.Group
 	// wholes makes concurrent openers of a small file share its one GET (fetchWhole).
@@ -131,6 +141,9 @@ type index struct {
 	used     int64              // accounted bytes on disk (INVARIANT: used+reserved <= limit after reserve)
 	reserved int64              // bytes reserved by fetches in flight
 	free     freeSpace
+	// pinnedObjects counts the pinned objects of objects, so that roomForOne (once per
+	// new object) walks them only when there are some.
+	pinnedObjects int
 }
 
 // Stats are counters since the cache was opened.
@@ -226,7 +239,9 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 	}
 	c.wholes.m = map[string]*wholeFlight{}
 	start := time.Now()
+	c.recs = newObjectRecords(store)
 	if err := c.load(); err != nil {
+		c.recs.close()
 		c.meta.close()
 		lock.Close()
 		return nil, err
@@ -341,7 +356,9 @@ func (c *Cache) Close() error {
 		close(c.stopScrub)
 		<-c.scrubDone
 	}
-	c.meta.close()
+	c.idleMu.Lock()
+	c.idleClosed = true
+	c.idleMu.Unlock()
 	c.idle.Close()
 	c.mu.Lock()
 	all := make([]*object, 0, len(c.idx.objects))
@@ -352,6 +369,10 @@ func (c *Cache) Close() error {
 	for _, o := range all {
 		o.closeIfIdle()
 	}
+	// The objects' last write-backs (their last access) go to the index, which
+	// commits them before the store closes.
+	c.recs.close()
+	c.meta.close()
 	return c.lock.Close()
 }
 
@@ -376,10 +397,20 @@ func (c *Cache) objectPath(key, ext string) string {
 	return filepath.Join(c.objDir, key[:2], key+ext)
 }
 
-// load rebuilds the index from the sidecars on disk. It reads headers and bitmaps
-// only; chunk data is verified when the object is first opened (invariant 3).
+// load rebuilds the index from the sidecars on disk: KEY.meta files, and the object
+// index's records for data files without one. It reads headers and bitmaps only;
+// chunk data is verified when the object is first opened (invariant 3). A data file
+// with neither is a leftover of a crash between its creation and its sidecar's (or
+// record's) and goes; so does a record whose data file is gone (a crash between the
+// unlink and the record's deletion).
 func (c *Cache) load() error {
 	var all []*object
+	// bare are the keys of data files with no KEY.meta right after them: a
+	// directory is walked in lexical order, so KEY.meta follows KEY.data (no stat
+	// per object). The walk visits keys in order, as the index stores them, so the
+	// two are merged without a map (at a million objects, hashing was a third of
+	// a start).
+	var bare []string
 	err := filepath.WalkDir(c.objDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -392,11 +423,13 @@ func (c *Cache) load() error {
 		case strings.HasSuffix(name, ".tmp"):
 			os.Remove(p)
 		case strings.HasSuffix(name, ".data"):
-			if _, err := os.Stat(strings.TrimSuffix(p, ".data") + ".meta"); errors.Is(err, fs.ErrNotExist) {
-				os.Remove(p) // a data file whose sidecar never landed
-			}
+			bare = append(bare, strings.TrimSuffix(name, ".data"))
 		case strings.HasSuffix(name, ".meta"):
-			o, err := c.loadObject(strings.TrimSuffix(name, ".meta"), p)
+			key := strings.TrimSuffix(name, ".meta")
+			if n := len(bare); n > 0 && bare[n-1] == key {
+				bare = bare[:n-1]
+			}
+			o, err := c.loadObject(key, p)
 			if err != nil {
 				c.log.Warn("dropping unreadable cache object", "file", p, "err", err)
 				os.Remove(p)
@@ -410,8 +443,66 @@ func (c *Cache) load() error {
 	if err != nil {
 		return fmt.Errorf("scan cache dir: %w", err)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].lastAccess.After(all[j].lastAccess) })
-	for _, o := range all {
+	slices.Sort(bare) // sorted already, unless a stray name broke the order
+	// orphan removes a data file that has neither a record nor (checked now, as
+	// this is rare) a KEY.meta: a data file whose sidecar never landed.
+	orphan := func(key string) {
+		if _, err := os.Stat(c.objectPath(key, ".meta")); errors.Is(err, fs.ErrNotExist) {
+			os.Remove(c.objectPath(key, ".data"))
+		}
+	}
+	i := 0
+	if c.recs != nil {
+		var stale []string
+		err := c.recs.forEach(func(key string, img []byte) {
+			for ; i < len(bare) && bare[i] < key; i++ {
+				orphan(bare[i])
+			}
+			if i == len(bare) || bare[i] != key {
+				stale = append(stale, key) // its data file is gone
+				return
+			}
+			i++
+			dataPath := c.objectPath(key, ".data")
+			o, err := c.objectFromImage(key, img, dataPath, 0)
+			if err != nil {
+				c.log.Warn("dropping unreadable cache object", "file", dataPath, "record", key, "err", err)
+				os.Remove(dataPath)
+				stale = append(stale, key)
+				return
+			}
+			o.indexed = true
+			all = append(all, o)
+		})
+		if err != nil {
+			c.log.Warn("cannot read the object index of index.db; small objects cached before are fetched again", "err", err)
+		}
+		for _, key := range stale {
+			c.recs.del(key)
+		}
+	}
+	for ; i < len(bare); i++ {
+		orphan(bare[i])
+	}
+	// Most recently used first, sorted by value: comparing through a million
+	// object pointers cost seconds in cache misses.
+	order := make([]struct {
+		at int64
+		o  *object
+	}, len(all))
+	for i, o := range all {
+		order[i].at, order[i].o = o.lastAccess.UnixNano(), o
+	}
+	slices.SortFunc(order, func(a, b struct {
+		at int64
+		o  *object
+	}) int {
+		return cmp.Compare(b.at, a.at)
+	})
+	c.idx.objects = make(map[string]*object, len(all))
+	c.idx.byPath = make(map[string]*object, len(all))
+	for _, e := range order {
+		o := e.o
 		if o.Origin == c.oname {
 			if _, ok := c.idx.byPath[o.Path]; ok {
 				// Two versions of one path: keep the most recently used one.
@@ -423,6 +514,9 @@ func (c *Cache) load() error {
 		c.idx.objects[o.key] = o
 		o.elem = c.idx.lru.PushBack(o)
 		c.idx.used += o.diskBytes
+		if o.pinned {
+			c.idx.pinnedObjects++
+		}
 	}
 	return nil
 }
@@ -437,6 +531,16 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.objectFromImage(key, b, strings.TrimSuffix(metaPath, ".meta")+".data", roundBlock(int64(len(b))))
+}
+
+// objectFromImage makes the object of a sidecar image b found on disk, whose data
+// file is dataPath; the sidecar itself takes sideBytes on disk (none for a record of
+// the object index).
+func (c *Cache) objectFromImage(key string, b []byte, dataPath string, sideBytes int64) (*object, error) {
+	if len(b) > maxSidecarSize {
+		return nil, fmt.Errorf("%w: %d bytes", errBadSidecar, len(b))
+	}
 	info, hl, err := decodeHeader(b)
 	if err != nil {
 		return nil, err
@@ -445,7 +549,23 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 		return nil, fmt.Errorf("%w: name does not match contents", errBadSidecar)
 	}
 	c.inMemory(info)
-	dataPath := strings.TrimSuffix(metaPath, ".meta") + ".data"
+	if info.Origin == c.oname {
+		info.Origin = c.oname // one copy of the name for all of this origin's objects
+	}
+	if sideBytes == 0 && info.nchunks() == 1 && info.Size <= 1<<20 && b[hl]&1 != 0 {
+		// A complete indexed object: its data file was walked, was made by us at
+		// the object's size and holds its chunk's blocks (fallocated and written
+		// before the bit was set; up to 1 MiB, its extents fit in the inode), so
+		// no lstat is needed to count it. At a million objects that lstat was
+		// most of a cold start (an inode read each). A crash after a dropped
+		// chunk's punch but before its record's commit over-counts it until the
+		// first open drops it again (safe for the cap). The first open checks the
+		// file (openFile, its size, the re-hash of invariant 3) as for every object.
+		o := newObject(c, key, info)
+		o.presentChunks, o.presentBytes = 1, info.Size
+		o.diskBytes = roundBlock(info.Size)
+		return o, nil
+	}
 	// Lstat, not an open: a restart looks at every object, and the data file is
 	// opened (by openFile, with the same checks) only when the object is read.
 	var st unix.Stat_t
@@ -487,16 +607,21 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	}
 	// Count what the disk really holds (more than the present chunks only if the
 	// punching above failed).
-	o.diskBytes = roundBlock(int64(len(b))) + max(st.Blocks*512, presentDisk)
+	o.diskBytes = sideBytes + max(st.Blocks*512, presentDisk)
 	return o, nil
 }
 
 func roundBlock(n int64) int64 { return (n + blockSize - 1) &^ (blockSize - 1) }
 
 // removeFiles deletes an object's files. Open descriptors and mappings keep working.
+// The index record goes after the files, so the index never misses a file on disk.
 func (c *Cache) removeFiles(o *object) {
+	o.gone.Store(true)
 	os.Remove(c.objectPath(o.key, ".meta"))
 	os.Remove(c.objectPath(o.key, ".data"))
+	if o.indexed {
+		c.recs.del(o.key)
+	}
 }
 
 // removeLocked takes o out of the index and deletes its files. c.mu must be held.
@@ -506,6 +631,9 @@ func (c *Cache) removeLocked(o *object) {
 		return
 	}
 	o.removed = true
+	if o.pinned {
+		c.idx.pinnedObjects--
+	}
 	delete(c.idx.objects, o.key)
 	if c.idx.byPath[o.Path] == o {
 		delete(c.idx.byPath, o.Path)
@@ -604,6 +732,9 @@ func (c *Cache) roomForOne() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	room := c.opts.Limit
+	if c.idx.pinnedObjects == 0 {
+		return room
+	}
 	for _, o := range c.idx.objects {
 		if o.pinned {
 			room -= o.diskBytes

@@ -5,7 +5,8 @@
 // # On disk
 //
 // A cache directory holds a lock file (the pid of the owning process) and, under
-// objects/, two files per object version, named by a hash of origin, path and version.
+// objects/, the files of each object version, named by a hash of origin, path and
+// version (KEY): a data file and, for an object of more than one chunk, a sidecar file.
 // It is used only when it (and objects/) belongs to this process's user and nobody
 // else may write it, and no file in it is opened through a symlink or created where a
 // leftover stood (checkDir, openFile): its contents are this user's own.
@@ -15,6 +16,13 @@
 //     back as chunks land (never mapped: a truncated mapping faults): an immutable,
 //     checksummed header (origin, path, version, size, chunk size), then a
 //     chunk-presence bitmap and a CRC32C per chunk (see sidecar.go for the layout).
+//   - An object of one chunk has no KEY.meta: the same image is a record of
+//     index.db's object index (the top-level bucket "\x00objects", KEY -> image;
+//     objindex.go), so a tiny object takes one block, its data file, and the cap
+//     counts exactly the blocks of the data files and sidecar files (the index, like
+//     the rest of index.db, is not counted in --cache-size). A store that is missing
+//     or broken gives new small objects KEY.meta files as before. (An empty object
+//     keeps its KEY.meta: that block is what bounds how many of them are kept.)
 //
 // Under a Router (origin.Mux: `cachegate daemon`, many origins under NAME/), the key
 // and the sidecar name the real origin and the path inside it, never NAME/…, so one
@@ -22,7 +30,39 @@
 // such an object is the cache's own, at NAME/…; its Origin and Path change only in
 // Reroute, under Cache.mu, for an object no handle holds.
 //
-// Beside objects/, index.db is the metadata store (metastore.go), a bbolt file: origin listings and
+// What holds for the object index after a crash (kill -9) at any point: its writes
+// are asynchronous (coalesced per key, committed by one goroutine), and the start-up
+// scan reconciles it with the files, so the index never decides what is on disk:
+//   - A data file is created before its record is put, and unlinked before its record
+//     is deleted. A data file with neither KEY.meta nor a record (a crash before the
+//     record's commit) is removed at start; a record whose data file is gone (a crash
+//     before the deletion's commit) is deleted at start. No file outlives the scan
+//     uncounted, so the hard cap holds.
+//   - A data file is made under KEY only when no record of KEY is stored or waits
+//     (objectRecords.forget commits a waiting deletion first): a record of an earlier
+//     object of the same key (evicted, its deletion not yet committed) would claim
+//     the new, empty file's chunk after a crash.
+//   - A record lags the object's copy at most by the writes not yet committed: a lost
+//     bit means a refetch; blocks of a chunk whose bit was lost are punched out at
+//     start (as for KEY.meta); a stale CRC is caught by the re-hash of invariant 3.
+//   - A removed object never puts its record again (object.gone, read under the
+//     index's lock and set before the deletion), so a late write-back cannot put an
+//     old image over the record of the same version made anew.
+//   - index.db damaged or lost: it is moved aside and replaced (metastore.go); the
+//     small objects whose sidecars it held are removed at start as above and fetched
+//     again when read. Big objects keep their KEY.meta and survive.
+//   - `cache clear` of the metadata (clearBuckets) keeps the object index.
+//
+// Start-up (Cache.load) still walks objects/ (one getdents per directory, no stat of
+// a data file's sidecar: KEY.meta follows KEY.data in the walk's order) and reads the
+// object index in one sequential pass; a complete indexed object of up to 1 MiB is
+// counted from its record without an lstat of its data file, which was most of a
+// cold start. Every object is still held in memory (about 0.8-1 KB each), so a
+// million objects take ~1 GB: goal 3's lazy index (objects in memory only while in
+// use, eviction from an age-ordered bucket) is not built yet.
+//
+// Beside objects/, index.db is the metadata store (metastore.go), a bbolt file: the
+// object index above, and origin listings and
 // attributes with the time they were fetched, so a restart neither asks the origin
 // again within the metadata TTL nor loses the tree while the origin is down. A bucket
 // per origin (named as the origin prints itself) holds the sub-buckets lists and
@@ -63,7 +103,7 @@
 //     --repair, by the scrub, or at an open that finds the data file changed on disk
 //     since this process checked or wrote it) leaves the bitmap at once; an object is
 //     marked verified only when no chunk known bad is left in it.
-//  4. Accounted bytes (chunks rounded to 4 KiB, plus sidecars) never exceed the limit
+//  4. Accounted bytes (chunks rounded to 4 KiB, plus sidecar files) never exceed the limit
 //     by more than the bytes reserved by fetches in flight; the fetch reserves its bytes
 //     before it asks the origin, evicting to make room. The disk keeps MinFree free.
 //  5. Files are never truncated or rewritten in place. Eviction unlinks objects that

@@ -293,6 +293,13 @@ func (c *Cache) setPinned(o *object, pinned bool) {
 	}
 	o.mu.Unlock()
 	c.mu.Lock()
+	if o.pinned != pinned && !o.removed {
+		if pinned {
+			c.idx.pinnedObjects++
+		} else {
+			c.idx.pinnedObjects--
+		}
+	}
 	o.pinned = pinned
 	c.mu.Unlock()
 }

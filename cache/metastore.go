@@ -434,9 +434,14 @@ func (s *metaStore) commit(batch []storeWrite) {
 	s.mu.Unlock()
 }
 
+// clearBuckets drops every origin's bucket. The object index (bucketObjects) stays:
+// its records follow the objects' files, which a metadata clear does not touch.
 func clearBuckets(tx *bolt.Tx) error {
 	var names [][]byte
 	if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if string(name) == string(bucketObjects) {
+			return nil
+		}
 		names = append(names, append([]byte(nil), name...))
 		return nil
 	}); err != nil {

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,12 @@ type object struct {
 	key string
 	objectInfo
 	nchunks int
+	// indexed: the sidecar is a record of the object index (objindex.go), not a
+	// KEY.meta file. Set at creation or load, never changed.
+	indexed bool
+	// gone is set with removed (under c.mu), before the index record is deleted, and
+	// read without c.mu by the sidecar's write-backs (objectRecords.put).
+	gone atomic.Bool
 
 	// Guarded by c.mu.
 	refs          int
@@ -68,7 +75,7 @@ type object struct {
 	// after a failed write-back of the sidecar once its files close (the file on
 	// disk may then disagree with what was checked).
 	verified bool
-	inflight map[int]*flight
+	inflight map[int]*flight // made by the first fetch: most objects at rest have none
 	// timedOut remembers the last fetch of this object that ran out of
 	// --origin-timeout, so that for timeoutMemory new fetches fail at once: the
 	// kernel retries a failed readahead with a read of its own, often of another
@@ -149,7 +156,6 @@ func newObject(c *Cache, key string, info *objectInfo) *object {
 	return &object{
 		c: c, key: key, objectInfo: *info, nchunks: info.nchunks(),
 		pinned: info.Pinned, lastAccess: info.LastAccess,
-		inflight: map[int]*flight{},
 	}
 }
 
@@ -161,17 +167,27 @@ func (o *object) chunkLen(i int) int64 {
 func (o *object) completeLocked() bool { return o.presentChunks == o.nchunks }
 
 // create writes a new object's files: the sparse data file first, then the sidecar
-// by rename, so a sidecar never names a missing data file. Without evict, it fails
+// (by rename, or as its index record for an object of at most one chunk), so a
+// sidecar never names a missing data file. Without evict, it fails
 // (errPrefetchNoRoom) rather than evict to make room.
 func (c *Cache) create(key string, info *objectInfo, evict bool) (*object, error) {
 	img, err := encodeHeader(c.onDisk(info))
 	if err != nil {
 		return nil, err
 	}
-	// roomForOne walks every object. One that fits in what is not used fits in
-	// what is not pinned: no walk (it was 17% of the CPU of a cold read of 5,000
-	// small files, the walk growing with every object made).
-	need := roundBlock(info.Size) + roundBlock(int64(len(img)))
+	// An empty object keeps its sidecar file: the block it takes bounds how many
+	// of them the cache (and the index) can hold.
+	indexed := info.nchunks() == 1 && c.recs.usable()
+	sideBytes := roundBlock(int64(len(img)))
+	if indexed {
+		// The record lives in index.db, not counted in --cache-size (as the
+		// metadata); there is one per object, whose data block the cap counts.
+		sideBytes = 0
+	}
+	// roomForOne walks the objects when some are pinned. One that fits in what
+	// is not used fits in what is not pinned: no walk (it was 17% of the CPU of a
+	// cold read of 5,000 small files, the walk growing with every object made).
+	need := roundBlock(info.Size) + sideBytes
 	c.mu.Lock()
 	fits := need <= c.opts.Limit-c.idx.used
 	c.mu.Unlock()
@@ -180,15 +196,19 @@ func (c *Cache) create(key string, info *objectInfo, evict bool) (*object, error
 			return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
 		}
 	}
-	if err := c.reserveFor(roundBlock(int64(len(img))), evict); err != nil {
+	if err := c.reserveFor(sideBytes, evict); err != nil {
 		return nil, err
 	}
 	o := newObject(c, key, info)
-	o.diskBytes = roundBlock(int64(len(img)))
+	o.indexed = indexed
+	o.diskBytes = sideBytes
 	fail := func(err error) (*object, error) {
 		c.unreserve(o.diskBytes)
 		os.Remove(c.objectPath(key, ".data"))
 		return nil, err
+	}
+	if indexed {
+		c.recs.forget(key) // no record of an earlier object of key outlives a crash with this file
 	}
 	dataPath := c.objectPath(key, ".data")
 	if err := os.MkdirAll(filepath.Dir(dataPath), 0o700); err != nil {
@@ -202,6 +222,14 @@ func (c *Cache) create(key string, info *objectInfo, evict bool) (*object, error
 	f.Close()
 	if err != nil {
 		return fail(err)
+	}
+	if indexed {
+		c.recs.put(key, img, &o.gone)
+		c.mu.Lock()
+		c.idx.reserved -= o.diskBytes
+		c.idx.used += o.diskBytes
+		c.mu.Unlock()
+		return o, nil
 	}
 	tmp := c.objectPath(key, ".meta.tmp")
 	if f, err = createFile(tmp); err == nil {
@@ -245,19 +273,15 @@ func (o *object) openFilesVerify(check bool) error {
 		return nil
 	}
 	c := o.c
-	mf, err := openFile(c.objectPath(o.key, ".meta"), os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	side, info, err := loadSidecar(mf)
+	side, where, err := o.loadSidecar()
 	// By key, not by path: under a Router the sidecar names the real origin's path.
-	if err == nil && (objectKey(info.Origin, info.Path, info.Version) != o.key || info.Size != o.Size) {
+	if err == nil && (objectKey(side.info.Origin, side.info.Path, side.info.Version) != o.key || side.info.Size != o.Size) {
+		side.close()
 		err = fmt.Errorf("%w: it names another object", errBadSidecar)
 	}
 	if err != nil {
-		mf.Close()
 		if errors.Is(err, errBadSidecar) {
-			c.log.Warn("dropping a cache object whose sidecar is damaged; it will be fetched again", "path", o.Path, "file", mf.Name(), "err", err)
+			c.log.Warn("dropping a cache object whose sidecar is damaged; it will be fetched again", "path", o.Path, "sidecar", where, "err", err)
 		}
 		return err
 	}
@@ -285,7 +309,7 @@ func (o *object) openFilesVerify(check bool) error {
 		side.close()
 		return errRemoved
 	}
-	o.data, o.side = data, side
+	o.data, o.side = data, side.sidecar
 	o.writeMu.Lock()
 	changed := stampOf(&st) != o.stamp
 	o.writeMu.Unlock()
@@ -296,6 +320,37 @@ func (o *object) openFilesVerify(check bool) error {
 		o.verifyAndStamp()
 	}
 	return nil
+}
+
+// loadedSidecar is a sidecar with the header it was loaded with.
+type loadedSidecar struct {
+	*sidecar
+	info *objectInfo
+}
+
+// loadSidecar loads o's sidecar from its file or its index record; where names it
+// for the log.
+func (o *object) loadSidecar() (loadedSidecar, string, error) {
+	c := o.c
+	if o.indexed {
+		where := "index.db record " + o.key
+		img, ok := c.recs.get(o.key)
+		if !ok {
+			return loadedSidecar{}, where, fmt.Errorf("%w: its index record is missing", errBadSidecar)
+		}
+		side, info, err := loadIndexedSidecar(c.recs, o.key, &o.gone, img)
+		return loadedSidecar{side, info}, where, err
+	}
+	where := c.objectPath(o.key, ".meta")
+	mf, err := openFile(where, os.O_RDWR, 0)
+	if err != nil {
+		return loadedSidecar{}, where, err
+	}
+	side, info, err := loadSidecar(mf)
+	if err != nil {
+		mf.Close()
+	}
+	return loadedSidecar{side, info}, where, err
 }
 
 // recheckLocked re-hashes an open object whose data file changed on disk since this
@@ -507,12 +562,19 @@ func (c *Cache) release(o *object) {
 	// Parked already: the Get counts the use. A Set of a key present is an update
 	// that still goes through ristretto's buffer and wakes its goroutine; at every
 	// release of a hot small file that was 8% of the mount's CPU.
-	if _, ok := c.idle.Get(o.key); ok {
+	c.idleMu.RLock()
+	if c.idleClosed {
+		c.idleMu.RUnlock()
+		o.closeIfIdle()
 		return
 	}
-	if !c.idle.Set(o.key, o, 1) {
+	_, parked := c.idle.Get(o.key)
+	if !parked && !c.idle.Set(o.key, o, 1) {
+		c.idleMu.RUnlock()
 		o.closeIfIdle()
+		return
 	}
+	c.idleMu.RUnlock()
 }
 
 // ensure makes chunks first..last present, joining fetches in flight and starting
@@ -670,6 +732,9 @@ func (o *object) startFetchLocked(from context.Context, first, last int) ([]*fli
 	ctx, cancel := context.WithCancelCause(carryPrefetch(carryBWLimit(context.Background(), from), from))
 	sp := &span{cancel: cancel}
 	fl := make([]*flight, last-first+1)
+	if o.inflight == nil {
+		o.inflight = map[int]*flight{}
+	}
 	for i := range fl {
 		fl[i] = &flight{done: make(chan struct{}), span: sp}
 		o.inflight[first+i] = fl[i]

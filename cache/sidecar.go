@@ -178,9 +178,17 @@ func decodeHeader(b []byte) (*objectInfo, int, error) {
 // Invariant: a chunk's bit is set only after its data and CRC are written; readers that
 // see the bit may read the data.
 type sidecar struct {
-	f      *os.File
-	mem    []byte // the file's contents as this process knows them
-	hl     int    // header length: the bitmap starts at mem[hl]
+	f *os.File
+	// rec, for an object of at most one chunk, is the object index that holds the
+	// image instead of a file (f is then nil): write-backs put the whole image
+	// there under key, unless gone (the object was removed).
+	rec    *objectRecords
+	key    string
+	gone   *atomic.Bool
+	recMu  sync.Mutex // orders the images put, so the last one put is the newest
+	words  []uint64   // mem's backing array, for atomic snapshots
+	mem    []byte     // the file's contents as this process knows them
+	hl     int        // header length: the bitmap starts at mem[hl]
 	bitmap []uint64
 	crcs   []uint32
 	// wmu makes "change a bitmap word, then write it" atomic, so that two chunks
@@ -205,18 +213,42 @@ func loadSidecar(f *os.File) (*sidecar, *objectInfo, error) {
 	if size < fixedHeader || size > maxSidecarSize {
 		return nil, nil, fmt.Errorf("%w: file size %d", errBadSidecar, size)
 	}
-	// Backed by uint64s so that the bitmap (at a multiple of 8) is aligned for atomics.
-	words := make([]uint64, (size+7)/8)
-	mem := unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), size)
+	words, mem := sidecarMem(int(size))
 	if n, err := f.ReadAt(mem, 0); int64(n) != size {
 		return nil, nil, fmt.Errorf("%w: read %d of %d bytes: %v", errBadSidecar, n, size, err)
 	}
+	return newSidecar(f, words, mem)
+}
+
+// sidecarMem allocates a sidecar image of size bytes, backed by uint64s so that the
+// bitmap (at a multiple of 8) is aligned for atomics.
+func sidecarMem(size int) ([]uint64, []byte) {
+	words := make([]uint64, (size+7)/8)
+	return words, unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), size)
+}
+
+// loadIndexedSidecar makes the sidecar of an indexed object from its record img.
+func loadIndexedSidecar(rec *objectRecords, key string, gone *atomic.Bool, img []byte) (*sidecar, *objectInfo, error) {
+	if len(img) < fixedHeader || len(img) > maxSidecarSize {
+		return nil, nil, fmt.Errorf("%w: index record of %d bytes", errBadSidecar, len(img))
+	}
+	words, mem := sidecarMem(len(img))
+	copy(mem, img)
+	s, info, err := newSidecar(nil, words, mem)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.rec, s.key, s.gone = rec, key, gone
+	return s, info, nil
+}
+
+func newSidecar(f *os.File, words []uint64, mem []byte) (*sidecar, *objectInfo, error) {
 	info, hl, err := decodeHeader(mem)
 	if err != nil {
 		return nil, nil, err
 	}
 	n := info.nchunks()
-	s := &sidecar{f: f, mem: mem, hl: hl}
+	s := &sidecar{f: f, words: words, mem: mem, hl: hl}
 	if nw := bitmapWords(n); nw > 0 {
 		s.bitmap = unsafe.Slice((*uint64)(unsafe.Pointer(&mem[hl])), nw)
 		s.crcs = unsafe.Slice((*uint32)(unsafe.Pointer(&mem[hl+8*nw])), n)
@@ -228,17 +260,34 @@ func loadSidecar(f *os.File) (*sidecar, *objectInfo, error) {
 func (s *sidecar) close() {
 	if s.f != nil {
 		s.f.Close()
-		s.f, s.mem, s.bitmap, s.crcs = nil, nil, nil, nil
 	}
+	s.f, s.words, s.mem, s.bitmap, s.crcs = nil, nil, nil, nil, nil
 }
 
 // writeBack writes the n bytes of the copy at off to the file. Its error is not
 // returned but remembered (lagging): the file lagging the copy is safe as long as
 // the next load of it re-hashes the object (see sidecar).
 func (s *sidecar) writeBack(off, n int) {
+	if s.rec != nil {
+		s.putRecord()
+		return
+	}
 	if _, err := s.f.WriteAt(s.mem[off:off+n], int64(off)); err != nil {
 		s.lagging.Store(true)
 	}
+}
+
+// putRecord puts a snapshot of the whole image in the object index. The words are
+// read atomically: other chunks' bits and CRCs change under it.
+func (s *sidecar) putRecord() {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	snap := make([]uint64, len(s.words))
+	for i := range s.words {
+		snap[i] = atomic.LoadUint64(&s.words[i])
+	}
+	img := unsafe.Slice((*byte)(unsafe.Pointer(&snap[0])), len(s.mem))
+	s.rec.put(s.key, img, s.gone)
 }
 
 func (s *sidecar) has(i int) bool {

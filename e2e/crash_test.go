@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -28,6 +29,13 @@ func TestCrashLoop(t *testing.T) {
 		names[i] = fmt.Sprintf("d%d/f%02d.bin", i%3, i)
 		sums[names[i]] = writeRandom(t, filepath.Join(dir, names[i]), size, uint64(500+i))
 	}
+	// Small files, whose sidecars are records of index.db's object index (one chunk).
+	const nsmall = 64
+	for i := 0; i < nsmall; i++ {
+		name := fmt.Sprintf("s/t%02d", i)
+		names = append(names, name)
+		sums[name] = writeRandom(t, filepath.Join(dir, name), int64(1+i*97), uint64(900+i))
+	}
 	nx := startNginx(t, dir, "json")
 	cacheDir := filepath.Join(workDir, "crash-cache")
 	var served, wrong atomic.Int64
@@ -46,6 +54,7 @@ func TestCrashLoop(t *testing.T) {
 		if du := duBytes(filepath.Join(cacheDir, "objects")); du > capBytes {
 			t.Fatalf("round %d: cache holds %d bytes on disk after restart, cap %d", round, du, capBytes)
 		}
+		checkIndexAgrees(t, round, cacheDir)
 
 		// Eight readers, half through the kernel and half over HTTP, fill away.
 		stop := make(chan struct{})
@@ -63,7 +72,7 @@ func TestCrashLoop(t *testing.T) {
 						return
 					default:
 					}
-					name := names[rr.IntN(nfiles)]
+					name := names[rr.IntN(len(names))]
 					var sum string
 					var err error
 					if r%2 == 0 {
@@ -104,5 +113,51 @@ func TestCrashLoop(t *testing.T) {
 	t.Logf("%d kill -9 rounds: %d whole files read before the kills, %d wrong", rounds, served.Load(), wrong.Load())
 	if served.Load() == 0 {
 		t.Error("no reader ever finished a file: the test measured nothing")
+	}
+}
+
+// checkIndexAgrees checks, on an idle cache after a restart, that the objects the
+// cache knows are exactly the data files on disk, and that it counts what du sees:
+// no file outlived a crash uncounted, and no record names a file that is gone.
+func checkIndexAgrees(t *testing.T, round int, cacheDir string) {
+	t.Helper()
+	out, code := runCLI(t, "cache", "ls", "--json", "--cache-dir", cacheDir)
+	if code != 0 {
+		t.Fatalf("round %d: cache ls: exit %d\n%s", round, code, out)
+	}
+	var objs []struct {
+		DataFile string `json:"data_file"`
+	}
+	if err := json.Unmarshal([]byte(out), &objs); err != nil {
+		t.Fatalf("round %d: cache ls --json: %v\n%s", round, err, out)
+	}
+	known := map[string]bool{}
+	for _, o := range objs {
+		known[o.DataFile] = true
+	}
+	onDisk, _ := filepath.Glob(filepath.Join(cacheDir, "objects", "*", "*.data"))
+	for _, p := range onDisk {
+		if !known[p] {
+			t.Errorf("round %d: data file %s is on disk but not in the cache's index", round, p)
+		}
+		delete(known, p)
+	}
+	for p := range known {
+		t.Errorf("round %d: the cache lists %s, which is not on disk", round, p)
+	}
+	out, code = runCLI(t, "status", "--json", "--cache-dir", cacheDir)
+	if code != 0 {
+		t.Fatalf("round %d: status: exit %d\n%s", round, code, out)
+	}
+	var st struct {
+		Cache struct {
+			UsedBytes int64 `json:"used_bytes"`
+		} `json:"cache"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("round %d: status --json: %v\n%s", round, err, out)
+	}
+	if du := duBytes(filepath.Join(cacheDir, "objects")); st.Cache.UsedBytes != du {
+		t.Errorf("round %d: after a restart the cache counts %d bytes, du %d", round, st.Cache.UsedBytes, du)
 	}
 }
