@@ -185,7 +185,9 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	// grew by a chunk at a time, so each read started a one-chunk request, and a
 	// cold S3 read had 69 of them in flight at once.
 	var from, to int64
-	if h.window > 0 {
+	// A peer's request (origin.NoForward) names the range it wants, and what lies
+	// beyond is another member's: reading ahead would fetch it from the origin twice.
+	if h.window > 0 && !origin.NoForward(ctx) {
 		from, to = max(h.ahead, off+n), min(off+n+h.window, h.entry.Size)
 		if to-from >= min(spanChunks*cs, h.window/2) || to == h.entry.Size && to > from {
 			h.ahead = to

@@ -640,9 +640,10 @@ func (o *object) letGo(drop, keep []*span) []*span {
 
 // startFetchLocked registers flights for chunks first..last and starts one origin
 // request for them, under a context of its own that keeps only the bandwidth limit
-// of the reader's (from). o.mu must be held.
+// and the read hints (origin.CarryHints: a peer's no-forward mark) of the reader's
+// (from). o.mu must be held.
 func (o *object) startFetchLocked(from context.Context, first, last int) ([]*flight, *span) {
-	ctx, cancel := context.WithCancelCause(carryBWLimit(context.Background(), from))
+	ctx, cancel := context.WithCancelCause(origin.CarryHints(carryBWLimit(context.Background(), from), from))
 	sp := &span{cancel: cancel}
 	fl := make([]*flight, last-first+1)
 	for i := range fl {

@@ -1,8 +1,8 @@
 package serve
 
 import (
+	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/etag"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 )
@@ -72,6 +73,9 @@ func (c *conn) serve(req *request) bool {
 	if c.s.opts.AuthToken != "" && !c.authorized(req) {
 		return c.unauthorized(req)
 	}
+	if c.s.opts.Peers != nil {
+		c.peerHints(req)
+	}
 	if req.method != "GET" && req.method != "HEAD" {
 		c.startHeader(405, req.keepAlive)
 		c.header("Allow", "GET, HEAD")
@@ -99,6 +103,21 @@ func (c *conn) serve(req *request) bool {
 	}
 	defer h.Close()
 	return c.file(req, p, h)
+}
+
+// peerHints sets the request's read hints: a peer's request (authorized above when
+// the server has a token) is read from the origin itself, never sent on; another
+// notes whether its bytes came from a peer (X-Cache: PEER).
+func (c *conn) peerHints(req *request) {
+	rc, ok := c.context().(*reqCtx)
+	if !ok {
+		return
+	}
+	ctx := origin.WithPeerNote(context.Background(), &rc.peerNote)
+	if req.peer != "" {
+		ctx = origin.WithNoForward(ctx)
+	}
+	rc.vals = ctx
 }
 
 // originFailed answers a request whose origin or cache work failed: nothing when its
@@ -157,21 +176,9 @@ func (c *conn) redirect(req *request, loc string) bool {
 	return c.simple(301, "moved to "+loc, req.keepAlive, "Location", loc)
 }
 
-// etagFor returns a strong ETag for an object version: the origin's own ETag when it
-// has one, else a hash of the version string.
-func etagFor(version string) string {
-	if strings.HasPrefix(version, "size:") {
-		// Only the size tells such versions apart (the origin sent no validator): a
-		// tag made from it would match two contents of one size, and If-Range would
-		// then resume a download with another version's bytes. No tag, no match.
-		return ""
-	}
-	if len(version) >= 2 && version[0] == '"' && version[len(version)-1] == '"' {
-		return version
-	}
-	sum := sha256.Sum256([]byte(version))
-	return `"` + hex.EncodeToString(sum[:12]) + `"`
-}
+// etagFor returns a strong ETag for an object version (etag.For: the peer tier
+// asks for versions by the same tag).
+func etagFor(version string) string { return etag.For(version) }
 
 func contentType(p string) string {
 	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
@@ -231,6 +238,9 @@ func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh f
 		if err := st.prefill(r.start, min(r.length, segment-r.start%segment)); err != nil {
 			return c.originFailed(req, "read", p, err)
 		}
+	}
+	if rc, ok := c.context().(*reqCtx); ok && rc.peerNote.Load() {
+		fh.xCache = "PEER" // the first segment's bytes came from a peer
 	}
 	// Complete now, after the first fill: a small cold file is whole already.
 	st.m = c.choose(h, r.length, false, h.Complete())

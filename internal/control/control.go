@@ -27,6 +27,7 @@ import (
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/bwlimit"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/peer"
 )
 
 // SocketName is the control socket's name inside the cache directory.
@@ -55,6 +56,8 @@ type ServeStatus struct {
 	BytesByTransfer map[string]int64 `json:"bytes_by_transfer"`
 	Goroutines      int              `json:"goroutines,omitempty"`
 	OpenFDs         int              `json:"open_fds,omitempty"`
+	// Peers is the peer group's members, when the server has one (--peers).
+	Peers []peer.Status `json:"peers,omitempty"`
 }
 
 // StatusOf assembles Status for c, with the server's figures from serve when set.
