@@ -1,0 +1,219 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A peer group on one machine: members on distinct ports of 127.0.0.1, each with its
+// own cache dir, in front of one nginx whose access log counts the origin's bytes.
+// Spans of 4 MiB over 1 MiB chunks stand in for 64 MiB over 1 MiB: a 24 MiB file
+// spreads over the three members as a 256 MiB file does with the defaults.
+
+const peerSpanFlag = "4MiB"
+
+type peerGroup struct {
+	origin *nginx
+	ports  []int
+	list   string // the --peers value
+}
+
+func newPeerGroup(t *testing.T, root string, n int) *peerGroup {
+	g := &peerGroup{origin: startNginx(t, root, "json")}
+	var urls []string
+	for range n {
+		p := freePort(t)
+		g.ports = append(g.ports, p)
+		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d", p))
+	}
+	g.list = strings.Join(urls, ",")
+	return g
+}
+
+func (g *peerGroup) url(i int) string { return fmt.Sprintf("http://127.0.0.1:%d/", g.ports[i]) }
+
+func (g *peerGroup) flags(extra ...string) []string {
+	return append([]string{"--peers", g.list, "--peer-span", peerSpanFlag, "--chunk-size", "1MiB", "--metadata-ttl", "1h"}, extra...)
+}
+
+// serve starts member i as `cachegate serve` on its port with cacheDir.
+func (g *peerGroup) serve(t *testing.T, i int, cacheDir string, extra ...string) *proc {
+	t.Helper()
+	args := append([]string{"serve", g.origin.URL, "--listen", fmt.Sprintf("127.0.0.1:%d", g.ports[i]), "--cache-dir", cacheDir}, g.flags(extra...)...)
+	return startProc(t, args, func() bool { return waitPort(g.ports[i], 0) == nil })
+}
+
+// peerTree writes a 24 MiB file and a tree of small files under root and returns
+// each file's sha256 by origin path, and the set's size.
+func peerTree(t *testing.T, root string, files int) (map[string]string, int64) {
+	os.Chmod(root, 0o755)
+	sums := map[string]string{"big.bin": writeRandom(t, filepath.Join(root, "big.bin"), 24<<20, 23)}
+	total := int64(24 << 20)
+	for i := range files {
+		size := int64(1+i%7) * 9000
+		p := fmt.Sprintf("tree/d%d/f%03d", i%4, i)
+		sums[p] = writeRandom(t, filepath.Join(root, p), size, uint64(100+i))
+		total += size
+	}
+	return sums, total
+}
+
+// peerStatus returns the peers part of a member's /-/status, by URL.
+func peerStatus(t *testing.T, base string) map[string]map[string]any {
+	t.Helper()
+	resp, err := http.Get(base + "-/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Serve struct {
+			Peers []map[string]any `json:"peers"`
+		} `json:"serve"`
+		Origin struct {
+			BytesFetched int64 `json:"bytes_fetched"`
+		} `json:"origin"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]any{"": {"origin_bytes": float64(st.Origin.BytesFetched)}}
+	for _, p := range st.Serve.Peers {
+		out[p["url"].(string)] = p
+	}
+	return out
+}
+
+// Acceptance 1: three cold members (two serving HTTP, one a mount that also serves
+// its peers), a file and a small tree read through each in turn: every byte right,
+// and the origin sends the set's bytes once (at most 1.05x).
+func TestPeersColdGroupFetchesEachByteOnce(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	sums, total := peerTree(t, root, 40)
+	g := newPeerGroup(t, root, 3)
+	for i := range 2 {
+		g.serve(t, i, filepath.Join(t.TempDir(), "cache"))
+	}
+	m := startMount(t, g.origin.URL, filepath.Join(t.TempDir(), "cache"), g.flags("--serve", fmt.Sprintf("127.0.0.1:%d", g.ports[2]))...)
+	if err := waitPort(g.ports[2], 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	for i := range 3 {
+		for p, want := range sums {
+			var got string
+			var err error
+			if i == 2 {
+				got, err = hashFile(filepath.Join(m.Dir, p))
+			} else {
+				got, err = hashGet(client, g.url(i)+p)
+			}
+			if err != nil || got != want {
+				t.Fatalf("member %d, %s: sha256 %s, %v; want %s", i, p, got, err, want)
+			}
+		}
+	}
+	got := g.origin.originBytes(t, "")
+	t.Logf("origin sent %d bytes for a set of %d (%.3fx)", got, total, float64(got)/float64(total))
+	if float64(got) > 1.05*float64(total) {
+		t.Errorf("origin sent %d bytes for a set of %d: more than 1.05x", got, total)
+	}
+	// The second member read the first's spans from it, not from the origin.
+	st := peerStatus(t, g.url(1))
+	if b, _ := st[strings.TrimSuffix(g.url(0), "/")]["bytes"].(float64); b == 0 {
+		t.Errorf("member 1 read no bytes from member 0: %v", st)
+	}
+}
+
+// Acceptance 3: kill -9 of one member while clients read through the others: no
+// client error, every byte right. Restarted, it is probed back into use and serves
+// its spans from its cache, without origin bytes.
+func TestPeersMemberKilledAndBack(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	sums := map[string]string{}
+	for i, name := range []string{"a.bin", "b.bin"} {
+		sums[name] = writeRandom(t, filepath.Join(root, name), 24<<20, uint64(40+i))
+	}
+	g := newPeerGroup(t, root, 3)
+	caches := make([]string, 3)
+	procs := make([]*proc, 3)
+	for i := range 3 {
+		caches[i] = filepath.Join(t.TempDir(), "cache")
+		procs[i] = g.serve(t, i, caches[i])
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	// Member 2 reads a.bin whole: it holds all of it, the others their own spans.
+	if got, err := hashGet(client, g.url(2)+"a.bin"); err != nil || got != sums["a.bin"] {
+		t.Fatalf("a.bin through member 2: %s, %v", got, err)
+	}
+
+	// Clients on members 0 and 1 read both files while member 2 dies.
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 2 {
+		for _, name := range []string{"a.bin", "b.bin"} {
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if got, err := hashGet(client, g.url(i)+name); err != nil || got != sums[name] {
+						errs <- fmt.Errorf("%s through member %d: sha256 %s, %v", name, i, got, err)
+					}
+				}()
+			}
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	procs[2].kill9()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+
+	// Back on the same port with the same cache: members 0 and 1 probe it back
+	// into use within the probes' backoff.
+	self2 := strings.TrimSuffix(g.url(2), "/")
+	procs[2] = g.serve(t, 2, caches[2])
+	deadline := time.Now().Add(30 * time.Second)
+	for _, i := range []int{0, 1} {
+		for {
+			st := peerStatus(t, g.url(i))[self2]
+			if st["state"] == "up" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("member %d still sees member 2 as %v after 30s", i, st)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	// Member 0 forgets a.bin and reads it again: member 2's spans come from
+	// member 2's cache, which asks the origin for nothing.
+	if out, code := runCLI(t, "cache", "evict", "--cache-dir", caches[0], "a.bin"); code != 0 {
+		t.Fatalf("cache evict: %d %s", code, out)
+	}
+	before := peerStatus(t, g.url(0))[self2]["bytes"].(float64)
+	if got, err := hashGet(client, g.url(0)+"a.bin"); err != nil || got != sums["a.bin"] {
+		t.Fatalf("a.bin through member 0 after the restart: %s, %v", got, err)
+	}
+	if after := peerStatus(t, g.url(0))[self2]["bytes"].(float64); after <= before {
+		t.Errorf("member 0 read nothing from the restarted member 2 (%v bytes before, %v after)", before, after)
+	}
+	if b := peerStatus(t, g.url(2))[""]["origin_bytes"].(float64); b != 0 {
+		t.Errorf("the restarted member 2 fetched %v bytes from the origin; its spans were in its cache", b)
+	}
+}
