@@ -280,7 +280,7 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 		v *int64
 	}{{a, &first}, {b, &last}, {tot, &total}} {
 		v, err := strconv.ParseInt(f.s, 10, 64)
-		if err != nil || v < 0 || f.s[0] == '+' {
+		if err != nil || v < 0 || f.s[0] == '+' || len(f.s) > 1 && f.s[0] == '0' {
 			return 0, 0, 0, bad
 		}
 		*f.v = v
