@@ -166,6 +166,13 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	if h.o == nil {
 		return n, ErrNoSpace
 	}
+	keep := h.c.keeper()
+	if origin.NoForward(ctx) {
+		keep = nil // a peer's read: this member owns the range
+	}
+	if keep != nil && keep.KeptUntil(h.path, h.entry.Version, off, off+n) < off+n {
+		return n, ErrNotKept
+	}
 	o := h.o
 	cs := o.ChunkSize
 	first, last := int(off/cs), int((off+n-1)/cs)
@@ -196,6 +203,9 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 		}
 	}
 	h.mu.Unlock()
+	if keep != nil && to > from {
+		to = keep.KeptUntil(h.path, h.entry.Version, from, to)
+	}
 	if to > from {
 		if started := o.prefetch(ctx, int(from/cs), int((to-1)/cs)); len(started) > 0 {
 			h.hold(started)

@@ -217,3 +217,137 @@ func TestPeersMemberKilledAndBack(t *testing.T) {
 		t.Errorf("the restarted member 2 fetched %v bytes from the origin; its spans were in its cache", b)
 	}
 }
+
+// Acceptance 2: 3 x 4 clients read the same cold file through all three members at
+// once: the members' fetches meet in the owners' flights, and the origin sends the
+// file about once (at most 1.1x).
+func TestPeersConcurrentColdReaders(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	sum := writeRandom(t, filepath.Join(root, "big.bin"), 24<<20, 77)
+	g := newPeerGroup(t, root, 3)
+	for i := range 3 {
+		g.serve(t, i, filepath.Join(t.TempDir(), "cache"))
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	var wg sync.WaitGroup
+	errs := make(chan error, 12)
+	for i := range 3 {
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got, err := hashGet(client, g.url(i)+"big.bin"); err != nil || got != sum {
+					errs <- fmt.Errorf("member %d: sha256 %s, %v", i, got, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got := g.origin.originBytes(t, "/big.bin")
+	t.Logf("origin sent %d bytes for 12 readers of %d (%.3fx)", got, 24<<20, float64(got)/float64(24<<20))
+	if float64(got) > 1.1*float64(24<<20) {
+		t.Errorf("origin sent %d bytes for a file of %d: more than 1.1x", got, 24<<20)
+	}
+}
+
+// Acceptance 4, end to end: four members agree on every span's owner (the share
+// that moves when the fourth joins is TestRendezvousSpreadAndStability's): read
+// through each in turn, a member that disagreed would ask a peer that never fetched
+// the span, which would fetch it from the origin a second time.
+func TestPeersFourMembersAgree(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	sums, total := peerTree(t, root, 8)
+	g := newPeerGroup(t, root, 4)
+	for i := range 4 {
+		g.serve(t, i, filepath.Join(t.TempDir(), "cache"))
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	for i := range 4 {
+		for p, want := range sums {
+			if got, err := hashGet(client, g.url(i)+p); err != nil || got != want {
+				t.Fatalf("member %d, %s: sha256 %s, %v", i, p, got, err)
+			}
+		}
+	}
+	if got := g.origin.originBytes(t, ""); float64(got) > 1.05*float64(total) {
+		t.Errorf("origin sent %d bytes for a set of %d read through four members: more than 1.05x", got, total)
+	}
+}
+
+// cachedBytes returns what `cache ls --json` says a member's cache holds of path.
+func cachedBytes(t *testing.T, cacheDir, path string) int64 {
+	t.Helper()
+	out, code := runCLI(t, "cache", "ls", "--json", "--cache-dir", cacheDir)
+	if code != 0 {
+		t.Fatalf("cache ls: %d %s", code, out)
+	}
+	var objs []struct {
+		Path        string `json:"path"`
+		CachedBytes int64  `json:"cached_bytes"`
+	}
+	if err := json.Unmarshal([]byte(out), &objs); err != nil {
+		t.Fatalf("cache ls --json: %v\n%s", err, out)
+	}
+	var n int64
+	for _, o := range objs {
+		if strings.TrimPrefix(o.Path, "/") == path {
+			n += o.CachedBytes
+		}
+	}
+	return n
+}
+
+// Acceptance 5: a member with --peer-copy owner reads other members' spans through
+// and keeps only its own: after a full read its cache holds exactly the bytes it did
+// not get from peers, and a second read asks the peers again, not the origin.
+func TestPeersCopyOwnerKeepsOwnSpans(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	const size = 24 << 20
+	sum := writeRandom(t, filepath.Join(root, "big.bin"), size, 5)
+	g := newPeerGroup(t, root, 3)
+	cache0 := filepath.Join(t.TempDir(), "cache")
+	g.serve(t, 0, cache0, "--peer-copy", "owner")
+	for i := 1; i < 3; i++ {
+		g.serve(t, i, filepath.Join(t.TempDir(), "cache"))
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	fromPeers := func() (n float64) {
+		for u, st := range peerStatus(t, g.url(0)) {
+			if u != "" {
+				b, _ := st["bytes"].(float64)
+				n += b
+			}
+		}
+		return n
+	}
+	if got, err := hashGet(client, g.url(0)+"big.bin"); err != nil || got != sum {
+		t.Fatalf("big.bin through member 0: %s, %v", got, err)
+	}
+	peers1 := fromPeers()
+	kept := cachedBytes(t, cache0, "big.bin")
+	if peers1 == 0 || kept == 0 || kept+int64(peers1) != size {
+		t.Fatalf("member 0 keeps %d bytes and read %v from peers, want its own spans kept and the others' read through (summing to %d)", kept, peers1, size)
+	}
+	origin1 := g.origin.originBytes(t, "/big.bin")
+	if got, err := hashGet(client, g.url(0)+"big.bin"); err != nil || got != sum {
+		t.Fatalf("big.bin through member 0 again: %s, %v", got, err)
+	}
+	if peers2 := fromPeers(); peers2 != 2*peers1 {
+		t.Errorf("the second read took %v bytes from peers, want %v again", peers2-peers1, peers1)
+	}
+	if kept2 := cachedBytes(t, cache0, "big.bin"); kept2 != kept {
+		t.Errorf("member 0 keeps %d bytes after the second read, %d after the first", kept2, kept)
+	}
+	if origin2 := g.origin.originBytes(t, "/big.bin"); origin2 != origin1 {
+		t.Errorf("the second read cost the origin %d bytes", origin2-origin1)
+	}
+}

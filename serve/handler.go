@@ -336,6 +336,7 @@ type stream struct {
 	// mapping: a small one goes out in one system call).
 	gather   bool
 	uncached bool     // the cache had no room: the rest goes by sendUncached
+	notKept  bool     // the segment just filled is not kept here (cache.ErrNotKept): sendUncached
 	pend     [][]byte // to send before the next body bytes
 	pendFile int64    // mapped file bytes in pend (gather)
 	// preStart, preEnd: the range prefill made present before the header.
@@ -354,10 +355,15 @@ func (st *stream) prefill(off, n int64) error {
 // fill makes [off, off+n) present. When the cache has no room it switches the
 // stream to uncached reads by copy.
 func (st *stream) fill(off, n int64) error {
+	st.notKept = false
 	if st.uncached {
 		return nil
 	}
 	if _, err := st.h.Fill(st.c.context(), off, n); err != nil {
+		if errors.Is(err, cache.ErrNotKept) {
+			st.notKept = true // this segment only: the next may be kept
+			return nil
+		}
 		if !errors.Is(err, cache.ErrNoSpace) {
 			return err
 		}
@@ -399,7 +405,7 @@ func (st *stream) sendRange(off, n int64) error {
 func (st *stream) segment(off, n int64) error {
 	c := st.c
 	switch {
-	case st.uncached:
+	case st.uncached || st.notKept:
 		if st.gather {
 			if err := st.flush(); err != nil {
 				return err

@@ -19,7 +19,29 @@ import (
 // reads the spans other members own from them, and the rest (and whatever a peer
 // fails to deliver) from inner.
 func (g *Group) Wrap(inner origin.Origin) origin.Origin {
+	if g.opts.OwnerOnly {
+		return ownerOnly{&peerOrigin{Origin: inner, g: g}}
+	}
 	return &peerOrigin{Origin: inner, g: g}
+}
+
+// ownerOnly is the decorator of a member with --peer-copy owner: it tells the cache
+// (cache.Keeper) to keep only the spans this member owns, or whose owner is down
+// (read from the origin here, they would otherwise be fetched again by the next
+// read). Versions without a tag are never read from peers, so they are kept.
+type ownerOnly struct{ *peerOrigin }
+
+// KeptUntil implements cache.Keeper.
+func (o ownerOnly) KeptUntil(p, version string, off, end int64) int64 {
+	if etag.For(version) == "" {
+		return end
+	}
+	for _, s := range o.g.split(p, version, off, end-off) {
+		if s.m != nil {
+			return s.off
+		}
+	}
+	return end
 }
 
 // peerOrigin is the decorator. It does not offer origin.WholeGetter: a small file's
