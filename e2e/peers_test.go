@@ -1,15 +1,24 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // A peer group on one machine: members on distinct ports of 127.0.0.1, each with its
@@ -349,5 +358,92 @@ func TestPeersCopyOwnerKeepsOwnSpans(t *testing.T) {
 	}
 	if origin2 := g.origin.originBytes(t, "/big.bin"); origin2 != origin1 {
 		t.Errorf("the second read cost the origin %d bytes", origin2-origin1)
+	}
+}
+
+// countingProxy is a reverse proxy in front of an S3 server that counts the body
+// bytes of the GETs of one object path (listings and HEADs do not count). It keeps
+// the client's Host header, which the request's signature covers.
+func countingProxy(t *testing.T, upstream, path string) (string, *atomic.Int64) {
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Int64
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = r.In.Host
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.Request.Method == "GET" && resp.Request.URL.Path == path {
+				resp.Body = &countingBody{ReadCloser: resp.Body, n: &n}
+			}
+			return nil
+		},
+	}
+	s := httptest.NewServer(rp)
+	t.Cleanup(s.Close)
+	return s.URL, &n
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	k, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(k))
+	return k, err
+}
+
+// Acceptance 1-2 against S3 (versitygw): three members serving a bucket, 3 x 2
+// concurrent cold readers of one object: the store sends it about once.
+func TestPeersS3Origin(t *testing.T) {
+	requireRoot(t)
+	v := startVersitygw(t)
+	if err := v.client.MakeBucket(context.Background(), "data", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const size = 24 << 20
+	data := make([]byte, size)
+	rand.NewChaCha8([32]byte{9}).Read(data)
+	v.put(t, "data", "big.bin", data)
+	endpoint, sent := countingProxy(t, v.Endpoint, "/data/big.bin")
+	var urls []string
+	ports := make([]int, 3)
+	for i := range ports {
+		ports[i] = freePort(t)
+		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d", ports[i]))
+	}
+	for i, p := range ports {
+		startProc(t, []string{"serve", "s3://data", "--s3-endpoint", endpoint, "--listen", fmt.Sprintf("127.0.0.1:%d", p),
+			"--cache-dir", filepath.Join(t.TempDir(), "cache"), "--peers", strings.Join(urls, ","), "--peer-span", peerSpanFlag, "--chunk-size", "1MiB"},
+			func() bool { return waitPort(ports[i], 0) == nil })
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := range 3 {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got, err := hashGet(client, urls[i]+"/big.bin"); err != nil || got != sha(data) {
+					errs <- fmt.Errorf("member %d: sha256 %s, %v", i, got, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	got := sent.Load()
+	t.Logf("the S3 store sent %d bytes for 6 readers of %d (%.3fx)", got, size, float64(got)/size)
+	if float64(got) > 1.1*size {
+		t.Errorf("the S3 store sent %d bytes for an object of %d: more than 1.1x", got, size)
 	}
 }
