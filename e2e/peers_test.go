@@ -222,8 +222,17 @@ func TestPeersMemberKilledAndBack(t *testing.T) {
 	if after := peerStatus(t, g.url(0))[self2]["bytes"].(float64); after <= before {
 		t.Errorf("member 0 read nothing from the restarted member 2 (%v bytes before, %v after)", before, after)
 	}
-	if b := peerStatus(t, g.url(2))[""]["origin_bytes"].(float64); b != 0 {
+	st2 := peerStatus(t, g.url(2))
+	if b := st2[""]["origin_bytes"].(float64); b != 0 {
 		t.Errorf("the restarted member 2 fetched %v bytes from the origin; its spans were in its cache", b)
+	}
+	if b, _ := st2[strings.TrimSuffix(g.url(0), "/")]["served_bytes"].(float64); b == 0 {
+		t.Errorf("the restarted member 2 counts no bytes served to member 0: %v", st2)
+	}
+	// `cachegate status` shows the group as member 0 sees it.
+	out, code := runCLI(t, "status", "--cache-dir", caches[0])
+	if code != 0 || !strings.Contains(out, "peer:        "+self2+" up since") || !strings.Contains(out, "this member") {
+		t.Errorf("cachegate status (exit %d) does not show member 2 up and this member:\n%s", code, out)
 	}
 }
 

@@ -102,6 +102,9 @@ func (c *conn) serve(req *request) bool {
 		return c.originFailed(req, "open", p, err)
 	}
 	defer h.Close()
+	if req.peer != "" && c.s.opts.Peers != nil {
+		defer func() { c.s.opts.Peers.Served(req.peer, c.rec.bytes) }()
+	}
 	return c.file(req, p, h)
 }
 

@@ -42,8 +42,9 @@ type Status struct {
 	// but listed only by cache ls --all.
 	ObjectsByOrigin map[string]int `json:"objects_by_origin"`
 	Origin          struct {
-		URL          string `json:"url"`
-		BytesFetched int64  `json:"bytes_fetched"`
+		URL string `json:"url"`
+		// BytesFetched is what came from the origin itself (not from peers).
+		BytesFetched int64 `json:"bytes_fetched"`
 	} `json:"origin"`
 	Serve ServeStatus `json:"serve"`
 }
@@ -73,6 +74,11 @@ func StatusOf(c *cache.Cache, serve func() ServeStatus) Status {
 	}
 	if serve != nil {
 		st.Serve = serve()
+	}
+	// The cache counts what its origin reader brought; with a peer group, that
+	// is the origin and the peers: the origin's share is what the peers did not.
+	for _, p := range st.Serve.Peers {
+		st.Origin.BytesFetched -= p.Bytes
 	}
 	if st.Serve.BytesByTransfer == nil {
 		st.Serve.BytesByTransfer = map[string]int64{"sendfile": 0, "mmap": 0, "copy": 0}

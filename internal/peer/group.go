@@ -111,6 +111,9 @@ type Member struct {
 	probing   bool // guarded by mu: a probe is in flight
 
 	requests, bytes, errors, fallbacks atomic.Int64
+	// servedRequests, servedBytes: the span reads it sent us, and the bytes we
+	// answered them with.
+	servedRequests, servedBytes atomic.Int64
 }
 
 // New checks opts and returns the group; Start runs its background work.
@@ -479,6 +482,18 @@ func (g *Group) authorize(req *http.Request) {
 	req.Header.Set(Header, g.opts.Self)
 }
 
+// Served counts a peer's request answered here with n body bytes; from is the
+// peer's Header (its URL), unknown URLs are not counted.
+func (g *Group) Served(from string, n int64) {
+	for _, m := range g.Members() {
+		if m.URL == from {
+			m.servedRequests.Add(1)
+			m.servedBytes.Add(n)
+			return
+		}
+	}
+}
+
 // Status is one member's state and counters, for /-/status and `cachegate status`.
 type Status struct {
 	URL   string    `json:"url"`
@@ -493,6 +508,10 @@ type Status struct {
 	Bytes     int64 `json:"bytes"`
 	Errors    int64 `json:"errors"`
 	Fallbacks int64 `json:"fallbacks"`
+	// ServedRequests and ServedBytes are the span reads it sent this member and
+	// the bytes they were answered with.
+	ServedRequests int64 `json:"served_requests"`
+	ServedBytes    int64 `json:"served_bytes"`
 }
 
 // Status returns every member's state and counters.
@@ -510,6 +529,7 @@ func (g *Group) Status() []Status {
 			s.State = "self"
 		}
 		s.Requests, s.Bytes, s.Errors, s.Fallbacks = m.requests.Load(), m.bytes.Load(), m.errors.Load(), m.fallbacks.Load()
+		s.ServedRequests, s.ServedBytes = m.servedRequests.Load(), m.servedBytes.Load()
 		out = append(out, s)
 	}
 	return out

@@ -13,10 +13,12 @@ var (
 	descBytes     = prometheus.NewDesc("cachegate_peer_bytes_total", "Bytes the peer answered span reads with.", []string{"peer"}, nil)
 	descErrors    = prometheus.NewDesc("cachegate_peer_errors_total", "Span reads to the peer that failed (refused, timed out, wrong answer).", []string{"peer"}, nil)
 	descFallbacks = prometheus.NewDesc("cachegate_peer_fallbacks_total", "Span reads meant for the peer that were read from the origin instead.", []string{"peer"}, nil)
+	descServedReq = prometheus.NewDesc("cachegate_peer_served_requests_total", "Span reads the peer sent this member.", []string{"peer"}, nil)
+	descServedB   = prometheus.NewDesc("cachegate_peer_served_bytes_total", "Bytes this member answered the peer's span reads with.", []string{"peer"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descRequests, descBytes, descErrors, descFallbacks} {
+	for _, d := range []*prometheus.Desc{descUp, descRequests, descBytes, descErrors, descFallbacks, descServedReq, descServedB} {
 		ch <- d
 	}
 }
@@ -32,5 +34,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.Bytes), s.URL)
 		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(s.Errors), s.URL)
 		ch <- prometheus.MustNewConstMetric(descFallbacks, prometheus.CounterValue, float64(s.Fallbacks), s.URL)
+		ch <- prometheus.MustNewConstMetric(descServedReq, prometheus.CounterValue, float64(s.ServedRequests), s.URL)
+		ch <- prometheus.MustNewConstMetric(descServedB, prometheus.CounterValue, float64(s.ServedBytes), s.URL)
 	}
 }
