@@ -34,7 +34,7 @@ type peerGroup struct {
 	list   string // the --peers value
 }
 
-func newPeerGroup(t *testing.T, root string, n int) *peerGroup {
+func newPeerGroup(t testing.TB, root string, n int) *peerGroup {
 	g := &peerGroup{origin: startNginx(t, root, "json")}
 	var urls []string
 	for range n {
@@ -53,7 +53,7 @@ func (g *peerGroup) flags(extra ...string) []string {
 }
 
 // serve starts member i as `cachegate serve` on its port with cacheDir.
-func (g *peerGroup) serve(t *testing.T, i int, cacheDir string, extra ...string) *proc {
+func (g *peerGroup) serve(t testing.TB, i int, cacheDir string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"serve", g.origin.URL, "--listen", fmt.Sprintf("127.0.0.1:%d", g.ports[i]), "--cache-dir", cacheDir}, g.flags(extra...)...)
 	return startProc(t, args, func() bool { return waitPort(g.ports[i], 0) == nil })
@@ -75,7 +75,7 @@ func peerTree(t *testing.T, root string, files int) (map[string]string, int64) {
 }
 
 // peerStatus returns the peers part of a member's /-/status, by URL.
-func peerStatus(t *testing.T, base string) map[string]map[string]any {
+func peerStatus(t testing.TB, base string) map[string]map[string]any {
 	t.Helper()
 	resp, err := http.Get(base + "-/status")
 	if err != nil {
