@@ -3,11 +3,14 @@ package peer
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,3 +422,41 @@ func FuzzParseContentRange(f *testing.F) {
 }
 
 type atomicBool struct{ b atomic.Bool }
+
+// An https peer is trusted through --peer-ca; without it, its certificate is
+// refused and its spans come from the origin.
+func TestHTTPSPeerWithCA(t *testing.T) {
+	data := testData()
+	s := httptest.NewUnstartedServer(peerServer(t, data, nil).Config.Handler)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+	if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, withCA := range []bool{true, false} {
+		g := testGroup(t, []string{"http://127.0.0.1:1", s.URL}, "http://127.0.0.1:1", func(o *Options) {
+			if withCA {
+				o.CAFile = ca
+			}
+		})
+		fo := &fakeOrigin{data: data}
+		rc, err := g.Wrap(fo).ReadRange(context.Background(), "f", `"v1"`, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read %d bytes, %v", len(got), err)
+		}
+		peer := g.Members()[1]
+		if withCA && (peer.bytes.Load() == 0 || !peer.Up()) {
+			t.Errorf("with --peer-ca: %d bytes from the https peer, up %v", peer.bytes.Load(), peer.Up())
+		}
+		if !withCA && (peer.bytes.Load() != 0 || peer.Up()) {
+			t.Errorf("without --peer-ca: %d bytes from a peer whose certificate no one trusts, up %v", peer.bytes.Load(), peer.Up())
+		}
+	}
+}
