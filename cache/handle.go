@@ -170,8 +170,10 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	if origin.NoForward(ctx) {
 		keep = nil // a peer's read: this member owns the range
 	}
-	if keep != nil && keep.KeptUntil(h.path, h.entry.Version, off, off+n) < off+n {
-		return n, ErrNotKept
+	if keep != nil {
+		if kept, until := keep.KeepRun(h.path, h.entry.Version, off, off+n); !kept || until < off+n {
+			return n, ErrNotKept
+		}
 	}
 	o := h.o
 	cs := o.ChunkSize
@@ -204,7 +206,11 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	}
 	h.mu.Unlock()
 	if keep != nil && to > from {
-		to = keep.KeptUntil(h.path, h.entry.Version, from, to)
+		if kept, until := keep.KeepRun(h.path, h.entry.Version, from, to); kept {
+			to = until
+		} else {
+			to = from
+		}
 	}
 	if to > from {
 		if started := o.prefetch(ctx, int(from/cs), int((to-1)/cs)); len(started) > 0 {

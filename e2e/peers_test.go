@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -116,19 +119,30 @@ func TestPeersColdGroupFetchesEachByteOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &http.Client{Timeout: 60 * time.Second}
+	xcache := map[string]int{}
 	for i := range 3 {
 		for p, want := range sums {
 			var got string
 			var err error
-			if i == 2 {
-				got, err = hashFile(filepath.Join(m.Dir, p))
-			} else {
+			switch i {
+			case 0:
 				got, err = hashGet(client, g.url(i)+p)
+			case 1:
+				var x string
+				got, x, err = hashGetXCache(client, g.url(i)+p)
+				xcache[x]++
+			case 2:
+				got, err = hashFile(filepath.Join(m.Dir, p))
 			}
 			if err != nil || got != want {
 				t.Fatalf("member %d, %s: sha256 %s, %v; want %s", i, p, got, err, want)
 			}
 		}
+	}
+	// Member 1 found every file cold; those whose first span another member owns
+	// came from it and say so.
+	if xcache["PEER"] == 0 || xcache["PEER"] == len(sums) {
+		t.Errorf("X-Cache of member 1's reads: %v, want some PEER and some not", xcache)
 	}
 	got := g.origin.originBytes(t, "")
 	t.Logf("origin sent %d bytes for a set of %d (%.3fx)", got, total, float64(got)/float64(total))
@@ -245,10 +259,16 @@ func TestPeersConcurrentColdReaders(t *testing.T) {
 	os.Chmod(root, 0o755)
 	sum := writeRandom(t, filepath.Join(root, "big.bin"), 24<<20, 77)
 	g := newPeerGroup(t, root, 3)
+	// With a token: members send it to each other, and require it.
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("s3cret-peer-token\n"), 0o600)
 	for i := range 3 {
-		g.serve(t, i, filepath.Join(t.TempDir(), "cache"))
+		g.serve(t, i, filepath.Join(t.TempDir(), "cache"), "--auth-token-file", tokenFile)
 	}
-	client := &http.Client{Timeout: 60 * time.Second}
+	if resp, err := http.Get(g.url(0) + "big.bin"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("GET without the token: %v %v, want 401", resp, err)
+	}
+	client := &http.Client{Timeout: 60 * time.Second, Transport: bearer{"s3cret-peer-token"}}
 	var wg sync.WaitGroup
 	errs := make(chan error, 12)
 	for i := range 3 {
@@ -455,4 +475,30 @@ func TestPeersS3Origin(t *testing.T) {
 	if float64(got) > 1.1*size {
 		t.Errorf("the S3 store sent %d bytes for an object of %d: more than 1.1x", got, size)
 	}
+}
+
+// hashGetXCache is hashGet that also returns the answer's X-Cache.
+func hashGetXCache(c *http.Client, u string) (string, string, error) {
+	resp, err := c.Get(u)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return "", "", errors.New(resp.Status)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		return "", "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), resp.Header.Get("X-Cache"), nil
+}
+
+// bearer adds a bearer token to every request.
+type bearer struct{ token string }
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"mime"
 	"net/url"
@@ -380,6 +381,21 @@ func (st *stream) sendRange(off, n int64) error {
 	for pos, end := off, off+n; pos < end; {
 		seg := min(segment-pos%segment, end-pos)
 		if pos < st.preStart || pos+seg > st.preEnd {
+			if !st.uncached {
+				// A run the cache does not keep (another member's spans, with
+				// --peer-copy owner) goes as one read through; a kept run is
+				// filled as usual, up to where the cache stops keeping.
+				kept, until := st.h.KeepRun(st.c.context(), pos, end)
+				if !kept {
+					seg, st.notKept = until-pos, true
+					if err := st.segment(pos, seg); err != nil {
+						return err
+					}
+					pos += seg
+					continue
+				}
+				seg = min(seg, until-pos)
+			}
 			if len(st.pend) > 0 && !st.uncached {
 				// What is ready goes out while this segment fills (a part's header
 				// too, so the client sees the part before it end).
@@ -414,7 +430,11 @@ func (st *stream) segment(off, n int64) error {
 				return err
 			}
 		}
-		err := c.sendUncached(st.h, joinPending(st.pend), off, n)
+		send := c.sendUncached
+		if st.notKept {
+			send = c.sendThrough
+		}
+		err := send(st.h, joinPending(st.pend), off, n)
 		st.pend = st.pend[:0]
 		if err == nil {
 			c.sentBody(zerocopy.Copy, n)
@@ -507,6 +527,34 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 		hdr = nil
 		off += k
 		n -= k
+	}
+	return nil
+}
+
+// sendThrough sends n bytes at off that the cache does not keep (cache.ErrNotKept:
+// another member's span) as one read through the origin (its owner), where
+// sendUncached's reads of a buffer each would each be a request. What a failed
+// stream did not bring is sent by sendUncached, which retries.
+func (c *conn) sendThrough(h *cache.Handle, hdr []byte, off, n int64) error {
+	rc, err := h.ReadThrough(c.context(), off, n)
+	if err != nil {
+		return c.sendUncached(h, hdr, off, n)
+	}
+	defer rc.Close()
+	buf := c.copyBuf()
+	for n > 0 {
+		got, err := io.ReadFull(rc, buf[:min(n, int64(len(buf)))])
+		if got > 0 {
+			if werr := c.write(hdr, buf[:got]); werr != nil {
+				return werr
+			}
+			hdr = nil
+			off += int64(got)
+			n -= int64(got)
+		}
+		if err != nil && n > 0 {
+			return c.sendUncached(h, hdr, off, n)
+		}
 	}
 	return nil
 }

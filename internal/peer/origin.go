@@ -31,17 +31,21 @@ func (g *Group) Wrap(inner origin.Origin) origin.Origin {
 // read). Versions without a tag are never read from peers, so they are kept.
 type ownerOnly struct{ *peerOrigin }
 
-// KeptUntil implements cache.Keeper.
-func (o ownerOnly) KeptUntil(p, version string, off, end int64) int64 {
-	if etag.For(version) == "" {
-		return end
+// KeepRun implements cache.Keeper.
+func (o ownerOnly) KeepRun(p, version string, off, end int64) (kept bool, until int64) {
+	if etag.For(version) == "" || end <= off {
+		return true, end
 	}
-	for _, s := range o.g.split(p, version, off, end-off) {
-		if s.m != nil {
-			return s.off
+	segs := o.g.split(p, version, off, end-off)
+	kept = segs[0].m == nil
+	until = off
+	for _, s := range segs {
+		if (s.m == nil) != kept {
+			break
 		}
+		until = s.off + s.n
 	}
-	return end
+	return kept, until
 }
 
 // peerOrigin is the decorator. It does not offer origin.WholeGetter: a small file's
