@@ -460,3 +460,36 @@ func TestHTTPSPeerWithCA(t *testing.T) {
 		}
 	}
 }
+
+// With --peer-copy owner, KeepRun answers runs: kept exactly where this member owns
+// the span (or its owner is down), each run ending where that changes.
+func TestOwnerOnlyKeepRun(t *testing.T) {
+	g := testGroup(t, urls(3), urls(3)[0], func(o *Options) { o.OwnerOnly = true })
+	k := g.Wrap(&fakeOrigin{}).(ownerOnly)
+	ownedBy := func(off int64) bool { return g.Owner(Key{"f", `"v1"`, off / 100}).self }
+	for off := int64(0); off < 3000; {
+		kept, until := k.KeepRun("f", `"v1"`, off, 3000)
+		if until <= off || until > 3000 {
+			t.Fatalf("KeepRun(%d) ends at %d", off, until)
+		}
+		for b := off; b < until; b += 50 {
+			if ownedBy(b) != kept {
+				t.Fatalf("KeepRun(%d) = %v up to %d, but byte %d is owned here: %v", off, kept, until, b, ownedBy(b))
+			}
+		}
+		if until < 3000 && ownedBy(until) == kept {
+			t.Fatalf("run from %d ends at %d, where nothing changes", off, until)
+		}
+		off = until
+	}
+	// A version without a tag is never read from peers: kept whole.
+	if kept, until := k.KeepRun("f", "size:10", 0, 3000); !kept || until != 3000 {
+		t.Fatalf("size-only version: %v until %d", kept, until)
+	}
+	// Local copy (the default) offers no Keeper at all.
+	if _, ok := testGroup(t, urls(3), urls(3)[0], nil).Wrap(&fakeOrigin{}).(interface {
+		KeepRun(string, string, int64, int64) (bool, int64)
+	}); ok {
+		t.Fatal("--peer-copy local keeps only some spans")
+	}
+}
