@@ -388,6 +388,22 @@ func TestPeersCopyOwnerKeepsOwnSpans(t *testing.T) {
 	if origin2 := g.origin.originBytes(t, "/big.bin"); origin2 != origin1 {
 		t.Errorf("the second read cost the origin %d bytes", origin2-origin1)
 	}
+	// A range of a span another member owns says it is read through a peer.
+	for off := int64(0); off < size; off += 4 << 20 {
+		req, _ := http.NewRequest("GET", g.url(0)+"big.bin", nil)
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+99))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if x := resp.Header.Get("X-Cache"); x == "PEER" {
+			break
+		} else if off+(4<<20) >= size {
+			t.Errorf("no span of big.bin read through member 0 says X-Cache: PEER (last: %s)", x)
+		}
+	}
 }
 
 // countingProxy is a reverse proxy in front of an S3 server that counts the body

@@ -243,8 +243,11 @@ func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh f
 			return c.originFailed(req, "read", p, err)
 		}
 	}
-	if rc, ok := c.context().(*reqCtx); ok && rc.peerNote.Load() {
-		fh.xCache = "PEER" // the first segment's bytes came from a peer
+	if rc, ok := c.context().(*reqCtx); ok && (rc.peerNote.Load() || st.notKept) {
+		// The first segment's bytes came from a peer, or (--peer-copy owner) are
+		// read through one: the cache keeps only spans whose owner is this member
+		// or down.
+		fh.xCache = "PEER"
 	}
 	// Complete now, after the first fill: a small cold file is whole already.
 	st.m = c.choose(h, r.length, false, h.Complete())
@@ -349,6 +352,16 @@ type stream struct {
 
 // prefill fills [off, off+n) before the header is written (see file).
 func (st *stream) prefill(off, n int64) error {
+	// Only what the cache keeps: a run it does not keep (another member's span)
+	// is read through as sendRange reaches it, and the kept run before it is
+	// filled, never sent through with it.
+	kept, until := st.h.KeepRun(st.c.context(), off, off+n)
+	if !kept {
+		st.notKept = true
+		st.preStart, st.preEnd = off, off
+		return nil
+	}
+	n = until - off
 	if err := st.fill(off, n); err != nil {
 		return err
 	}
