@@ -49,7 +49,12 @@ type Options struct {
 	// BWLimit paces the bytes of every origin read of the cache (--bwlimit): one
 	// bucket shared by all readers. Nil: no limit.
 	BWLimit *bwlimit.Bucket
-	Logger  *slog.Logger
+	// Prefetch is how many small files of a directory are fetched ahead of a
+	// reader that opens its files in turn (--prefetch; 0: none), PrefetchParallel
+	// how many of them at once (0: DefaultPrefetchParallel). See prefetch.go.
+	Prefetch         int
+	PrefetchParallel int
+	Logger           *slog.Logger
 }
 
 // Defaults for zero Options fields.
@@ -94,6 +99,10 @@ type Cache struct {
 	idle *ristretto.Cache[string, *object]
 	// creating makes concurrent openers of a new object version share one creation.
 	creating singleflight.Group
+	// wholes makes concurrent openers of a small file share its one GET (fetchWhole).
+	wholes wholeFlights
+	// prefetch fetches small files ahead of readers (prefetch.go); nil when off.
+	prefetch *prefetcher
 
 	// mu guards idx, and the fields of every object marked "Guarded by c.mu".
 	mu  sync.Mutex
@@ -215,6 +224,7 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		lock.Close()
 		return nil, err
 	}
+	c.wholes.m = map[string]*wholeFlight{}
 	start := time.Now()
 	if err := c.load(); err != nil {
 		c.meta.close()
@@ -228,6 +238,7 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		c.stopScrub, c.scrubDone = make(chan struct{}), make(chan struct{})
 		go c.scrub()
 	}
+	c.prefetch = newPrefetcher(c)
 	c.log.Debug("cache opened", "dir", opts.Dir, "objects", len(c.idx.objects), "used", c.idx.used, "limit", opts.Limit, "took", time.Since(start).Round(time.Millisecond))
 	return c, nil
 }
@@ -325,6 +336,7 @@ const maxIdleOpen = 8192
 
 // Close closes idle files and releases the lock. Handles must be closed first.
 func (c *Cache) Close() error {
+	c.prefetch.close() // first: its fetches hold objects
 	if c.stopScrub != nil {
 		close(c.stopScrub)
 		<-c.scrubDone
@@ -432,6 +444,7 @@ func (c *Cache) loadObject(key, metaPath string) (*object, error) {
 	if objectKey(info.Origin, info.Path, info.Version) != key {
 		return nil, fmt.Errorf("%w: name does not match contents", errBadSidecar)
 	}
+	c.inMemory(info)
 	dataPath := strings.TrimSuffix(metaPath, ".meta") + ".data"
 	// Lstat, not an open: a restart looks at every object, and the data file is
 	// opened (by openFile, with the same checks) only when the object is read.
@@ -507,7 +520,11 @@ func (c *Cache) removeLocked(o *object) {
 
 // reserve makes room for n more bytes, evicting the least recently used objects
 // that are neither open nor pinned.
-func (c *Cache) reserve(n int64) error {
+func (c *Cache) reserve(n int64) error { return c.reserveFor(n, true) }
+
+// reserveFor is reserve; without evict it evicts nothing and fails with
+// errPrefetchNoRoom when the room is not there (a prefetch never evicts).
+func (c *Cache) reserveFor(n int64, evict bool) error {
 	var victims []*object
 	defer func() {
 		for _, o := range victims { // their files may still be open in the idle set
@@ -520,6 +537,9 @@ func (c *Cache) reserve(n int64) error {
 	short := c.idx.free.shortfall(c.minFree(), c.idx.reserved+n)
 	if short > need {
 		need = short
+	}
+	if need > 0 && !evict {
+		return errPrefetchNoRoom
 	}
 	victims, need = c.evictLocked(need)
 	if need > 0 {

@@ -16,6 +16,12 @@
 //     checksummed header (origin, path, version, size, chunk size), then a
 //     chunk-presence bitmap and a CRC32C per chunk (see sidecar.go for the layout).
 //
+// Under a Router (origin.Mux: `cachegate daemon`, many origins under NAME/), the key
+// and the sidecar name the real origin and the path inside it, never NAME/…, so one
+// directory serves a single-origin mount and the daemon alike (route.go). In memory
+// such an object is the cache's own, at NAME/…; its Origin and Path change only in
+// Reroute, under Cache.mu, for an object no handle holds.
+//
 // Beside objects/, index.db is the metadata store (metastore.go), a bbolt file: origin listings and
 // attributes with the time they were fetched, so a restart neither asks the origin
 // again within the metadata TTL nor loses the tree while the origin is down. A bucket
@@ -101,6 +107,12 @@
 // instead of mixing versions. When no room can be made (everything open or pinned, or
 // the disk is full), reads go straight to the origin, uncached, as do objects larger
 // than the cache less its pinned objects (no files are made for them).
+//
+// A reader that opens the small files of a directory in turn gets the next ones
+// fetched ahead of it (prefetch.go, Options.Prefetch): bounded in count, bytes and
+// time, never evicting (a prefetch's reservation fails instead), its objects at the
+// back of the LRU. Concurrent openers of a small file, the prefetcher among them,
+// share its one GET (wholeFlights) and then its fetch.
 //
 // A fetch (one origin request for a span of chunks) is cancelled when nobody wants it:
 // no reader waits for one of its chunks and no open handle holds it as readahead. A

@@ -524,7 +524,7 @@ func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
 
 // warmOne fills one file, reporting bytes as segments land.
 func (c *Cache) warmOne(ctx context.Context, p string, pin bool, done func(int64)) error {
-	h, err := c.Open(ctx, p)
+	h, err := c.open(ctx, p, openWarm)
 	if err != nil {
 		return err
 	}

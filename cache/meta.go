@@ -144,7 +144,7 @@ func (m *metaCache) stored(kind byte, p string) ([]origin.Entry, time.Duration, 
 		// longer than the origin's next answer.
 		return entries, 0, true
 	}
-	return entries, m.ttl - age, true
+	return entries, m.ttlOf(p) - age, true
 }
 
 func listCost(entries []origin.Entry) int64 {
@@ -179,7 +179,7 @@ func (m *metaCache) stat(ctx context.Context, p string) (origin.Entry, error) {
 			}
 			return m.staleStat(p, kept, stored, err)
 		}
-		m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+		m.stats.SetWithTTL(p, e, entryCost(e), m.ttlOf(p))
 		m.lastStat.Set(p, e, entryCost(e))
 		m.store.put(kindStat, p, fetched, []origin.Entry{e})
 		m.stats.Wait()
@@ -222,7 +222,7 @@ func (m *metaCache) statUnanswered(p string, err error) (origin.Entry, error) {
 
 // remember records e as what the origin said of file p just now (as stat does).
 func (m *metaCache) remember(p string, e origin.Entry) {
-	m.stats.SetWithTTL(p, e, entryCost(e), m.ttl)
+	m.stats.SetWithTTL(p, e, entryCost(e), m.ttlOf(p))
 	m.lastStat.Set(p, e, entryCost(e))
 	m.store.put(kindStat, p, time.Now(), []origin.Entry{e})
 	m.stats.Wait()
@@ -287,7 +287,7 @@ func (m *metaCache) list(ctx context.Context, p string) (*Listing, error) {
 			l.Gen = m.gen.Add(1)
 		}
 		cost := listCost(entries)
-		m.lists.SetWithTTL(p, l, cost, m.ttl)
+		m.lists.SetWithTTL(p, l, cost, m.ttlOf(p))
 		m.last.Set(p, l, cost)
 		m.store.put(kindList, p, fetched, l.Entries)
 		m.lists.Wait()

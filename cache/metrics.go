@@ -66,6 +66,9 @@ type cacheMetrics struct {
 	evictedBytes   atomic.Int64
 	fill           [9]atomic.Int64 // per FillBuckets, then +Inf (not cumulative)
 	fillSum        atomic.Int64    // nanoseconds
+	// Prefetches (prefetch.go) done, and those a reader then opened.
+	prefetchFiles, prefetchBytes        atomic.Int64
+	prefetchUseful, prefetchUsefulBytes atomic.Int64
 }
 
 func (m *cacheMetrics) evicted(bytes int64) {
@@ -160,13 +163,20 @@ type Metrics struct {
 	// (not cumulative), then those slower than the last; FillSum their total wait.
 	FillCounts []int64
 	FillSum    time.Duration
+	// PrefetchedFiles and PrefetchedBytes count the small files fetched ahead of a
+	// reader (their origin requests are counted as reads too); PrefetchUseful and
+	// PrefetchUsefulBytes those a reader opened afterwards or while they came.
+	PrefetchedFiles, PrefetchedBytes    int64
+	PrefetchUseful, PrefetchUsefulBytes int64
 }
 
 // Metrics returns the cache's counters.
 func (c *Cache) Metrics() Metrics {
 	m := &c.metrics
 	out := Metrics{EvictedObjects: m.evictedObjects.Load(), EvictedBytes: m.evictedBytes.Load(),
-		StaleStats: c.meta.stale[0].Load(), StaleLists: c.meta.stale[1].Load(), FillSum: time.Duration(m.fillSum.Load())}
+		StaleStats: c.meta.stale[0].Load(), StaleLists: c.meta.stale[1].Load(), FillSum: time.Duration(m.fillSum.Load()),
+		PrefetchedFiles: m.prefetchFiles.Load(), PrefetchedBytes: m.prefetchBytes.Load(),
+		PrefetchUseful: m.prefetchUseful.Load(), PrefetchUsefulBytes: m.prefetchUsefulBytes.Load()}
 	for op := 0; op < numOps; op++ {
 		om := OriginOpMetrics{Op: opNames[op], Requests: m.requests[op].Load(), Retries: m.retries[op].Load(), Errors: map[string]int64{}}
 		for k, name := range ErrorKinds {

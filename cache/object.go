@@ -48,6 +48,7 @@ type object struct {
 	diskBytes     int64
 	removed       bool // out of the index, files unlinked
 	doomed        bool // superseded by a newer version: remove at last release
+	prefetched    bool // made by a prefetch, not opened by anyone else since
 
 	// Guarded by mu; data and side are set while refs > 0 and, after that, while the
 	// object sits in the cache's idle set (so a hot object costs no open or mmap).
@@ -160,16 +161,26 @@ func (o *object) chunkLen(i int) int64 {
 func (o *object) completeLocked() bool { return o.presentChunks == o.nchunks }
 
 // create writes a new object's files: the sparse data file first, then the sidecar
-// by rename, so a sidecar never names a missing data file.
-func (c *Cache) create(key string, info *objectInfo) (*object, error) {
-	img, err := encodeHeader(info)
+// by rename, so a sidecar never names a missing data file. Without evict, it fails
+// (errPrefetchNoRoom) rather than evict to make room.
+func (c *Cache) create(key string, info *objectInfo, evict bool) (*object, error) {
+	img, err := encodeHeader(c.onDisk(info))
 	if err != nil {
 		return nil, err
 	}
-	if room := c.roomForOne(); roundBlock(info.Size)+roundBlock(int64(len(img))) > room {
-		return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
+	// roomForOne walks every object. One that fits in what is not used fits in
+	// what is not pinned: no walk (it was 17% of the CPU of a cold read of 5,000
+	// small files, the walk growing with every object made).
+	need := roundBlock(info.Size) + roundBlock(int64(len(img)))
+	c.mu.Lock()
+	fits := need <= c.opts.Limit-c.idx.used
+	c.mu.Unlock()
+	if !fits {
+		if room := c.roomForOne(); need > room {
+			return nil, fmt.Errorf("%w: the object (%d bytes) is larger than the cache can hold (%d bytes, pinned objects excluded)", ErrNoSpace, info.Size, room)
+		}
 	}
-	if err := c.reserve(roundBlock(int64(len(img)))); err != nil {
+	if err := c.reserveFor(roundBlock(int64(len(img))), evict); err != nil {
 		return nil, err
 	}
 	o := newObject(c, key, info)
@@ -239,7 +250,8 @@ func (o *object) openFilesVerify(check bool) error {
 		return err
 	}
 	side, info, err := loadSidecar(mf)
-	if err == nil && (info.Path != o.Path || info.Version != o.Version || info.Size != o.Size) {
+	// By key, not by path: under a Router the sidecar names the real origin's path.
+	if err == nil && (objectKey(info.Origin, info.Path, info.Version) != o.key || info.Size != o.Size) {
 		err = fmt.Errorf("%w: it names another object", errBadSidecar)
 	}
 	if err != nil {
@@ -434,16 +446,27 @@ func (o *object) dropChunk(i int) {
 }
 
 // acquire takes a reference and opens the files.
-func (c *Cache) acquire(o *object) error {
+func (c *Cache) acquire(o *object) error { return c.acquireAs(o, openReader) }
+
+// acquireAs is acquire for kind: a prefetch's is no use, so it leaves the object
+// where it is in the LRU.
+func (c *Cache) acquireAs(o *object, kind openKind) error {
 	c.mu.Lock()
 	if o.removed {
 		c.mu.Unlock()
 		return errRemoved
 	}
 	o.refs++
-	o.lastAccess = time.Now()
-	if o.elem != nil {
-		c.idx.lru.MoveToFront(o.elem)
+	if kind != openPrefetch {
+		o.lastAccess = time.Now()
+		if o.elem != nil {
+			c.idx.lru.MoveToFront(o.elem)
+		}
+		if o.prefetched {
+			o.prefetched = false
+			c.metrics.prefetchUseful.Add(1)
+			c.metrics.prefetchUsefulBytes.Add(o.Size)
+		}
 	}
 	c.mu.Unlock()
 	if testHookAcquire != nil {
@@ -547,8 +570,10 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 		o.mu.Lock()
 		o.leaveLocked(joined)
 		o.mu.Unlock()
-		// A fetch abandoned just as we joined it: start our own, a few times at most.
-		if errors.Is(err, errAbandoned) && ctx.Err() == nil && restarts < 3 {
+		// A fetch abandoned just as we joined it, or a prefetch's that found no
+		// room without evicting: start our own, a few times at most (a prefetch
+		// does not: its own would find no room either).
+		if errors.Is(err, errAbandoned) && ctx.Err() == nil && restarts < 3 && !prefetching(ctx) {
 			restarts++
 			continue
 		}
@@ -640,10 +665,10 @@ func (o *object) letGo(drop, keep []*span) []*span {
 
 // startFetchLocked registers flights for chunks first..last and starts one origin
 // request for them, under a context of its own that keeps only the bandwidth limit
-// and the read hints (origin.CarryHints: a peer's no-forward mark) of the reader's
-// (from). o.mu must be held.
+// of the reader's (from), whether it is a prefetch's, and the read hints
+// (origin.CarryHints: a peer's no-forward mark). o.mu must be held.
 func (o *object) startFetchLocked(from context.Context, first, last int) ([]*flight, *span) {
-	ctx, cancel := context.WithCancelCause(origin.CarryHints(carryBWLimit(context.Background(), from), from))
+	ctx, cancel := context.WithCancelCause(origin.CarryHints(carryPrefetch(carryBWLimit(context.Background(), from), from), from))
 	sp := &span{cancel: cancel}
 	fl := make([]*flight, last-first+1)
 	for i := range fl {
@@ -688,7 +713,9 @@ func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*fli
 			close(fl[i-first].done)
 		}
 	}
-	if err := c.reserve(reserved); err != nil {
+	// A prefetch never evicts: without room it ends, and a reader that joined it
+	// starts its own fetch (errPrefetchNoRoom is an errAbandoned).
+	if err := c.reserveFor(reserved, !prefetching(ctx)); err != nil {
 		finish(err)
 		return
 	}
@@ -911,16 +938,35 @@ func putBuf(b *[]byte) {
 
 // Open returns a handle on the current version of file p, creating its cache object
 // when needed. When the cache cannot hold it (no room, or larger than the cache), the
-// handle reads the origin directly.
+// handle reads the origin directly. A reader's open may start prefetches of the next
+// small files of p's directory (prefetch.go).
 func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
+	c.prefetch.opened(p)
+	return c.open(ctx, p, openReader)
+}
+
+// openKind tells who opens: a reader, a warm (no prefetch of its own: it has its
+// own list and --parallel), or the prefetcher.
+type openKind int
+
+const (
+	openReader openKind = iota
+	openWarm
+	// openPrefetch never evicts (its reservations fail instead), leaves a new object
+	// at the back of the LRU, and gets no uncached handle.
+	openPrefetch
+)
+
+func (c *Cache) open(ctx context.Context, p string, kind openKind) (*Handle, error) {
 	// Attributes known: the hot path, one lookup. Else a small listed file may come
 	// whole in one request; else the origin is asked for its attributes.
 	e, known := c.meta.stats.Get(p)
 	var whole []byte
 	if !known {
 		var ok bool
+		var wf *wholeFlight
 		var err error
-		switch e, whole, ok, err = c.fetchWhole(ctx, p); {
+		switch e, whole, wf, ok, err = c.fetchWhole(ctx, p); {
 		case err != nil:
 			e, err = c.meta.statUnanswered(p, err)
 		case !ok:
@@ -929,26 +975,38 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 		if err != nil {
 			return nil, err
 		}
+		if wf != nil {
+			// Its attributes are remembered, and openers that joined the flight
+			// let go, only once the bytes are offered to the object below: an
+			// open that finds the attributes known must find the bytes too, or it
+			// would ask the origin again.
+			defer c.wholes.finish(c, p, wf)
+		}
 	}
 	if e.IsDir {
 		return nil, fmt.Errorf("%s: %w", p, syscall.EISDIR)
 	}
-	key := objectKey(c.oname, p, e.Version)
+	key := c.keyOf(p, e.Version)
 	// An object can vanish between its lookup and its acquisition (evicted, files
 	// gone or replaced); each try drops it, so the next one creates it anew. Past
 	// maxOpenTries the origin is read uncached rather than trying for ever.
 	const maxOpenTries = 3
 	for try := 1; ; try++ {
-		o, err := c.objectFor(key, p, e)
+		o, err := c.objectFor(key, p, e, kind)
 		if err != nil {
-			if errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) {
+			switch {
+			case kind == openPrefetch:
+				return nil, err
+			case errors.Is(err, errPrefetchNoRoom) && try < maxOpenTries:
+				continue // a prefetch's creation we joined: create it ourselves
+			case errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC):
 				c.noteNoSpace(p, err)
-			} else {
+			default:
 				c.log.Warn("cannot cache object; reading it from the origin", "path", p, "err", err)
 			}
 			return &Handle{c: c, path: p, entry: e}, nil
 		}
-		err = c.acquire(o)
+		err = c.acquireAs(o, kind)
 		if err == nil {
 			if whole != nil {
 				o.offerWhole(whole)
@@ -965,6 +1023,9 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 		c.mu.Unlock()
 		o.closeIfIdle()
 		if try == maxOpenTries {
+			if kind == openPrefetch {
+				return nil, err
+			}
 			c.log.Warn("cache object keeps vanishing; reading it from the origin", "path", p)
 			return &Handle{c: c, path: p, entry: e}, nil
 		}
@@ -979,22 +1040,33 @@ func (c *Cache) Open(ctx context.Context, p string) (*Handle, error) {
 // timeout (unanswered): then Open answers from what it last knew of p, or fails,
 // rather than wait as long again. Open calls it only when p's attributes are not
 // known.
-func (c *Cache) fetchWhole(ctx context.Context, p string) (e origin.Entry, whole []byte, ok bool, unanswered error) {
+//
+// Concurrent openers of p (a reader and the prefetcher, say) share one GET: the
+// first gets wf and must finish it (wholeFlights.finish) once it offered the bytes
+// to the object; the others wait for that and get the same answer with wf nil.
+func (c *Cache) fetchWhole(ctx context.Context, p string) (e origin.Entry, whole []byte, wf *wholeFlight, ok bool, unanswered error) {
+	if f := c.wholes.get(p); f != nil {
+		return f.wait(ctx)
+	}
 	// A version of it is cached (after a restart, say): a HEAD tells whether it
 	// is still current, where a GET would bring its bytes again.
 	c.mu.Lock()
 	cached := c.idx.byPath[p] != nil
 	c.mu.Unlock()
 	if cached {
-		return e, nil, false, nil
+		return e, nil, nil, false, nil
 	}
 	l, listed := c.meta.lists.Get(parentDir(p)) // never a listing fetched for this
 	if !listed {
-		return e, nil, false, nil
+		return e, nil, nil, false, nil
 	}
 	le, found := l.Get(p[strings.LastIndexByte(p, '/')+1:])
 	if !found || le.IsDir || le.Symlink != "" || !le.Exact || le.Size <= 0 || le.Size > c.opts.ChunkSize {
-		return e, nil, false, nil
+		return e, nil, nil, false, nil
+	}
+	wf, mine := c.wholes.start(p)
+	if !mine {
+		return wf.wait(ctx)
 	}
 	origCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.opts.OriginTimeout)
@@ -1004,15 +1076,15 @@ func (c *Cache) fetchWhole(ctx context.Context, p string) (e origin.Entry, whole
 		if timedOut(err) && origCtx.Err() == nil {
 			// The origin said nothing for a whole timeout: a HEAD now would
 			// most likely wait as long again for the same silence.
-			return e, nil, false, err
-		}
-		if err != nil {
+			wf.unanswered = err
+		} else if err != nil {
 			c.log.Debug("one-request read of a small file failed; asking again as usual", "path", "/"+p, "err", err)
 		}
-		return e, nil, false, nil
+		c.wholes.finish(c, p, wf) // not ok: the others ask as usual too
+		return e, nil, nil, false, wf.unanswered
 	}
-	c.meta.remember(p, e)
-	return e, whole, true, nil
+	wf.e, wf.whole, wf.ok = e, whole, true
+	return e, whole, wf, true, nil
 }
 
 // timedOut reports whether err is a timeout: the origin gave no answer in time.
@@ -1033,7 +1105,8 @@ func (o *object) offerWhole(b []byte) {
 
 // objectFor returns the object of key, creating it (one creator per key: concurrent
 // openers of a new version wait for it).
-func (c *Cache) objectFor(key, p string, e origin.Entry) (*object, error) {
+// A prefetch's new object goes to the back of the LRU: the first to go.
+func (c *Cache) objectFor(key, p string, e origin.Entry, kind openKind) (*object, error) {
 	c.mu.Lock()
 	o := c.idx.objects[key]
 	c.mu.Unlock()
@@ -1048,13 +1121,18 @@ func (c *Cache) objectFor(key, p string, e origin.Entry) (*object, error) {
 		}
 		c.mu.Unlock()
 		info := &objectInfo{Origin: c.oname, Path: p, Version: e.Version, Size: e.Size, ModTime: e.ModTime, ChunkSize: c.opts.ChunkSize, LastAccess: time.Now()}
-		o, err := c.create(key, info)
+		o, err := c.create(key, info, kind != openPrefetch)
 		if err != nil {
 			return nil, err
 		}
 		c.mu.Lock()
 		c.idx.objects[key] = o
-		o.elem = c.idx.lru.PushFront(o)
+		if kind == openPrefetch {
+			o.elem = c.idx.lru.PushBack(o)
+			o.prefetched = true
+		} else {
+			o.elem = c.idx.lru.PushFront(o)
+		}
 		old := c.idx.byPath[p]
 		if old != nil {
 			if old.refs == 0 {

@@ -52,6 +52,11 @@ type Options struct {
 	UID, GID          *uint32
 	FileMode, DirMode *fs.FileMode
 	Umask             fs.FileMode
+	// Root is the directory of the cache's namespace the mount shows ("": all of
+	// it): `cachegate daemon` mounts each origin's NAME of its one cache. FsName is
+	// the mount's source in mountinfo (default: the cache's origin).
+	Root   string
+	FsName string
 }
 
 type filesystem struct {
@@ -62,6 +67,7 @@ type filesystem struct {
 	stats         *Stats
 	attrs         attrPolicy
 	root          *dirNode // for invalidate
+	rootPath      string   // Options.Root: the path of root
 }
 
 // attrPolicy decides the owner and permission bits of each entry (Options.UID…).
@@ -129,14 +135,17 @@ func mount(mountpoint string, c *cache.Cache, opts Options) (*fuse.Server, *file
 	if opts.Stats == nil {
 		opts.Stats = &Stats{}
 	}
-	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, attrs: newAttrPolicy(opts), stats: opts.Stats}
-	root := &dirNode{fsys: fsys, path: ""}
+	fsys := &filesystem{c: c, noPassthrough: opts.NoPassthrough, log: opts.Logger, attrs: newAttrPolicy(opts), stats: opts.Stats, rootPath: opts.Root}
+	root := &dirNode{fsys: fsys, path: opts.Root}
+	if opts.FsName == "" {
+		opts.FsName = c.Origin().String()
+	}
 	fsys.root = root
 	ttl := opts.TTL
 	nodeOpts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
 			AllowOther:       opts.AllowOther,
-			FsName:           c.Origin().String(),
+			FsName:           opts.FsName,
 			Name:             "cachegate",
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,

@@ -14,6 +14,14 @@ import (
 // It must not run inside a FUSE request on p or its parent: the kernel takes their
 // locks to invalidate. The cache calls it from management requests, or asynchronously.
 func (f *filesystem) invalidate(p string) {
+	if f.rootPath != "" {
+		// A mount of part of the namespace (Options.Root) knows only paths below it.
+		rel, ok := strings.CutPrefix(p, f.rootPath+"/")
+		if !ok {
+			return
+		}
+		p = rel
+	}
 	if p == "" || f.root == nil {
 		return
 	}

@@ -89,6 +89,9 @@ func (c *conn) serve(req *request) bool {
 	if err != nil {
 		return c.simple(400, "bad path: "+err.Error(), req.keepAlive)
 	}
+	if c.s.hidden(p) {
+		return c.simple(404, "not found", req.keepAlive)
+	}
 	if p == "" || strings.HasSuffix(rawPath, "/") {
 		return c.directory(req, rawPath, p, query)
 	}

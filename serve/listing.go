@@ -35,17 +35,18 @@ func (c *conn) directory(req *request, rawPath, p, query string) bool {
 		}
 		return c.originFailed(req, "list", p, err)
 	}
+	entries := c.s.visible(p, l.Entries)
 	var body []byte
 	var ct string
 	if !html {
-		items := make([]listingEntry, 0, len(l.Entries))
+		items := make([]listingEntry, 0, len(entries))
 		// Entries the origin's listing did not give exactly (an HTML index rounds
 		// sizes) get what the cache knows of them without asking the origin, as
 		// the mount's readdirplus does: a listing never costs a request per entry.
 		// What stays unknown is written without a size, which a reader of this
 		// listing (another cachegate) takes as unknown and stats when it needs to.
 		ctx := c.context()
-		for _, e := range l.Entries {
+		for _, e := range entries {
 			if ctx.Err() != nil {
 				c.s.log.Debug("listing abandoned: the client went away", "path", "/"+p)
 				return false
@@ -73,7 +74,7 @@ func (c *conn) directory(req *request, rawPath, p, query string) bool {
 		body = append(body, '\n')
 		ct = "application/json"
 	} else {
-		ip := &indexPage{path: p, entries: l.Entries, objects: c.s.c.CachedIn(p, l.Entries)}
+		ip := &indexPage{path: p, entries: entries, objects: c.s.c.CachedIn(p, entries)}
 		q, _ := url.ParseQuery(query)
 		ip.setSort(q)
 		st := c.s.c.Status()

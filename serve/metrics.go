@@ -145,7 +145,13 @@ func (s *Server) statusJSON() []byte {
 		serveStatus = nil
 	}
 	s.mu.Unlock()
-	b, _ := json.MarshalIndent(control.StatusOf(s.c, serveStatus), "", "  ")
+	st := control.StatusOf(s.c, serveStatus)
+	for name := range st.Origins {
+		if s.hidden(name) { // a daemon's origin this server does not serve
+			delete(st.Origins, name)
+		}
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
 	return append(b, '\n')
 }
 
@@ -183,6 +189,7 @@ type cacheCollector struct {
 	requests, errors, retries      *prometheus.Desc
 	evictions, evictedBytes, stale *prometheus.Desc
 	fill                           *prometheus.Desc
+	prefetch, prefetchBytes        *prometheus.Desc // by kind: fetched, useful
 }
 
 func newCacheCollector(c *cache.Cache) *cacheCollector {
@@ -190,18 +197,20 @@ func newCacheCollector(c *cache.Cache) *cacheCollector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &cacheCollector{c: c,
-		requests:     d("cachegate_origin_requests_total", "Requests made of the origin, by operation (stat, list, read).", "op"),
-		errors:       d("cachegate_origin_errors_total", "Origin requests that failed, by operation and kind (not_found, changed, timeout, canceled, status_4xx, status_5xx, network, other).", "op", "kind"),
-		retries:      d("cachegate_origin_retries_total", "Origin reads repeated by the cache after a transient failure, by operation.", "op"),
-		evictions:    d("cachegate_cache_evictions_total", "Objects evicted to make room (or by cache gc)."),
-		evictedBytes: d("cachegate_cache_evicted_bytes_total", "Disk bytes of the objects evicted."),
-		stale:        d("cachegate_stale_answers_total", "Attributes (stat) and listings (list) served stale because the origin did not answer.", "kind"),
-		fill:         d("cachegate_cache_fill_duration_seconds", "How long reads that missed waited for the origin to bring their chunks."),
+		requests:      d("cachegate_origin_requests_total", "Requests made of the origin, by operation (stat, list, read).", "op"),
+		errors:        d("cachegate_origin_errors_total", "Origin requests that failed, by operation and kind (not_found, changed, timeout, canceled, status_4xx, status_5xx, network, other).", "op", "kind"),
+		retries:       d("cachegate_origin_retries_total", "Origin reads repeated by the cache after a transient failure, by operation.", "op"),
+		evictions:     d("cachegate_cache_evictions_total", "Objects evicted to make room (or by cache gc)."),
+		evictedBytes:  d("cachegate_cache_evicted_bytes_total", "Disk bytes of the objects evicted."),
+		stale:         d("cachegate_stale_answers_total", "Attributes (stat) and listings (list) served stale because the origin did not answer.", "kind"),
+		fill:          d("cachegate_cache_fill_duration_seconds", "How long reads that missed waited for the origin to bring their chunks."),
+		prefetch:      d("cachegate_prefetch_files_total", "Small files fetched ahead of a reader (fetched; their requests count as reads too), and those a reader opened afterwards (useful).", "kind"),
+		prefetchBytes: d("cachegate_prefetch_bytes_total", "Bytes of the small files fetched ahead of a reader (fetched), and of those a reader opened afterwards (useful).", "kind"),
 	}
 }
 
 func (cc *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{cc.requests, cc.errors, cc.retries, cc.evictions, cc.evictedBytes, cc.stale, cc.fill} {
+	for _, d := range []*prometheus.Desc{cc.requests, cc.errors, cc.retries, cc.evictions, cc.evictedBytes, cc.stale, cc.fill, cc.prefetch, cc.prefetchBytes} {
 		ch <- d
 	}
 }
@@ -225,6 +234,10 @@ func (cc *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(cc.evictedBytes, m.EvictedBytes)
 	counter(cc.stale, m.StaleStats, "stat")
 	counter(cc.stale, m.StaleLists, "list")
+	counter(cc.prefetch, m.PrefetchedFiles, "fetched")
+	counter(cc.prefetch, m.PrefetchUseful, "useful")
+	counter(cc.prefetchBytes, m.PrefetchedBytes, "fetched")
+	counter(cc.prefetchBytes, m.PrefetchUsefulBytes, "useful")
 	buckets := map[float64]uint64{}
 	var n uint64
 	for i, b := range cache.FillBuckets {

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/peer"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,27 @@ type Options struct {
 	// members' state goes in /-/status and /-/metrics, and a request marked as a
 	// peer's (peer.Header) is read from the origin itself (origin.WithNoForward).
 	Peers *peer.Group
+	// Hidden, when set, reports the paths the server answers 404 for and leaves out
+	// of listings: `cachegate daemon` serves only the origins that set serve: true
+	// of its one cache. It is asked of every request's path and must be cheap.
+	Hidden func(p string) bool
+}
+
+// hidden reports whether p is one of Options.Hidden's paths.
+func (s *Server) hidden(p string) bool { return s.opts.Hidden != nil && s.opts.Hidden(p) }
+
+// visible is the entries of directory p that are not hidden.
+func (s *Server) visible(p string, entries []origin.Entry) []origin.Entry {
+	if s.opts.Hidden == nil {
+		return entries
+	}
+	out := make([]origin.Entry, 0, len(entries))
+	for _, e := range entries {
+		if !s.opts.Hidden(origin.Join(p, e.Name)) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // DefaultNotsentLowat and DefaultNotsentLowatSendfile are the send-queue bounds'

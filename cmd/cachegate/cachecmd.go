@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/registry"
 	"github.com/cachegate/cachegate/internal/units"
 	"golang.org/x/sys/unix"
 	"golang.org/x/text/width"
@@ -33,6 +35,8 @@ type ownerInfo struct {
 	Origin    string `json:"origin"`
 	CacheSize int64  `json:"cache_size"`
 	ChunkSize int64  `json:"chunk_size"`
+	// Config is the config file of the daemon that owned the dir (its Origin is "").
+	Config string `json:"config,omitempty"`
 }
 
 // writeOwnerInfo replaces dir's owner.json through a new temporary file: a leftover
@@ -127,6 +131,9 @@ func openSession(dir, originFlag string, args ...string) (*session, error) {
 	if originFlag != "" {
 		info.Origin = originFlag
 	}
+	if info.Origin == "" && info.Config != "" {
+		return nil, usagef("%s is the cache of cachegate daemon --config %s, which is not running: start it, or give --origin ORIGIN to work on one origin's objects", dir, info.Config)
+	}
 	if info.Origin == "" {
 		return nil, usagef("no cachegate has used %s yet and no --origin was given", dir)
 	}
@@ -164,14 +171,39 @@ func resolvePath(arg string) (string, error) {
 			if rel == "." {
 				rel = ""
 			}
+			// A daemon's mount shows its origin's NAME/ of the daemon's cache.
+			if e, ok := registry.ByMountpoint(liveInstances(), mp); ok && e.Root != "" {
+				rel = e.Root + "/" + rel
+			}
 			return origin.Clean(rel)
 		}
+	}
+	if name, rest, ok := daemonPath(arg); ok {
+		arg = name + "/" + rest
 	}
 	p, err := origin.Clean(arg)
 	if err != nil {
 		return "", usagef("%v", err)
 	}
 	return p, nil
+}
+
+// daemonPathRE is NAME:PATH, a path of origin NAME of a daemon's cache.
+var daemonPathRE = regexp.MustCompile(`^([a-z0-9_-]{1,64}):(.*)$`)
+
+// daemonPath splits NAME:PATH. It is read so only while a daemon runs, so that a
+// path with a colon in a single-origin cache keeps its meaning.
+func daemonPath(arg string) (name, rest string, ok bool) {
+	m := daemonPathRE.FindStringSubmatch(arg)
+	if m == nil {
+		return "", "", false
+	}
+	for _, e := range liveInstances() {
+		if e.Command == "daemon" {
+			return m[1], m[2], true
+		}
+	}
+	return "", "", false
 }
 
 // cachegateMountOf returns the mount point of the cachegate mount holding path.
@@ -719,6 +751,17 @@ func (c *statusCmd) Run() error {
 	fmt.Printf("cache dir:   %s (owner: %s)\norigin:      %s\nused:        %s of %s in %s%s\nreads:       %d hits, %d misses, %s fetched from the origin\n",
 		c.CacheDir, owner, st.Origin.URL, units.FormatSize(st.Cache.UsedBytes), units.FormatSize(st.Cache.LimitBytes), plural(st.Cache.Objects, "object"),
 		byOrigin(st), st.Cache.Hits, st.Cache.Misses, units.FormatSize(st.Origin.BytesFetched))
+	if len(st.Origins) > 0 {
+		names := make([]string, 0, len(st.Origins))
+		for n := range st.Origins {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			o := st.Origins[n]
+			fmt.Printf("  %-10s %s: %s cached in %s (%d pinned), %s fetched\n", n+":", o.URL, units.FormatSize(o.CachedBytes), plural(o.Objects, "object"), o.Pinned, units.FormatSize(o.BytesFetched))
+		}
+	}
 	if st.Serve.Listen != "" {
 		b := st.Serve.BytesByTransfer
 		fmt.Printf("server:      %s, %d requests, %d connections; sent %s by sendfile, %s by mmap, %s by copy\n",
@@ -740,6 +783,9 @@ func (c *statusCmd) Run() error {
 // byOrigin is status's split of the object count when other origins than the
 // owner's left objects in the cache dir: " (5 of http://a/, 1 of /srv/b: cache ls --all)".
 func byOrigin(st control.Status) string {
+	if len(st.Origins) > 0 {
+		return "" // a daemon's: listed per origin below
+	}
 	if len(st.ObjectsByOrigin) == 0 || len(st.ObjectsByOrigin) == 1 && st.ObjectsByOrigin[st.Origin.URL] > 0 {
 		return ""
 	}

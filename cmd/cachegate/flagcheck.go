@@ -52,6 +52,7 @@ var intRanges = map[string]struct{ min, max int64 }{
 	"files":           {1, 1000}, // bench transfer
 	"conns":           {1, 1024}, // bench transfer
 	"max-dir-entries": {1, 100_000_000},
+	"prefetch":        {0, 1000},
 }
 
 // rangeMappers are the kong options that check the flags above.

@@ -72,7 +72,33 @@ func cacheDirFor(flag string, args []string) (string, error) {
 			}
 		}
 	}
-	return pickCacheDir(liveInstances(), mounts, defaultCacheDir())
+	live := liveInstances()
+	if len(mounts) == 0 {
+		// NAME:PATH names an origin of a daemon: with one daemon running, its cache.
+		for _, a := range args {
+			if daemonPathRE.MatchString(a) {
+				if dir, ok := onlyDaemon(live); ok {
+					return dir, nil
+				}
+			}
+		}
+	}
+	return pickCacheDir(live, mounts, defaultCacheDir())
+}
+
+// onlyDaemon is the cache dir of the one daemon among live, if one alone runs.
+func onlyDaemon(live []registry.Entry) (string, bool) {
+	dir := ""
+	for _, e := range live {
+		if e.Command != "daemon" {
+			continue
+		}
+		if dir != "" && dir != e.CacheDir {
+			return "", false
+		}
+		dir = e.CacheDir
+	}
+	return dir, dir != ""
 }
 
 // pickCacheDir chooses among the live instances: mounts are the mount points that
@@ -91,7 +117,12 @@ func pickCacheDir(live []registry.Entry, mounts []string, def string) (string, e
 		}
 		return e.CacheDir, nil
 	}
-	switch len(live) {
+	// A daemon registers once for itself and once per mount, all on one cache dir.
+	dirs := map[string]bool{}
+	for _, e := range live {
+		dirs[e.CacheDir] = true
+	}
+	switch len(dirs) {
 	case 0:
 		return def, nil
 	case 1:

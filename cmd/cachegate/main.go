@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/alecthomas/kong"
+	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/units"
 )
@@ -28,6 +29,7 @@ type cli struct {
 	Mount   mountCmd   `cmd:"" help:"Mount ORIGIN read-only at MOUNTPOINT through the disk cache (runs in the foreground)."`
 	Unmount unmountCmd `cmd:"" help:"Unmount a cachegate mount. One whose process died is detached even while files there are open."`
 	Serve   serveCmd   `cmd:"" help:"Serve ORIGIN over HTTP through the disk cache (sendfile, mmap or copy per file)."`
+	Daemon  daemonCmd  `cmd:"" help:"Run the origins of a config file, mounted and served, with one cache (SIGHUP rereads it)."`
 	Cache   cacheCmd   `cmd:"" help:"Manage the cache: ls, stat, warm, pin, unpin, evict, verify, gc, clear (also while a mount or server runs)."`
 	Status  statusCmd  `cmd:"" help:"Show the cache's use, hits and misses, and the server's traffic by transfer method."`
 	Nic     nicCmd     `cmd:"" help:"Report whether interfaces do scatter-gather DMA, i.e. whether sendfile is zero-copy."`
@@ -184,7 +186,7 @@ func newParser(c *cli) (*kong.Kong, error) {
 		kong.Description("A caching file gateway: mount web servers, S3 buckets and directories read-only, or serve them over HTTP, through a persistent, chunked local disk cache."),
 		kong.ExplicitGroups(flagGroups),
 		kong.DefaultEnvars("CACHEGATE"),
-		kong.Vars{"default_cache_dir": defaultCacheDir()},
+		kong.Vars{"default_cache_dir": defaultCacheDir(), "default_prefetch": strconv.Itoa(cache.DefaultPrefetch)},
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
 	)...)
 }

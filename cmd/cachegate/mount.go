@@ -33,6 +33,7 @@ type cacheFlags struct {
 	MinFree          FreeSpace     `group:"cache" help:"Free space to leave on the cache's filesystem: a size or a percentage below 100%; 0 leaves none (default: ${default})." default:"5%" placeholder:"SIZE|PCT"`
 	ChunkSize        Size          `group:"cache" help:"Unit of fetching and checksumming: a multiple of 4KiB from 4KiB to 1GiB (default: ${default})." default:"1MiB" placeholder:"SIZE"`
 	Readahead        Size          `group:"cache" help:"Largest readahead window of a sequential reader: at least 4KiB (default: ${default})." default:"64MiB" placeholder:"SIZE"`
+	Prefetch         int           `group:"cache" help:"Small files (one chunk at most, sized exactly by the listing) fetched ahead of a reader that opens a directory's files in turn, 8 at a time, never evicting for them: 0 (off) to 1000 (default: ${default})." default:"${default_prefetch}" placeholder:"N"`
 	MetadataTTL      time.Duration `group:"cache" name:"metadata-ttl" help:"How long attributes and listings are trusted before the origin is asked again: 1ms to 8760h (default: ${default})." default:"1m" placeholder:"DUR"`
 	VerifyInterval   time.Duration `group:"cache" help:"Re-hash idle cached files this often in the background, at most 32 MiB/s, dropping chunks that changed on disk: 0 (off) to 8760h (default: ${default})." default:"24h" placeholder:"DUR"`
 	OriginTimeout    time.Duration `group:"origin" help:"Give up on an origin stat, listing or read after this long without progress, retries included: the reader gets EIO (mount) or 502 (serve); 100ms to 24h (default: ${default})." default:"30s" placeholder:"DUR"`
@@ -98,6 +99,7 @@ func (f *cacheFlags) open(spec string, log *slog.Logger, wrap ...func(origin.Ori
 		MinFreePct:     f.MinFree.Pct,
 		ChunkSize:      int64(f.ChunkSize),
 		Readahead:      int64(f.Readahead),
+		Prefetch:       f.Prefetch,
 		TTL:            f.MetadataTTL,
 		OriginTimeout:  f.OriginTimeout,
 		VerifyInterval: f.VerifyInterval,

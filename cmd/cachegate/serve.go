@@ -47,9 +47,16 @@ func lowat(flag Size) int {
 // start listens on addr (on none when "") and on --metrics, and serves c in the
 // background; extra are more metrics (the mount's).
 func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger, extra ...prometheus.Collector) (*serve.Server, error) {
+	return f.startWith(addr, c, log, nil, extra...)
+}
+
+// startWith is start with tune, when set, changing the server's options last (the
+// daemon's Hidden).
+func (f *serverFlags) startWith(addr string, c *cache.Cache, log *slog.Logger, tune func(*serve.Options), extra ...prometheus.Collector) (*serve.Server, error) {
 	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout,
 		NotsentLowat: lowat(f.NotsentLowat), NotsentLowatSendfile: lowat(f.NotsentLowatSendfile), Collectors: extra,
 		Peers: f.group}
+
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
 	}
@@ -72,6 +79,9 @@ func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger, extra
 	var err error
 	if opts.AccessLog, err = f.openAccessLog(log); err != nil {
 		return nil, err
+	}
+	if tune != nil {
+		tune(&opts)
 	}
 	srv, err := serve.New(c, opts)
 	if err != nil {

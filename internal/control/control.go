@@ -47,6 +47,18 @@ type Status struct {
 		BytesFetched int64 `json:"bytes_fetched"`
 	} `json:"origin"`
 	Serve ServeStatus `json:"serve"`
+	// Origins are the figures of each origin of a daemon's cache (origin.Mux), by
+	// name: what of it is cached and what was read from it. Absent for one origin.
+	Origins map[string]OriginStatus `json:"origins,omitempty"`
+}
+
+// OriginStatus is one origin of a daemon's cache in Status.
+type OriginStatus struct {
+	URL          string `json:"url"`
+	Objects      int    `json:"objects"`
+	CachedBytes  int64  `json:"cached_bytes"`
+	Pinned       int    `json:"pinned"`
+	BytesFetched int64  `json:"bytes_fetched"`
 }
 
 // ServeStatus is the HTTP server's part of Status (zeros when none runs).
@@ -72,6 +84,9 @@ func StatusOf(c *cache.Cache, serve func() ServeStatus) Status {
 	for o, n := range c.ObjectsByOrigin() {
 		st.ObjectsByOrigin[Redact(o)] += n
 	}
+	if m, ok := c.Origin().(*origin.Mux); ok {
+		st.Origins = originsOf(c, m)
+	}
 	if serve != nil {
 		st.Serve = serve()
 	}
@@ -84,6 +99,31 @@ func StatusOf(c *cache.Cache, serve func() ServeStatus) Status {
 		st.Serve.BytesByTransfer = map[string]int64{"sendfile": 0, "mmap": 0, "copy": 0}
 	}
 	return st
+}
+
+// originsOf is the figures of each route of m, the origin of c, in one pass over
+// the cached objects.
+func originsOf(c *cache.Cache, m *origin.Mux) map[string]OriginStatus {
+	out := map[string]OriginStatus{}
+	for _, name := range m.Names() {
+		if o, ok := m.Get(name); ok {
+			out[name] = OriginStatus{URL: Redact(o.String()), BytesFetched: m.BytesFetched(name)}
+		}
+	}
+	for _, oi := range c.Objects("") {
+		name, _, _ := strings.Cut(oi.Path, "/")
+		s, ok := out[name]
+		if !ok {
+			continue // an origin removed since; its objects go by the LRU
+		}
+		s.Objects++
+		s.CachedBytes += oi.CachedBytes
+		if oi.Pinned {
+			s.Pinned++
+		}
+		out[name] = s
+	}
+	return out
 }
 
 // Request is the body of the POST verbs. The owner refuses, with 400 and a message

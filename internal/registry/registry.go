@@ -27,14 +27,17 @@ import (
 
 // Entry is one running instance.
 type Entry struct {
-	Pid        int       `json:"pid"`
-	ProcStart  uint64    `json:"proc_start"` // the process's start time in clock ticks since boot (/proc/PID/stat), to tell a reused pid
-	Command    string    `json:"command"`    // mount, serve or demo
-	CacheDir   string    `json:"cache_dir"`
-	Origin     string    `json:"origin"` // with credentials redacted
-	Mountpoint string    `json:"mountpoint,omitempty"`
-	Listen     string    `json:"listen,omitempty"` // the HTTP server's address
-	Started    time.Time `json:"started"`
+	Pid        int    `json:"pid"`
+	ProcStart  uint64 `json:"proc_start"` // the process's start time in clock ticks since boot (/proc/PID/stat), to tell a reused pid
+	Command    string `json:"command"`    // mount, serve or demo
+	CacheDir   string `json:"cache_dir"`
+	Origin     string `json:"origin"` // with credentials redacted
+	Mountpoint string `json:"mountpoint,omitempty"`
+	// Root is the directory of the cache's namespace the mount shows: a daemon's
+	// mount of origin NAME shows NAME/ of its cache ("": all of it).
+	Root    string    `json:"root,omitempty"`
+	Listen  string    `json:"listen,omitempty"` // the HTTP server's address
+	Started time.Time `json:"started"`
 }
 
 // Bounds on what a reader holds: the directory is the user's own, but a full or
@@ -111,7 +114,16 @@ func Register(dir string, e Entry) (unregister func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	name := filepath.Join(dir, strconv.Itoa(e.Pid)+".json")
+	// A daemon registers once for itself and once per mount: PID-ROOT.json (a
+	// root is [a-z0-9_-]+, origin.ValidRouteName).
+	base := strconv.Itoa(e.Pid)
+	if e.Root != "" {
+		if strings.ContainsAny(e.Root, "/.\x00") {
+			return nil, fmt.Errorf("instance registry: root %q is not a name", e.Root)
+		}
+		base += "-" + e.Root
+	}
+	name := filepath.Join(dir, base+".json")
 	// CreateTemp opens with O_EXCL: a file planted under the name is never written through.
 	f, err := os.CreateTemp(dir, "."+strconv.Itoa(e.Pid)+".json.tmp-*")
 	if err != nil {
@@ -165,6 +177,7 @@ func List(dir string) ([]Entry, error) {
 			}
 			continue
 		}
+		pidText, _, _ = strings.Cut(pidText, "-") // PID-ROOT.json: a daemon's mount
 		pid, err := strconv.Atoi(pidText)
 		if !ok || err != nil || pid <= 0 {
 			continue // not an entry

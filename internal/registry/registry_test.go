@@ -130,3 +130,38 @@ func TestDirForUser(t *testing.T) {
 		t.Errorf("root's registry: %s, want /run/cachegate", got)
 	}
 }
+
+// TestDaemonEntriesPerMount: a daemon registers itself and each mount (Root) under
+// one pid; each is listed and removed on its own.
+func TestDaemonEntriesPerMount(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "reg")
+	self, err := Register(dir, Entry{Command: "daemon", CacheDir: "/c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := Register(dir, Entry{Command: "daemon", CacheDir: "/c", Mountpoint: "/mnt/pub", Root: "pub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Register(dir, Entry{Command: "daemon", CacheDir: "/c", Mountpoint: "/mnt/d", Root: "data"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := List(dir)
+	if err != nil || len(l) != 3 {
+		t.Fatalf("List = %+v, %v", l, err)
+	}
+	if e, ok := ByMountpoint(l, "/mnt/pub"); !ok || e.Root != "pub" {
+		t.Fatalf("ByMountpoint = %+v %v", e, ok)
+	}
+	pub()
+	if l, _ = List(dir); len(l) != 2 {
+		t.Fatalf("after one unregister: %+v", l)
+	}
+	self()
+	if l, _ = List(dir); len(l) != 1 || l[0].Root != "data" {
+		t.Fatalf("after two: %+v", l)
+	}
+	if _, err := Register(dir, Entry{Root: "../x"}); err == nil {
+		t.Fatal("a root with a path in it was accepted")
+	}
+}

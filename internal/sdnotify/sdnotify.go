@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sent states (sd_notify(3)).
@@ -36,6 +38,15 @@ const (
 // new assignment, so they become spaces.
 func Status(text string) string {
 	return "STATUS=" + strings.ReplaceAll(text, "\n", " ")
+}
+
+// ReloadingNow is RELOADING=1 with the MONOTONIC_USEC= that systemd's
+// Type=notify-reload asks to come with it (the CLOCK_MONOTONIC time of the reload's
+// start, so that systemd can tell this reload from an earlier one).
+func ReloadingNow() string {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return Reloading + "\nMONOTONIC_USEC=" + strconv.FormatInt(ts.Nano()/1000, 10)
 }
 
 // maxMessage bounds one datagram: systemd reads up to PIPE_BUF-ish sizes happily, and

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // listen opens a unixgram socket as systemd would and points NOTIFY_SOCKET at it.
@@ -123,5 +125,21 @@ func TestWatchdogPings(t *testing.T) {
 	}
 	if got, ok := recv(t, c, 300*time.Millisecond); ok {
 		t.Errorf("ping %q after stop", got)
+	}
+}
+
+// TestReloadingNow: RELOADING=1 comes with MONOTONIC_USEC, CLOCK_MONOTONIC now in
+// microseconds, as Type=notify-reload wants.
+func TestReloadingNow(t *testing.T) {
+	var before unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &before)
+	msg := ReloadingNow()
+	lines := strings.Split(msg, "\n")
+	if len(lines) != 2 || lines[0] != Reloading || !strings.HasPrefix(lines[1], "MONOTONIC_USEC=") {
+		t.Fatalf("%q", msg)
+	}
+	usec, err := strconv.ParseInt(strings.TrimPrefix(lines[1], "MONOTONIC_USEC="), 10, 64)
+	if err != nil || usec < before.Nano()/1000 || usec > before.Nano()/1000+10_000_000 {
+		t.Fatalf("MONOTONIC_USEC %d (err %v), CLOCK_MONOTONIC was %d µs", usec, err, before.Nano()/1000)
 	}
 }
