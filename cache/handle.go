@@ -166,6 +166,15 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	if h.o == nil {
 		return n, ErrNoSpace
 	}
+	keep := h.c.keeper()
+	if origin.NoForward(ctx) {
+		keep = nil // a peer's read: this member owns the range
+	}
+	if keep != nil {
+		if kept, until := keep.KeepRun(h.path, h.entry.Version, off, off+n); !kept || until < off+n {
+			return n, ErrNotKept
+		}
+	}
 	o := h.o
 	cs := o.ChunkSize
 	first, last := int(off/cs), int((off+n-1)/cs)
@@ -185,7 +194,9 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	// grew by a chunk at a time, so each read started a one-chunk request, and a
 	// cold S3 read had 69 of them in flight at once.
 	var from, to int64
-	if h.window > 0 {
+	// A peer's request (origin.NoForward) names the range it wants, and what lies
+	// beyond is another member's: reading ahead would fetch it from the origin twice.
+	if h.window > 0 && !origin.NoForward(ctx) {
 		from, to = max(h.ahead, off+n), min(off+n+h.window, h.entry.Size)
 		if to-from >= min(spanChunks*cs, h.window/2) || to == h.entry.Size && to > from {
 			h.ahead = to
@@ -194,6 +205,13 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 		}
 	}
 	h.mu.Unlock()
+	if keep != nil && to > from {
+		if kept, until := keep.KeepRun(h.path, h.entry.Version, from, to); kept {
+			to = until
+		} else {
+			to = from
+		}
+	}
 	if to > from {
 		if started := o.prefetch(ctx, int(from/cs), int((to-1)/cs)); len(started) > 0 {
 			h.hold(started)

@@ -727,9 +727,10 @@ func (o *object) letGo(drop, keep []*span) []*span {
 
 // startFetchLocked registers flights for chunks first..last and starts one origin
 // request for them, under a context of its own that keeps only the bandwidth limit
-// of the reader's (from), and whether it is a prefetch's. o.mu must be held.
+// of the reader's (from), whether it is a prefetch's, and the read hints
+// (origin.CarryHints: a peer's no-forward mark). o.mu must be held.
 func (o *object) startFetchLocked(from context.Context, first, last int) ([]*flight, *span) {
-	ctx, cancel := context.WithCancelCause(carryPrefetch(carryBWLimit(context.Background(), from), from))
+	ctx, cancel := context.WithCancelCause(origin.CarryHints(carryPrefetch(carryBWLimit(context.Background(), from), from), from))
 	sp := &span{cancel: cancel}
 	fl := make([]*flight, last-first+1)
 	if o.inflight == nil {

@@ -1,12 +1,13 @@
 package serve
 
 import (
+	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"mime"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/etag"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 )
@@ -72,6 +74,9 @@ func (c *conn) serve(req *request) bool {
 	if c.s.opts.AuthToken != "" && !c.authorized(req) {
 		return c.unauthorized(req)
 	}
+	if c.s.opts.Peers != nil {
+		c.peerHints(req)
+	}
 	if req.method != "GET" && req.method != "HEAD" {
 		c.startHeader(405, req.keepAlive)
 		c.header("Allow", "GET, HEAD")
@@ -101,7 +106,25 @@ func (c *conn) serve(req *request) bool {
 		return c.originFailed(req, "open", p, err)
 	}
 	defer h.Close()
+	if req.peer != "" && c.s.opts.Peers != nil {
+		defer func() { c.s.opts.Peers.Served(req.peer, c.rec.bytes) }()
+	}
 	return c.file(req, p, h)
+}
+
+// peerHints sets the request's read hints: a peer's request (authorized above when
+// the server has a token) is read from the origin itself, never sent on; another
+// notes whether its bytes came from a peer (X-Cache: PEER).
+func (c *conn) peerHints(req *request) {
+	rc, ok := c.context().(*reqCtx)
+	if !ok {
+		return
+	}
+	ctx := origin.WithPeerNote(context.Background(), &rc.peerNote)
+	if req.peer != "" {
+		ctx = origin.WithNoForward(ctx)
+	}
+	rc.vals = ctx
 }
 
 // originFailed answers a request whose origin or cache work failed: nothing when its
@@ -160,21 +183,9 @@ func (c *conn) redirect(req *request, loc string) bool {
 	return c.simple(301, "moved to "+loc, req.keepAlive, "Location", loc)
 }
 
-// etagFor returns a strong ETag for an object version: the origin's own ETag when it
-// has one, else a hash of the version string.
-func etagFor(version string) string {
-	if strings.HasPrefix(version, "size:") {
-		// Only the size tells such versions apart (the origin sent no validator): a
-		// tag made from it would match two contents of one size, and If-Range would
-		// then resume a download with another version's bytes. No tag, no match.
-		return ""
-	}
-	if len(version) >= 2 && version[0] == '"' && version[len(version)-1] == '"' {
-		return version
-	}
-	sum := sha256.Sum256([]byte(version))
-	return `"` + hex.EncodeToString(sum[:12]) + `"`
-}
+// etagFor returns a strong ETag for an object version (etag.For: the peer tier
+// asks for versions by the same tag).
+func etagFor(version string) string { return etag.For(version) }
 
 func contentType(p string) string {
 	if t := mime.TypeByExtension(path.Ext(p)); t != "" {
@@ -234,6 +245,12 @@ func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh f
 		if err := st.prefill(r.start, min(r.length, segment-r.start%segment)); err != nil {
 			return c.originFailed(req, "read", p, err)
 		}
+	}
+	if rc, ok := c.context().(*reqCtx); ok && (rc.peerNote.Load() || st.notKept) {
+		// The first segment's bytes came from a peer, or (--peer-copy owner) are
+		// read through one: the cache keeps only spans whose owner is this member
+		// or down.
+		fh.xCache = "PEER"
 	}
 	// Complete now, after the first fill: a small cold file is whole already.
 	st.m = c.choose(h, r.length, false, h.Complete())
@@ -329,6 +346,7 @@ type stream struct {
 	// mapping: a small one goes out in one system call).
 	gather   bool
 	uncached bool     // the cache had no room: the rest goes by sendUncached
+	notKept  bool     // the segment just filled is not kept here (cache.ErrNotKept): sendUncached
 	pend     [][]byte // to send before the next body bytes
 	pendFile int64    // mapped file bytes in pend (gather)
 	// preStart, preEnd: the range prefill made present before the header.
@@ -337,6 +355,16 @@ type stream struct {
 
 // prefill fills [off, off+n) before the header is written (see file).
 func (st *stream) prefill(off, n int64) error {
+	// Only what the cache keeps: a run it does not keep (another member's span)
+	// is read through as sendRange reaches it, and the kept run before it is
+	// filled, never sent through with it.
+	kept, until := st.h.KeepRun(st.c.context(), off, off+n)
+	if !kept {
+		st.notKept = true
+		st.preStart, st.preEnd = off, off
+		return nil
+	}
+	n = until - off
 	if err := st.fill(off, n); err != nil {
 		return err
 	}
@@ -347,10 +375,15 @@ func (st *stream) prefill(off, n int64) error {
 // fill makes [off, off+n) present. When the cache has no room it switches the
 // stream to uncached reads by copy.
 func (st *stream) fill(off, n int64) error {
+	st.notKept = false
 	if st.uncached {
 		return nil
 	}
 	if _, err := st.h.Fill(st.c.context(), off, n); err != nil {
+		if errors.Is(err, cache.ErrNotKept) {
+			st.notKept = true // this segment only: the next may be kept
+			return nil
+		}
 		if !errors.Is(err, cache.ErrNoSpace) {
 			return err
 		}
@@ -364,6 +397,21 @@ func (st *stream) sendRange(off, n int64) error {
 	for pos, end := off, off+n; pos < end; {
 		seg := min(segment-pos%segment, end-pos)
 		if pos < st.preStart || pos+seg > st.preEnd {
+			if !st.uncached {
+				// A run the cache does not keep (another member's spans, with
+				// --peer-copy owner) goes as one read through; a kept run is
+				// filled as usual, up to where the cache stops keeping.
+				kept, until := st.h.KeepRun(st.c.context(), pos, end)
+				if !kept {
+					seg, st.notKept = until-pos, true
+					if err := st.segment(pos, seg); err != nil {
+						return err
+					}
+					pos += seg
+					continue
+				}
+				seg = min(seg, until-pos)
+			}
 			if len(st.pend) > 0 && !st.uncached {
 				// What is ready goes out while this segment fills (a part's header
 				// too, so the client sees the part before it end).
@@ -392,13 +440,17 @@ func (st *stream) sendRange(off, n int64) error {
 func (st *stream) segment(off, n int64) error {
 	c := st.c
 	switch {
-	case st.uncached:
+	case st.uncached || st.notKept:
 		if st.gather {
 			if err := st.flush(); err != nil {
 				return err
 			}
 		}
-		err := c.sendUncached(st.h, joinPending(st.pend), off, n)
+		send := c.sendUncached
+		if st.notKept {
+			send = c.sendThrough
+		}
+		err := send(st.h, joinPending(st.pend), off, n)
 		st.pend = st.pend[:0]
 		if err == nil {
 			c.sentBody(zerocopy.Copy, n)
@@ -491,6 +543,34 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 		hdr = nil
 		off += k
 		n -= k
+	}
+	return nil
+}
+
+// sendThrough sends n bytes at off that the cache does not keep (cache.ErrNotKept:
+// another member's span) as one read through the origin (its owner), where
+// sendUncached's reads of a buffer each would each be a request. What a failed
+// stream did not bring is sent by sendUncached, which retries.
+func (c *conn) sendThrough(h *cache.Handle, hdr []byte, off, n int64) error {
+	rc, err := h.ReadThrough(c.context(), off, n)
+	if err != nil {
+		return c.sendUncached(h, hdr, off, n)
+	}
+	defer rc.Close()
+	buf := c.copyBuf()
+	for n > 0 {
+		got, err := io.ReadFull(rc, buf[:min(n, int64(len(buf)))])
+		if got > 0 {
+			if werr := c.write(hdr, buf[:got]); werr != nil {
+				return werr
+			}
+			hdr = nil
+			off += int64(got)
+			n -= int64(got)
+		}
+		if err != nil && n > 0 {
+			return c.sendUncached(h, hdr, off, n)
+		}
 	}
 	return nil
 }

@@ -36,6 +36,9 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newCacheCollector(s.c))
 	m.reg.MustRegister(s.opts.Collectors...)
+	if s.opts.Peers != nil {
+		m.reg.MustRegister(s.opts.Peers.Collector())
+	}
 	if al := s.opts.AccessLog; al != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "cachegate_access_log_dropped_total", Help: "Access log lines lost: dropped while the disk did not keep up, or in writes that failed.",
@@ -120,6 +123,9 @@ func (s *Server) ServeStatus() control.ServeStatus {
 		Connections:     s.active.Load(),
 		BytesByTransfer: s.BytesByMethod(),
 		Goroutines:      runtime.NumGoroutine(),
+	}
+	if s.opts.Peers != nil {
+		st.Peers = s.opts.Peers.Status()
 	}
 	s.mu.Lock()
 	if s.main != nil {

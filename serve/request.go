@@ -20,6 +20,7 @@ type request struct {
 	ifNoneMatch        string
 	ifModifiedSince    string
 	accept, auth, host string
+	peer               string // X-Cachegate-Peer: the sending member's URL
 	referer, userAgent string // for the access log
 	keepAlive          bool
 	contentLength      int64 // -1 when the header is absent
@@ -129,6 +130,8 @@ func readRequest(br *bufio.Reader, limit int) (*request, error) {
 			r.accept = value
 		case eqFold(name, "authorization"):
 			r.auth = value
+		case eqFold(name, "x-cachegate-peer"):
+			r.peer = value
 		case eqFold(name, "connection"):
 			for _, tok := range splitList(value) {
 				switch {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/peer"
 	"github.com/cachegate/cachegate/internal/zerocopy"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -54,6 +55,10 @@ type Options struct {
 	AccessLog *AccessLog
 	// Collectors are more metrics for /-/metrics (the mount's).
 	Collectors []prometheus.Collector
+	// Peers, when set, is the peer group the cache's origin reads through: its
+	// members' state goes in /-/status and /-/metrics, and a request marked as a
+	// peer's (peer.Header) is read from the origin itself (origin.WithNoForward).
+	Peers *peer.Group
 	// Hidden, when set, reports the paths the server answers 404 for and leaves out
 	// of listings: `cachegate daemon` serves only the origins that set serve: true
 	// of its one cache. It is asked of every request's path and must be cheap.
@@ -633,6 +638,11 @@ type reqCtx struct {
 
 	mu  sync.Mutex
 	err error // guarded by mu; context.Canceled once done is closed
+
+	// vals holds the request's read hints (set before the request's cache work
+	// starts, then only read); peerNote is set when bytes came from a peer.
+	vals     context.Context
+	peerNote atomic.Bool
 }
 
 func (c *conn) newReqCtx() *reqCtx {
@@ -640,7 +650,15 @@ func (c *conn) newReqCtx() *reqCtx {
 }
 
 func (r *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (r *reqCtx) Value(key any) any           { return nil }
+
+// Value answers the read hints (internal/origin hints.go) of a server with peers;
+// without peers vals stays nil and a request allocates nothing for them.
+func (r *reqCtx) Value(key any) any {
+	if r.vals == nil {
+		return nil
+	}
+	return r.vals.Value(key)
+}
 
 func (r *reqCtx) Err() error {
 	r.mu.Lock()

@@ -767,6 +767,16 @@ func (c *statusCmd) Run() error {
 		fmt.Printf("server:      %s, %d requests, %d connections; sent %s by sendfile, %s by mmap, %s by copy\n",
 			st.Serve.Listen, st.Serve.Requests, st.Serve.Connections, units.FormatSize(b["sendfile"]), units.FormatSize(b["mmap"]), units.FormatSize(b["copy"]))
 	}
+	for _, p := range st.Serve.Peers {
+		state := p.State + " since " + p.Since.Local().Format(time.DateTime)
+		if p.Self {
+			state = "this member"
+		} else if p.Error != "" {
+			state += " (" + p.Error + ")"
+		}
+		fmt.Printf("peer:        %s %s; asked %d times for %s (%d errors, %d read from the origin instead); asked us %d times for %s\n",
+			p.URL, state, p.Requests, units.FormatSize(p.Bytes), p.Errors, p.Fallbacks, p.ServedRequests, units.FormatSize(p.ServedBytes))
+	}
 	return nil
 }
 

@@ -48,11 +48,19 @@ type cacheFlags struct {
 }
 
 // open opens the origin, checks that it answers, and opens the cache directory.
-func (f *cacheFlags) open(spec string, log *slog.Logger) (*cache.Cache, error) {
+// wrap, when set, puts a decorator (the peer tier) around the origin.
+func (f *cacheFlags) open(spec string, log *slog.Logger, wrap ...func(origin.Origin) (origin.Origin, error)) (*cache.Cache, error) {
 	hideCredentials(spec)
 	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries, Headers: splitHeaderLines(f.OriginHeader), HeaderFile: f.OriginHeaderFile, CAFile: f.OriginCA, Insecure: f.OriginInsecure})
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range wrap {
+		if w != nil {
+			if o, err = w(o); err != nil {
+				return nil, err
+			}
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(f.OriginTimeout, 30*time.Second))
 	defer cancel()
@@ -162,12 +170,17 @@ func (m *mountCmd) Run(g *globals) error {
 	if err := checkUserMount(m.Mountpoint, m.AllowOther); err != nil {
 		return err
 	}
+	wrap, err := m.wrap(m.Serve, m.AuthTokenFile, log)
+	if err != nil {
+		return err
+	}
 	notifyStatus(log, "checking the origin and opening the cache "+m.CacheDir)
-	c, err := m.open(spec, log)
+	c, err := m.open(spec, log, wrap)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	defer m.peerFlags.close()
 	// The server and the control socket start first, so that when the mount
 	// appears everything is ready: a script that waits for the mount point can use
 	// `cachegate cache …` and the HTTP address at once.

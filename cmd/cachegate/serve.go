@@ -30,8 +30,9 @@ type serverFlags struct {
 	// Its own flag: each method ran far worse at the other's best bound (serve.DefaultNotsentLowatSendfile).
 	NotsentLowatSendfile Size   `group:"server" env:"CACHEGATE_SERVE_NOTSENT_LOWAT_SENDFILE" help:"The same bound while a body goes by sendfile (0: the kernel's default, no bound) (default: ${default})." default:"32KiB" placeholder:"SIZE"`
 	Metrics              string `group:"server" help:"Serve /-/metrics, /-/healthz and /-/status alone on this address (with --auth-token-file's token, as on --serve's)." placeholder:"ADDR"`
-	AccessLog            string `group:"logging" help:"Log every HTTP request to this file (- for standard output), reopened on SIGHUP (logrotate)." placeholder:"FILE|-"`
-	AccessLogFormat      string `group:"logging" help:"Access log format: combined (nginx's, then request time, X-Cache and X-Transfer) or json (one object per line) (default: ${default})." default:"combined" enum:"combined,json" placeholder:"FORMAT"`
+	peerFlags
+	AccessLog       string `group:"logging" help:"Log every HTTP request to this file (- for standard output), reopened on SIGHUP (logrotate)." placeholder:"FILE|-"`
+	AccessLogFormat string `group:"logging" help:"Access log format: combined (nginx's, then request time, X-Cache and X-Transfer) or json (one object per line) (default: ${default})." default:"combined" enum:"combined,json" placeholder:"FORMAT"`
 }
 
 // lowat turns a --notsent-lowat flag into serve.Options' form: the flag's 0 (the
@@ -53,7 +54,8 @@ func (f *serverFlags) start(addr string, c *cache.Cache, log *slog.Logger, extra
 // daemon's Hidden).
 func (f *serverFlags) startWith(addr string, c *cache.Cache, log *slog.Logger, tune func(*serve.Options), extra ...prometheus.Collector) (*serve.Server, error) {
 	opts := serve.Options{Transfer: f.Transfer, Logger: log, MaxConns: f.MaxConns, IdleTimeout: f.IdleTimeout,
-		NotsentLowat: lowat(f.NotsentLowat), NotsentLowatSendfile: lowat(f.NotsentLowatSendfile), Collectors: extra}
+		NotsentLowat: lowat(f.NotsentLowat), NotsentLowatSendfile: lowat(f.NotsentLowatSendfile), Collectors: extra,
+		Peers: f.group}
 
 	if (f.TLSCert == "") != (f.TLSKey == "") {
 		return nil, usagef("--tls-cert and --tls-key go together")
@@ -154,12 +156,17 @@ func (s *serveCmd) Run(g *globals) error {
 	if _, _, err := listenAddr(s.Listen); err != nil {
 		return usagef("--listen: %v", err) // before the cache dir is made
 	}
+	wrap, err := s.wrap(s.Listen, s.AuthTokenFile, log)
+	if err != nil {
+		return err
+	}
 	notifyStatus(log, "checking the origin and opening the cache "+s.CacheDir)
-	c, err := s.open(spec, log)
+	c, err := s.open(spec, log, wrap)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	defer s.peerFlags.close()
 	srv, err := s.start(s.Listen, c, log)
 	if err != nil {
 		return err

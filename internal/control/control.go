@@ -27,6 +27,7 @@ import (
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/bwlimit"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/peer"
 )
 
 // SocketName is the control socket's name inside the cache directory.
@@ -41,8 +42,9 @@ type Status struct {
 	// but listed only by cache ls --all.
 	ObjectsByOrigin map[string]int `json:"objects_by_origin"`
 	Origin          struct {
-		URL          string `json:"url"`
-		BytesFetched int64  `json:"bytes_fetched"`
+		URL string `json:"url"`
+		// BytesFetched is what came from the origin itself (not from peers).
+		BytesFetched int64 `json:"bytes_fetched"`
 	} `json:"origin"`
 	Serve ServeStatus `json:"serve"`
 	// Origins are the figures of each origin of a daemon's cache (origin.Mux), by
@@ -67,6 +69,8 @@ type ServeStatus struct {
 	BytesByTransfer map[string]int64 `json:"bytes_by_transfer"`
 	Goroutines      int              `json:"goroutines,omitempty"`
 	OpenFDs         int              `json:"open_fds,omitempty"`
+	// Peers is the peer group's members, when the server has one (--peers).
+	Peers []peer.Status `json:"peers,omitempty"`
 }
 
 // StatusOf assembles Status for c, with the server's figures from serve when set.
@@ -85,6 +89,11 @@ func StatusOf(c *cache.Cache, serve func() ServeStatus) Status {
 	}
 	if serve != nil {
 		st.Serve = serve()
+	}
+	// The cache counts what its origin reader brought; with a peer group, that
+	// is the origin and the peers: the origin's share is what the peers did not.
+	for _, p := range st.Serve.Peers {
+		st.Origin.BytesFetched -= p.Bytes
 	}
 	if st.Serve.BytesByTransfer == nil {
 		st.Serve.BytesByTransfer = map[string]int64{"sendfile": 0, "mmap": 0, "copy": 0}

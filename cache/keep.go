@@ -1,0 +1,70 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/cachegate/cachegate/internal/origin"
+)
+
+// Keeper is an origin (a decorator: the peer tier with --peer-copy owner) that
+// decides which bytes of an object version this cache keeps. Bytes it does not keep
+// are read through uncached, as when the cache has no room: Fill answers
+// ErrNotKept for them and starts no readahead into them.
+type Keeper interface {
+	// KeepRun reports whether the cache keeps the byte at off, and where the run
+	// of bytes from off that it keeps (or does not keep) ends, at most end.
+	KeepRun(path, version string, off, end int64) (kept bool, until int64)
+}
+
+// ErrNotKept reports a range the cache does not keep (Keeper): like ErrNoSpace,
+// which it wraps so that every reader already reads it from the origin uncached.
+var ErrNotKept = fmt.Errorf("not kept by this member (--peer-copy owner): %w", ErrNoSpace)
+
+// KeepRun reports whether the cache keeps the byte at off for a reader under ctx,
+// and where that run ends (at most end): serve sends a run it does not keep as one
+// read through (ReadThrough). A peer's read (origin.NoForward) keeps everything.
+func (h *Handle) KeepRun(ctx context.Context, off, end int64) (kept bool, until int64) {
+	k := h.c.keeper()
+	if k == nil || origin.NoForward(ctx) || h.o == nil {
+		return true, end
+	}
+	return k.KeepRun(h.path, h.entry.Version, off, end)
+}
+
+// keeper returns the origin's Keeper, or nil when it keeps everything.
+func (c *Cache) keeper() Keeper {
+	if m, ok := c.origin.(*meteredOrigin); ok {
+		k, _ := m.Origin.(Keeper)
+		return k
+	}
+	return nil
+}
+
+// ReadThrough returns a reader of [off, off+n) from the origin, uncached, in one
+// request: for a range the cache does not keep (ErrNotKept), where ReadAt asks the
+// origin once per call. It does not retry: on an error the caller goes on with
+// ReadAt, which does.
+func (h *Handle) ReadThrough(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	h.c.count(func(s *Stats) { s.Uncached++ })
+	rc, err := h.c.origin.ReadRange(ctx, h.path, h.entry.Version, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return &countedReader{ReadCloser: rc, c: h.c}, nil
+}
+
+// countedReader counts the bytes read through it as fetched.
+type countedReader struct {
+	io.ReadCloser
+	c *Cache
+}
+
+func (r *countedReader) Read(p []byte) (int, error) {
+	k, err := r.ReadCloser.Read(p)
+	if k > 0 {
+		r.c.count(func(s *Stats) { s.BytesFetched += int64(k) })
+	}
+	return k, err
+}

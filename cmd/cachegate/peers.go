@@ -1,0 +1,79 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/control"
+	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/peer"
+)
+
+// peerFlags make a server a member of a peer group (internal/peer), for `serve` and
+// `mount --serve`.
+type peerFlags struct {
+	Peers       []string      `group:"server" help:"Members of this server's peer group, each a server base URL (every member gets the same list), or dns+http://NAME:PORT whose A/AAAA records are the members (re-resolved every 30s): each byte is fetched from the origin by one member, the owner of its span." sep:"," placeholder:"URL"`
+	Advertise   string        `group:"server" help:"This member's URL in --peers (default: http:// and the listen address)." placeholder:"URL"`
+	PeerSpan    Size          `group:"server" help:"Unit of ownership in a peer group: spans of a file are spread over the members; every member must use the same (default: ${default})." default:"64MiB" placeholder:"SIZE"`
+	PeerCopy    string        `group:"server" help:"Whether this member keeps a copy of what it reads through a peer: local (hot data near readers) or owner (keep only its own spans) (default: ${default})." default:"local" enum:"local,owner" placeholder:"MODE"`
+	PeerTimeout time.Duration `group:"server" help:"Give up on a peer that sends nothing for this long (its spans are read from the origin, the peer is probed until it answers) (default: ${default})." default:"2s" placeholder:"DUR"`
+	PeerCA      string        `group:"server" help:"PEM file of CA certificates trusted for https peers, added to the system roots." type:"path" placeholder:"FILE"`
+
+	group *peer.Group // made by wrap, once the origin is known
+}
+
+// wrap returns a function that puts the peer tier around the origin (nil without
+// --peers). listen is the server's address, tokenFile --auth-token-file.
+func (f *peerFlags) wrap(listen, tokenFile string, log *slog.Logger) (func(origin.Origin) (origin.Origin, error), error) {
+	if len(f.Peers) == 0 {
+		if f.Advertise != "" {
+			return nil, usagef("--advertise names this member of a peer group: add --peers")
+		}
+		return nil, nil
+	}
+	if listen == "" {
+		return nil, usagef("--peers needs a server the other members can ask: add --serve ADDR")
+	}
+	if f.PeerSpan <= 0 {
+		return nil, usagef("--peer-span must be positive")
+	}
+	if f.PeerTimeout <= 0 {
+		return nil, usagef("--peer-timeout must be positive")
+	}
+	self := f.Advertise
+	if self == "" {
+		addr, _, err := listenAddr(listen)
+		if err != nil {
+			return nil, usagef("--listen: %v", err)
+		}
+		self = "http://" + addr
+	}
+	var token string
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	return func(o origin.Origin) (origin.Origin, error) {
+		g, err := peer.New(peer.Options{Peers: f.Peers, Self: self, Span: int64(f.PeerSpan), Timeout: f.PeerTimeout,
+			Token: token, CAFile: f.PeerCA, OwnerOnly: f.PeerCopy == "owner", OriginName: control.Redact(o.String()), Logger: log})
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		f.group = g
+		g.Start()
+		log.Info("peer group", "self", self, "members", len(g.Members()), "span", int64(f.PeerSpan), "copy", f.PeerCopy)
+		return g.Wrap(o), nil
+	}, nil
+}
+
+// close stops the group's background work.
+func (f *peerFlags) close() {
+	if f.group != nil {
+		f.group.Close()
+	}
+}

@@ -1,0 +1,356 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cachegate/cachegate/internal/etag"
+	"github.com/cachegate/cachegate/internal/origin"
+)
+
+// Wrap returns the peer tier around inner: Stat and List go to inner; ReadRange
+// reads the spans other members own from them, and the rest (and whatever a peer
+// fails to deliver) from inner.
+func (g *Group) Wrap(inner origin.Origin) origin.Origin {
+	if g.opts.OwnerOnly {
+		return ownerOnly{&peerOrigin{Origin: inner, g: g}}
+	}
+	return &peerOrigin{Origin: inner, g: g}
+}
+
+// ownerOnly is the decorator of a member with --peer-copy owner: it tells the cache
+// (cache.Keeper) to keep only the spans this member owns, or whose owner is down
+// (read from the origin here, they would otherwise be fetched again by the next
+// read). Versions without a tag are never read from peers, so they are kept.
+type ownerOnly struct{ *peerOrigin }
+
+// KeepRun implements cache.Keeper.
+func (o ownerOnly) KeepRun(p, version string, off, end int64) (kept bool, until int64) {
+	if etag.For(version) == "" || end <= off {
+		return true, end
+	}
+	segs := o.g.split(p, version, off, end-off)
+	kept = segs[0].m == nil
+	until = off
+	for _, s := range segs {
+		if (s.m == nil) != kept {
+			break
+		}
+		until = s.off + s.n
+	}
+	return kept, until
+}
+
+// peerOrigin is the decorator. It does not offer origin.WholeGetter: a small file's
+// owner is known only once its version is, so a small file is stat'ed, then read
+// through its owner like any other.
+type peerOrigin struct {
+	origin.Origin
+	g *Group
+}
+
+// segment is a run of [off, off+n) read from one source: m, or the origin when
+// m is nil.
+type segment struct {
+	off, n int64
+	m      *Member
+}
+
+// split cuts [off, off+n) at span boundaries and gives each piece its source: the
+// span's owner, or nil (the origin) when that is this member, is down, or the
+// version has no tag to ask by. Adjacent pieces of one source are merged.
+func (g *Group) split(p, version string, off, n int64) []segment {
+	var segs []segment
+	ms := g.Members()
+	for end := off + n; off < end; {
+		idx := off / g.opts.Span
+		next := min(end, (idx+1)*g.opts.Span)
+		m := owner(ms, g.keyHash(Key{Path: p, Version: version, Span: idx}))
+		if m != nil && (m.self || !m.Up()) {
+			m = nil
+		}
+		if k := len(segs); k > 0 && segs[k-1].m == m {
+			segs[k-1].n += next - off
+		} else {
+			segs = append(segs, segment{off: off, n: next - off, m: m})
+		}
+		off = next
+	}
+	return segs
+}
+
+func (o *peerOrigin) ReadRange(ctx context.Context, p, version string, off, n int64) (io.ReadCloser, error) {
+	tag := etag.For(version)
+	if origin.NoForward(ctx) || tag == "" || n <= 0 {
+		// A peer's request, or a version a peer could not be asked for by tag.
+		return o.Origin.ReadRange(ctx, p, version, off, n)
+	}
+	segs := o.g.split(p, version, off, n)
+	if len(segs) == 1 && segs[0].m == nil {
+		// All from the origin: its own reader (which may splice into the cache).
+		return o.Origin.ReadRange(ctx, p, version, off, n)
+	}
+	return &reader{o: o, ctx: ctx, p: p, version: version, tag: tag, segs: segs}, nil
+}
+
+// reader reads the segments in turn. A peer's failure (no answer in time, a wrong
+// status, version or range, a short or stalled body) marks the peer down and
+// reads the rest of its segment from the origin: the caller sees only the origin's
+// own errors.
+type reader struct {
+	o               *peerOrigin
+	ctx             context.Context
+	p, version, tag string
+	segs            []segment
+	i               int   // the segment being read
+	pos             int64 // offset of the next byte
+	cur             io.ReadCloser
+	curPeer         *Member // the source of cur; nil for the origin
+}
+
+var errPeerTimeout = errors.New("peer timeout")
+
+func (r *reader) Read(b []byte) (int, error) {
+	for {
+		if r.i == len(r.segs) {
+			return 0, io.EOF
+		}
+		s := r.segs[r.i]
+		end := s.off + s.n
+		if r.cur == nil {
+			if r.pos < s.off {
+				r.pos = s.off
+			}
+			if err := r.open(s.m, end); err != nil {
+				return 0, err
+			}
+		}
+		k, err := r.cur.Read(b[:min(int64(len(b)), end-r.pos)])
+		r.pos += int64(k)
+		if r.curPeer != nil && k > 0 {
+			r.curPeer.bytes.Add(int64(k))
+			origin.NotePeer(r.ctx)
+		}
+		if r.pos == end {
+			if r.curPeer != nil && err == nil {
+				// Read the body's end, so its connection goes back to the pool.
+				var one [1]byte
+				r.cur.Read(one[:])
+			}
+			r.closeCur()
+			r.i++
+			if k > 0 {
+				return k, nil
+			}
+			continue
+		}
+		if err == nil {
+			if k == 0 {
+				continue
+			}
+			return k, nil
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // short of the segment
+		}
+		if r.curPeer == nil || r.ctx.Err() != nil {
+			return k, err // the origin's own error, or the caller gave up
+		}
+		// The peer failed mid-body: the rest from the origin.
+		r.peerFailed(fmt.Errorf("body of %s at %d: %w", r.p, r.pos, err))
+		if k > 0 {
+			return k, nil
+		}
+	}
+}
+
+// open starts reading [r.pos, end) from m (nil: the origin), falling back to the
+// origin when m cannot be asked.
+func (r *reader) open(m *Member, end int64) error {
+	if m != nil && m.Up() {
+		rc, err := r.ask(m, r.pos, end-r.pos)
+		if err == nil {
+			r.cur, r.curPeer = rc, m
+			return nil
+		}
+		if r.ctx.Err() != nil {
+			return r.ctx.Err()
+		}
+		if errors.Is(err, errVersion) {
+			// The owner knows another version than this reader (one of the two
+			// will learn of the change within its metadata TTL): not its fault.
+			m.fallbacks.Add(1)
+			r.o.g.log.Debug("peer has another version; reading from the origin", "peer", m.URL, "path", r.p, "err", err)
+		} else {
+			r.o.g.markDown(m, err)
+			m.fallbacks.Add(1)
+		}
+	}
+	rc, err := r.o.Origin.ReadRange(r.ctx, r.p, r.version, r.pos, end-r.pos)
+	if err != nil {
+		return err
+	}
+	r.cur, r.curPeer = rc, nil
+	return nil
+}
+
+func (r *reader) peerFailed(err error) {
+	m := r.curPeer
+	r.closeCur()
+	r.o.g.markDown(m, err)
+	m.fallbacks.Add(1)
+}
+
+func (r *reader) closeCur() {
+	if r.cur != nil {
+		r.cur.Close()
+		r.cur = nil
+	}
+	r.curPeer = nil
+}
+
+func (r *reader) Close() error {
+	r.closeCur()
+	r.i = len(r.segs)
+	return nil
+}
+
+// errVersion is a peer's 412: it has another version of the object.
+var errVersion = errors.New("peer has another version")
+
+// ask sends the ranged GET for [off, off+n) to m and checks the answer's head: 206,
+// Content-Range exactly the range asked, the tag of the version asked. The body it
+// returns fails when it pauses for longer than the timeout, or ends short.
+func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
+	g := r.o.g
+	m.requests.Add(1)
+	ctx, cancel := context.WithCancelCause(r.ctx)
+	stall := time.AfterFunc(g.opts.Timeout, func() { cancel(errPeerTimeout) })
+	req, err := http.NewRequestWithContext(ctx, "GET", m.base+"/"+escapePath(r.p), nil)
+	if err != nil {
+		stall.Stop()
+		cancel(nil)
+		return nil, err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	req.Header.Set("If-Match", r.tag)
+	g.authorize(req)
+	resp, err := g.client.Do(req)
+	if err != nil {
+		stall.Stop()
+		cancel(nil)
+		if c := context.Cause(ctx); errors.Is(c, errPeerTimeout) {
+			return nil, fmt.Errorf("no answer within %v (--peer-timeout)", g.opts.Timeout)
+		}
+		return nil, err
+	}
+	if err := checkHead(resp, r.tag, off, n); err != nil {
+		resp.Body.Close()
+		stall.Stop()
+		cancel(nil)
+		return nil, err
+	}
+	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel}, nil
+}
+
+// checkHead checks a peer's answer to a ranged, conditional GET.
+func checkHead(resp *http.Response, tag string, off, n int64) error {
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusPreconditionFailed:
+		return errVersion
+	default:
+		return fmt.Errorf("answered %s to a ranged GET, want 206", resp.Status)
+	}
+	if got := resp.Header.Get("ETag"); got != tag {
+		return fmt.Errorf("answered ETag %q for version tag %q", got, tag)
+	}
+	start, last, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+	if err != nil {
+		return err
+	}
+	if start != off || last != off+n-1 || total < off+n {
+		return fmt.Errorf("answered Content-Range %q for bytes %d-%d", resp.Header.Get("Content-Range"), off, off+n-1)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != n {
+		return fmt.Errorf("answered Content-Length %d for %d bytes", resp.ContentLength, n)
+	}
+	return nil
+}
+
+// parseContentRange parses "bytes FIRST-LAST/TOTAL" (TOTAL known: a peer always
+// knows the size of the version it sends).
+func parseContentRange(s string) (first, last, total int64, err error) {
+	bad := fmt.Errorf("bad Content-Range %q", s)
+	rest, ok := strings.CutPrefix(s, "bytes ")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	rng, tot, ok := strings.Cut(rest, "/")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	for _, f := range []struct {
+		s string
+		v *int64
+	}{{a, &first}, {b, &last}, {tot, &total}} {
+		v, err := strconv.ParseInt(f.s, 10, 64)
+		if err != nil || v < 0 || f.s[0] == '+' || len(f.s) > 1 && f.s[0] == '0' {
+			return 0, 0, 0, bad
+		}
+		*f.v = v
+	}
+	if first > last || last >= total {
+		return 0, 0, 0, bad
+	}
+	return first, last, total, nil
+}
+
+// peerBody is a peer's body under a stall timer: each read that brings bytes winds
+// it back; when it fires, the request is cancelled and the read fails with
+// errPeerTimeout.
+type peerBody struct {
+	rc      io.ReadCloser
+	stall   *time.Timer
+	timeout time.Duration
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+}
+
+func (b *peerBody) Read(p []byte) (int, error) {
+	k, err := b.rc.Read(p)
+	if k > 0 {
+		b.stall.Reset(b.timeout)
+	}
+	if err != nil && err != io.EOF && errors.Is(context.Cause(b.ctx), errPeerTimeout) {
+		err = fmt.Errorf("%w: the body paused for %v (--peer-timeout)", errPeerTimeout, b.timeout)
+	}
+	return k, err
+}
+
+func (b *peerBody) Close() error {
+	b.stall.Stop()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
+}
+
+// escapePath escapes each segment of an origin path for a URL.
+func escapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
