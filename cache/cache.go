@@ -858,6 +858,12 @@ func (c *Cache) changed(p string) {
 // lookup asks the origin.
 func (c *Cache) Invalidate(p string) { c.meta.invalidate(p) }
 
+// InvalidateTree forgets the listings and attributes of p and of everything below it,
+// in memory and in index.db: the daemon calls it when a route now leads to another
+// origin, whose tree the old records do not describe. Cached bytes stay (they are
+// keyed by the real origin) and every read stays conditional on the version.
+func (c *Cache) InvalidateTree(p string) { c.meta.invalidateTree(p) }
+
 // HasMetadata reports whether the metadata store holds the root's listing from an
 // earlier run (of any age): with the origin down, the tree listed then is browsable.
 func (c *Cache) HasMetadata() bool {

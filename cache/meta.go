@@ -389,6 +389,18 @@ func (m *metaCache) invalidate(p string) {
 	m.store.del(kindList, parentDir(p))
 }
 
+// invalidateTree forgets p and everything below it, here and in the store: a route
+// of the daemon now leads to another origin. The in-memory caches cannot be walked,
+// so they are emptied whole; within the TTL the store answers for the rest again.
+func (m *metaCache) invalidateTree(p string) {
+	m.store.delTree(p)
+	m.lists.Del(parentDir(p))
+	m.store.del(kindList, parentDir(p))
+	for _, c := range []interface{ Clear() }{m.stats, m.lists, m.last, m.lastStat} {
+		c.Clear()
+	}
+}
+
 func parentDir(p string) string {
 	d := path.Dir(p)
 	if d == "." || d == "/" {

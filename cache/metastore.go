@@ -42,6 +42,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,6 +124,9 @@ type metaStore struct {
 	// when not 0, a clear of the whole origin bucket not yet committed. Guarded by mu.
 	dels     map[string]uint64
 	clearSeq uint64
+	// trees are the subtrees forgotten and not yet committed: "/"+path -> their
+	// seq (a route of the daemon that now leads elsewhere). Guarded by mu.
+	trees map[string]uint64
 }
 
 type storeWrite struct {
@@ -151,7 +155,7 @@ func openMetaStore(dir, originName string, capBytes int64, log *slog.Logger) *me
 	}
 	s := &metaStore{db: db, path: p, bucket: []byte(originName), cap: capBytes, log: log,
 		queue: make(chan storeWrite, metaStoreQueue), wake: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{}), dels: map[string]uint64{}}
+		stop: make(chan struct{}), done: make(chan struct{}), dels: map[string]uint64{}, trees: map[string]uint64{}}
 	go s.writer()
 	return s
 }
@@ -224,7 +228,7 @@ func (s *metaStore) get(kind byte, p string) (fetched time.Time, entries []origi
 	p = storeKey(p)
 	s.mu.Lock()
 	_, deleted := s.dels[string(kind)+p]
-	deleted = deleted || s.clearSeq != 0
+	deleted = deleted || s.clearSeq != 0 || inTrees(s.trees, p) != 0
 	s.mu.Unlock()
 	if deleted {
 		return time.Time{}, nil, false
@@ -300,6 +304,35 @@ func (s *metaStore) del(kind byte, p string) {
 	s.poke()
 }
 
+// delTree forgets the records of p and of everything below it, of both kinds (and
+// any queued before this call).
+func (s *metaStore) delTree(p string) {
+	if s == nil {
+		return
+	}
+	p = storeKey(p)
+	s.mu.Lock()
+	s.seq++
+	if len(s.trees) >= maxPendingDels {
+		s.clearSeq, s.dels, s.trees = s.seq, map[string]uint64{}, map[string]uint64{}
+	} else {
+		s.trees[p] = s.seq
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// inTrees returns the seq of the latest of trees that holds the store key p (0: none).
+func inTrees(trees map[string]uint64, p string) uint64 {
+	var seq uint64
+	for t, v := range trees {
+		if (p == t || t == "/" || strings.HasPrefix(p, t+"/")) && v > seq {
+			seq = v
+		}
+	}
+	return seq
+}
+
 // clear forgets every record of the store, of every origin.
 func (s *metaStore) clear() {
 	if s == nil {
@@ -307,7 +340,7 @@ func (s *metaStore) clear() {
 	}
 	s.mu.Lock()
 	s.seq++
-	s.clearSeq, s.dels = s.seq, map[string]uint64{}
+	s.clearSeq, s.dels, s.trees = s.seq, map[string]uint64{}, map[string]uint64{}
 	s.mu.Unlock()
 	s.poke()
 }
@@ -386,9 +419,13 @@ func (s *metaStore) commit(batch []storeWrite) {
 	for k, v := range s.dels {
 		dels[k] = v
 	}
+	trees := make(map[string]uint64, len(s.trees))
+	for k, v := range s.trees {
+		trees[k] = v
+	}
 	clearSeq := s.clearSeq
 	s.mu.Unlock()
-	if len(batch) == 0 && len(dels) == 0 && clearSeq == 0 {
+	if len(batch) == 0 && len(dels) == 0 && len(trees) == 0 && clearSeq == 0 {
 		return
 	}
 	if !s.broken.Load() {
@@ -408,8 +445,13 @@ func (s *metaStore) commit(batch []storeWrite) {
 						return err
 					}
 				}
+				for t := range trees {
+					if err := ob.removeTree(t); err != nil {
+						return err
+					}
+				}
 				for _, w := range batch {
-					if w.seq < clearSeq || w.seq < dels[string(w.kind)+w.path] {
+					if w.seq < clearSeq || w.seq < dels[string(w.kind)+w.path] || w.seq < inTrees(trees, w.path) {
 						continue // deleted after it was queued
 					}
 					if err := ob.set(w.kind, w.path, w.rec); err != nil {
@@ -426,6 +468,11 @@ func (s *metaStore) commit(batch []storeWrite) {
 	for k, v := range dels {
 		if s.dels[k] == v {
 			delete(s.dels, k)
+		}
+	}
+	for k, v := range trees {
+		if s.trees[k] == v {
+			delete(s.trees, k)
 		}
 	}
 	if s.clearSeq == clearSeq {
@@ -510,6 +557,26 @@ func (o *originTx) remove(kind byte, p string) error {
 	}
 	o.bytes -= int64(len(p) + len(old))
 	return b.Delete([]byte(p))
+}
+
+// removeTree removes the records of both kinds of the store key t and of every key
+// below it.
+func (o *originTx) removeTree(t string) error {
+	for _, kind := range []byte{kindStat, kindList} {
+		var keys []string
+		c := o.kind(kind).Cursor()
+		for k, _ := c.Seek([]byte(t)); k != nil && strings.HasPrefix(string(k), t); k, _ = c.Next() {
+			if p := string(k); p == t || t == "/" || strings.HasPrefix(p, t+"/") {
+				keys = append(keys, p)
+			}
+		}
+		for _, p := range keys {
+			if err := o.remove(kind, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (o *originTx) set(kind byte, p string, rec []byte) error {

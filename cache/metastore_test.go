@@ -390,3 +390,64 @@ func TestMetaStoreQueueBoundedByBytes(t *testing.T) {
 		t.Errorf("dropped %d records, want 1", s.dropped.Load())
 	}
 }
+
+// InvalidateTree forgets a directory and everything below it, in memory at once and
+// in the store after a restart, and nothing beside it: a daemon's route that now
+// leads to another origin must not answer from the old one's tree.
+func TestMetaInvalidateTree(t *testing.T) {
+	f, d, mc := metaFixture(t)
+	randomFile(t, f.originDir, "dx/e.bin", 10, 4) // a sibling whose name starts as d's
+	c := mustOpen(t, d, f.opts)
+	browse(t, c)
+	ctx := context.Background()
+	if _, err := c.List(ctx, "dx"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"d/a.bin", "d/sub/c.bin", "dx/e.bin"} {
+		if _, err := c.Stat(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.InvalidateTree("d")
+	lists, stats := mc.lists.Load(), mc.stats.Load()
+	// In memory: the tree is asked again at once.
+	if _, err := c.List(ctx, "d/sub"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat(ctx, "d/a.bin"); err != nil {
+		t.Fatal(err)
+	}
+	if mc.lists.Load() != lists+1 || mc.stats.Load() != stats+1 {
+		t.Fatalf("after InvalidateTree: %d listings and %d stats asked, want 1 and 1", mc.lists.Load()-lists, mc.stats.Load()-stats)
+	}
+	c.InvalidateTree("d")
+	c.Close()
+	// In the store: after a restart too, and the sibling stays (the parent's
+	// listing, which names the tree, goes with it).
+	lists, stats = mc.lists.Load(), mc.stats.Load()
+	c = mustOpen(t, d, f.opts)
+	defer c.Close()
+	if _, err := c.List(ctx, "dx"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Stat(ctx, "dx/e.bin"); err != nil {
+		t.Fatal(err)
+	}
+	if mc.lists.Load() != lists || mc.stats.Load() != stats {
+		t.Fatalf("records beside the forgotten tree were lost: %d listings and %d stats asked again", mc.lists.Load()-lists, mc.stats.Load()-stats)
+	}
+	for _, p := range []string{"d", "d/sub"} {
+		if _, err := c.List(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{"d/a.bin", "d/sub/c.bin"} {
+		if _, err := c.Stat(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if mc.lists.Load() != lists+2 || mc.stats.Load() != stats+2 {
+		t.Errorf("the forgotten tree was answered from the store after a restart: %d listings and %d stats asked, want 2 and 2",
+			mc.lists.Load()-lists, mc.stats.Load()-stats)
+	}
+}

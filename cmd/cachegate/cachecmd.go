@@ -37,6 +37,9 @@ type ownerInfo struct {
 	ChunkSize int64  `json:"chunk_size"`
 	// Config is the config file of the daemon that owned the dir (its Origin is "").
 	Config string `json:"config,omitempty"`
+	// Routes are that daemon's origins: name -> the origin as it names itself, so
+	// that the next start forgets the metadata of a name that now leads elsewhere.
+	Routes map[string]string `json:"routes,omitempty"`
 }
 
 // writeOwnerInfo replaces dir's owner.json through a new temporary file: a leftover

@@ -148,11 +148,18 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 	}
 	defer c.Close()
 	d.c, d.cfg = c, cfg
-	// index.db may hold the root's listing (the names) of the last run's config.
+	// index.db may hold the root's listing (the names) of the last run's config,
+	// and the trees of names that led to other origins then.
 	c.Invalidate("")
-	if err := writeOwnerInfo(cfg.CacheDir, ownerInfo{CacheSize: cfg.CacheSize, ChunkSize: cfg.ChunkSize, Config: realPath(d.file)}); err != nil {
-		d.log.Warn("cannot record the cache's sizes for the cache verbs", "dir", cfg.CacheDir, "err", err)
+	last := readOwnerInfo(cfg.CacheDir).Routes
+	now := d.routes()
+	for name, was := range last {
+		if now[name] != was {
+			c.InvalidateTree(name)
+			d.log.Info("origin's metadata from the last run forgotten: its name now leads elsewhere", "origin", name)
+		}
 	}
+	d.writeOwnerInfo()
 	st := c.Status()
 	d.log.Info("cache opened", "dir", cfg.CacheDir, "objects", st.Objects, "used", st.UsedBytes, "limit", st.LimitBytes)
 	d.setServed(cfg)
@@ -226,9 +233,30 @@ func (d *daemon) route(o daemonOrigin) error {
 		return err
 	}
 	if d.c != nil {
-		d.c.Invalidate(o.Name)
+		d.c.InvalidateTree(o.Name) // what the old route's origin said is no answer now
 	}
 	return nil
+}
+
+// routes returns each route's name and the origin it leads to, as the origin names
+// itself (the name its objects are keyed by).
+func (d *daemon) routes() map[string]string {
+	m := map[string]string{}
+	for _, name := range d.mux.Names() {
+		if on, _, ok := d.mux.Route(name); ok {
+			m[name] = on
+		}
+	}
+	return m
+}
+
+// writeOwnerInfo records the cache's sizes for the cache verbs and the routes for the
+// next start.
+func (d *daemon) writeOwnerInfo() {
+	cfg := d.cfg
+	if err := writeOwnerInfo(cfg.CacheDir, ownerInfo{CacheSize: cfg.CacheSize, ChunkSize: cfg.ChunkSize, Config: realPath(d.file), Routes: d.routes()}); err != nil {
+		d.log.Warn("cannot record the cache's sizes and routes", "dir", cfg.CacheDir, "err", err)
+	}
 }
 
 // checkOrigins asks each origin for its root, all at once and bounded: one that does
@@ -484,6 +512,7 @@ func (d *daemon) reload() {
 		d.log.Info("origin added", "origin", name)
 	}
 	d.c.Invalidate("") // the root's listing is the names
+	d.writeOwnerInfo()
 	d.log.Info("config reloaded", "file", d.file, "added", len(added), "changed", len(changed), "removed", len(removed))
 }
 
@@ -506,5 +535,6 @@ func (d *daemon) unrouteIfGone(name string) {
 		}
 	}
 	d.mux.Remove(name)
-	d.c.Invalidate(name)
+	d.c.InvalidateTree(name)
+	d.writeOwnerInfo()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -17,14 +18,14 @@ func TestOwnerInfoDoesNotFollowSymlinks(t *testing.T) {
 	if err := os.Symlink(victim, filepath.Join(dir, ownerFile+".tmp")); err != nil {
 		t.Fatal(err)
 	}
-	want := ownerInfo{Origin: "/srv/data", CacheSize: 1 << 30, ChunkSize: 1 << 20}
+	want := ownerInfo{Origin: "/srv/data", CacheSize: 1 << 30, ChunkSize: 1 << 20, Routes: map[string]string{"pub": "http://files.example/pub/"}}
 	if err := writeOwnerInfo(dir, want); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
 		t.Fatalf("owner.json.tmp's symlink target was written: %q", b)
 	}
-	if got := readOwnerInfo(dir); got != want {
+	if got := readOwnerInfo(dir); !reflect.DeepEqual(got, want) {
 		t.Errorf("read back %+v, want %+v", got, want)
 	}
 
