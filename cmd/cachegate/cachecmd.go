@@ -189,7 +189,7 @@ func resolvePath(arg string) (string, error) {
 }
 
 // daemonPathRE is NAME:PATH, a path of origin NAME of a daemon's cache.
-var daemonPathRE = regexp.MustCompile(`^([a-z0-9_-]{1,64}):(.*)$`)
+var daemonPathRE = regexp.MustCompile(`^([a-z0-9_][a-z0-9_-]{0,63}):(.*)$`) // origin.ValidRouteName
 
 // daemonPath splits NAME:PATH. It is read so only while a daemon runs, so that a
 // path with a colon in a single-origin cache keeps its meaning.

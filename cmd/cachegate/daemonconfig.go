@@ -260,7 +260,7 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 		case r.Name.Line == 0:
 			add(o.line, "%s has no name: give it one of [a-z0-9_-]", what)
 		case !origin.ValidRouteName(o.Name):
-			add(r.Name.Line, "origin name %q: use lower-case letters, digits, _ and - (at most 64): it is a path element and the NAME of NAME:PATH", o.Name)
+			add(r.Name.Line, "origin name %q: use lower-case letters, digits, _ and - (at most 64, not first): it is a path element and the NAME of NAME:PATH", o.Name)
 		case names[o.Name] > 0:
 			add(r.Name.Line, "origin name %q is already used on line %d: names are unique", o.Name, names[o.Name])
 		default:
