@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -87,7 +89,7 @@ func (d *daemonCmd) Run(g *globals) error {
 	if err != nil {
 		return configFailed(err)
 	}
-	dm := &daemon{file: d.Config, log: log, mux: origin.NewMux("cachegate-daemon"), mounts: map[string]*daemonMount{}, gone: make(chan *daemonMount, 16), later: make(chan func(), 16)}
+	dm := &daemon{file: d.Config, log: log, mux: origin.NewMux("cachegate-daemon"), mounts: map[string]*daemonMount{}, going: map[*daemonMount]bool{}, gone: make(chan *daemonMount, 16), later: make(chan func(), 16)}
 	dm.served.Store(&map[string]bool{})
 	return dm.run(cfg, sig, hup)
 }
@@ -120,6 +122,10 @@ type daemon struct {
 	// Owned by run's goroutine.
 	cfg    *daemonConfig
 	mounts map[string]*daemonMount // by origin name
+	// going are the mounts of removed or changed origins that were busy: they stay
+	// until their files close, hold their mount points meanwhile (an origin mounted
+	// there again waits for them) and are taken at a stop like the others.
+	going map[*daemonMount]bool
 }
 
 // daemonMount is one origin's mount.
@@ -328,7 +334,8 @@ func (d *daemon) mount(o daemonOrigin) error {
 }
 
 // unmount asks m to go; when it is busy, it is retried every daemonRetry (logged once)
-// until its files close, and then is called (on run's goroutine, through d.later).
+// until its files close, and then is called (on run's goroutine, through d.later),
+// after the origins configured at m's mount point meanwhile are mounted there.
 func (d *daemon) unmount(m *daemonMount, then func()) {
 	m.stopping.Store(true)
 	if err := m.server.Unmount(); err == nil {
@@ -337,6 +344,13 @@ func (d *daemon) unmount(m *daemonMount, then func()) {
 		return
 	}
 	d.log.Warn("mount busy: it stays until its files close (retrying)", "origin", m.o.Name, "mountpoint", m.o.Mount, "every", daemonRetry)
+	d.going[m] = true
+	next := then
+	then = func() {
+		delete(d.going, m)
+		next()
+		d.mountAt(m.o.Mount)
+	}
 	go func() {
 		for {
 			select {
@@ -353,10 +367,14 @@ func (d *daemon) unmount(m *daemonMount, then func()) {
 	}()
 }
 
-// unmountAll unmounts every mount at a stop; a busy one is detached (its open files
-// get errors): the process is going.
+// unmountAll unmounts every mount at a stop, the busy ones of removed origins too;
+// a busy one is detached (its open files get errors): the process is going.
 func (d *daemon) unmountAll() {
-	for name, m := range d.mounts {
+	all := maps.Clone(d.mounts)
+	for m := range d.going {
+		all["removed "+m.o.Name+" "+m.o.Mount] = m
+	}
+	for name, m := range all {
 		if err := m.server.Unmount(); err != nil {
 			d.log.Warn("mount busy; detaching it", "origin", name, "mountpoint", m.o.Mount, "err", err)
 			unix.Unmount(m.o.Mount, unix.MNT_DETACH)
@@ -371,7 +389,7 @@ func (d *daemon) unmountAll() {
 
 // detachAll is bounded's last resort: detach whatever is still mounted.
 func (d *daemon) detachAll() {
-	for _, m := range d.mounts {
+	for _, m := range append(slices.Collect(maps.Values(d.mounts)), slices.Collect(maps.Keys(d.going))...) {
 		if mounted, fstype := isMountpoint(m.o.Mount); mounted && fstype == cachegateFSType {
 			unix.Unmount(m.o.Mount, unix.MNT_DETACH)
 		}
@@ -487,13 +505,39 @@ func (d *daemon) reload() {
 	d.log.Info("config reloaded", "file", d.file, "added", len(added), "changed", len(changed), "removed", len(removed))
 }
 
-// remount mounts origin name as the config now has it, if it has a mount.
+// remount mounts origin name as the config now has it, if it has a mount; when a
+// busy mount of a removed or changed origin still holds that mount point, it is
+// mounted once that one goes (mountAt).
 func (d *daemon) remount(name string) {
 	for _, o := range d.cfg.Origins {
 		if o.Name == name && o.Mount != "" && d.mounts[name] == nil {
+			if d.busyAt(o.Mount) {
+				d.log.Info("origin waits for the busy mount it replaces to go", "origin", name, "mountpoint", o.Mount)
+				continue
+			}
 			if err := d.mount(o); err != nil {
 				d.log.Error("origin not mounted", "origin", name, "err", err)
 			}
+		}
+	}
+}
+
+// busyAt reports whether a going mount still holds mount point mp.
+func (d *daemon) busyAt(mp string) bool {
+	for m := range d.going {
+		if m.o.Mount == mp {
+			return true
+		}
+	}
+	return false
+}
+
+// mountAt mounts the origins of the config at mount point mp that are not mounted:
+// those that waited for a going mount there.
+func (d *daemon) mountAt(mp string) {
+	for _, o := range d.cfg.Origins {
+		if o.Mount == mp && d.mounts[o.Name] == nil {
+			d.remount(o.Name)
 		}
 	}
 }

@@ -1,0 +1,81 @@
+package e2e
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDaemonReaddBusy: an origin removed while a file of its mount is open, then
+// added back before that file closes, is mounted again once the old mount goes (it
+// stayed unmounted: its re-mount failed on the busy old one and nothing retried); and
+// a stop while a removed origin's mount is busy takes that mount too (it was left as
+// a dead mount: the daemon had forgotten it).
+func TestDaemonReaddBusy(t *testing.T) {
+	requireRoot(t)
+	rootA, rootB := filepath.Join(workDir, "readd-a"), filepath.Join(workDir, "readd-b")
+	writeRandom(t, filepath.Join(rootA, "a.bin"), 100<<10, 2231)
+	sumB := writeRandom(t, filepath.Join(rootB, "b.bin"), 300<<10, 2232)
+	ma, mb := newMountDir(t), newMountDir(t)
+	cacheDir := newCacheDir(t)
+	file := filepath.Join(t.TempDir(), "cachegate.yaml")
+	a, b := daemonOrigin{name: "a", url: rootA, mount: ma}, daemonOrigin{name: "b", url: rootB, mount: mb}
+	writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", []daemonOrigin{a, b})
+	d := startDaemon(t, nil, file, ma, mb)
+	reload := func(n int, origins ...daemonOrigin) {
+		t.Helper()
+		writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", origins)
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		if !pollFor(10*time.Second, func() bool { return strings.Count(d.logs.String(), "config reloaded") == n }) {
+			t.Fatalf("reload %d not done\n%s", n, d.logs.String())
+		}
+	}
+
+	fb, err := os.Open(filepath.Join(mb, "b.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	reload(1, a)
+	if !strings.Contains(d.logs.String(), "mount busy") {
+		t.Fatalf("the removed mount was not busy\n%s", d.logs.String())
+	}
+	reload(2, a, b)
+	if _, err := io.Copy(io.Discard, fb); err != nil {
+		t.Fatalf("the old mount's open file: %v", err)
+	}
+	fb.Close()
+	if !pollFor(15*time.Second, func() bool {
+		return strings.Count(d.logs.String(), "msg=mounted origin=b ") == 2 && isMounted(mb)
+	}) {
+		t.Fatalf("the origin added back was not mounted again once its old mount went\n%s", d.logs.String())
+	}
+	if sha256File(t, filepath.Join(mb, "b.bin")) != sumB {
+		t.Fatal("b.bin differs through the new mount")
+	}
+
+	// Removed again while busy, then the daemon stops: no mount stays behind.
+	fb2, err := os.Open(filepath.Join(mb, "b.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb2.Close()
+	reload(3, a)
+	if strings.Count(d.logs.String(), "mount busy") != 2 || !isMounted(mb) {
+		t.Fatalf("the removed mount was not busy\n%s", d.logs.String())
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the daemon did not stop\n%s", d.logs.String())
+	}
+	fb2.Close()
+	if isMounted(mb) || isMounted(ma) {
+		t.Fatalf("a mount stayed behind the stopped daemon (a: %v, b: %v)\n%s", isMounted(ma), isMounted(mb), d.logs.String())
+	}
+}
