@@ -475,10 +475,22 @@ func (d *daemon) reload() {
 		}
 		d.log.Info("origin removed", "origin", name)
 	}
+	// The routes of changed URLs go before any is set: an origin may take the URL
+	// another one leaves (two swapped), and the mux routes a URL once. (Those of
+	// other changes are replaced in place: their open files read on.)
+	for _, name := range changed {
+		if now[name].URL != was[name].URL {
+			d.mux.Remove(name)
+		}
+	}
 	for _, name := range changed {
 		o := now[name]
 		if err := d.route(o); err != nil {
-			d.log.Error("origin not changed", "origin", name, "err", err)
+			d.log.Error("origin not changed; a reload retries", "origin", name, "err", err)
+			if err := d.route(was[name]); err != nil {
+				d.log.Error("origin has no route until a reload", "origin", name, "err", err)
+			}
+			d.keep(name, was[name], true)
 			continue
 		}
 		if m := d.mounts[name]; m != nil {
@@ -492,7 +504,8 @@ func (d *daemon) reload() {
 	for _, name := range added {
 		o := now[name]
 		if err := d.route(o); err != nil {
-			d.log.Error("origin not added", "origin", name, "err", err)
+			d.log.Error("origin not added; a reload retries", "origin", name, "err", err)
+			d.keep(name, daemonOrigin{}, false)
 			continue
 		}
 		if n := d.c.Reroute(); n > 0 {
@@ -503,6 +516,18 @@ func (d *daemon) reload() {
 	}
 	d.c.Invalidate("") // the root's listing is the names
 	d.log.Info("config reloaded", "file", d.file, "added", len(added), "changed", len(changed), "removed", len(removed))
+}
+
+// keep makes the running config's origin name what runs when its new route was
+// refused (prev, or none), so that the next reload of the file tries it again.
+func (d *daemon) keep(name string, prev daemonOrigin, ok bool) {
+	cfg := *d.cfg
+	cfg.Origins = slices.DeleteFunc(slices.Clone(cfg.Origins), func(o daemonOrigin) bool { return o.Name == name })
+	if ok {
+		cfg.Origins = append(cfg.Origins, prev)
+	}
+	d.cfg = &cfg
+	d.setServed(&cfg)
 }
 
 // remount mounts origin name as the config now has it, if it has a mount; when a

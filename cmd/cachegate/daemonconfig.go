@@ -327,9 +327,14 @@ func checkDaemonConfig(cfg *daemonConfig) error {
 	cacheDir := resolvedPath(cfg.CacheDir)
 	type placed struct{ name, real string }
 	var mounted []placed
+	urls := map[string]string{} // origin by its name in the cache: one route each (origin.Mux)
 	for _, o := range cfg.Origins {
-		if _, err := newDaemonOrigin(o); err != nil {
+		if oo, err := newDaemonOrigin(o); err != nil {
 			add(o.urlLine, "origin %s: %v", o.Name, err)
+		} else if other, ok := urls[oo.String()]; ok {
+			add(o.urlLine, "origin %s: url %s is origin %s's too: give each URL one name", o.Name, control.Redact(o.URL), other)
+		} else {
+			urls[oo.String()] = o.Name
 		}
 		if o.Mount != "" {
 			fi, err := os.Stat(o.Mount)

@@ -2,10 +2,14 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cachegate/cachegate/cache"
+	"github.com/cachegate/cachegate/internal/origin"
 )
 
 // TestDaemonConfigRouteNameNotServerPath: an origin named "-" would be served under
@@ -59,4 +63,80 @@ func TestDaemonConfigMountsApart(t *testing.T) {
 	if _, err := loadDaemonConfig(file); err != nil {
 		t.Errorf("mounts apart: %v", err)
 	}
+}
+
+// TestDaemonConfigSameURLTwice: two origins of one URL are refused by --check (the
+// daemon's start refused them after --check passed: the mux routes an origin once).
+func TestDaemonConfigSameURLTwice(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.WriteFile(file, []byte("cache:\n  dir: "+dir+"/cache\norigins:\n  - name: a\n    url: "+dir+"\n  - name: b\n    url: file://"+dir+"\n"), 0o644)
+	_, err := loadDaemonConfig(file)
+	var ce *configError
+	if !errors.As(err, &ce) || len(ce.problems) != 1 || !strings.HasPrefix(ce.problems[0], file+":7: origin b: url") {
+		t.Fatalf("err = %v, want %s:7: origin b: url …", err, file)
+	}
+}
+
+// TestDaemonReloadSwapsURLs: a reload that swaps the URLs of two origins, or renames
+// one, runs what the config says: each route was set while the other still held
+// its URL, refused, and the daemon went on believing the new config ran (so the next
+// reload of the same file changed nothing).
+func TestDaemonReloadSwapsURLs(t *testing.T) {
+	dir := t.TempDir()
+	x, y := filepath.Join(dir, "x"), filepath.Join(dir, "y")
+	os.Mkdir(x, 0o755)
+	os.Mkdir(y, 0o755)
+	file := filepath.Join(dir, "c.yaml")
+	write := func(origins ...string) {
+		s := "cache:\n  dir: " + dir + "/cache\n  size: 64MiB\norigins:\n"
+		for i := 0; i < len(origins); i += 2 {
+			s += "  - name: " + origins[i] + "\n    url: " + origins[i+1] + "\n"
+		}
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a", x, "b", y)
+	cfg, err := loadDaemonConfig(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{file: file, log: slog.New(slog.DiscardHandler), mux: origin.NewMux("cachegate-daemon"), mounts: map[string]*daemonMount{}, going: map[*daemonMount]bool{}, gone: make(chan *daemonMount, 16), later: make(chan func(), 16)}
+	d.served.Store(&map[string]bool{})
+	for _, o := range cfg.Origins {
+		if err := d.route(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := cache.Open(d.mux, cache.Options{Dir: cfg.CacheDir, Limit: cfg.CacheSize, ChunkSize: cfg.ChunkSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d.c, d.cfg = c, cfg
+	urlOf := func(name string) string {
+		o, ok := d.mux.Get(name)
+		if !ok {
+			return ""
+		}
+		return o.String()
+	}
+	check := func(when string, want map[string]string) {
+		t.Helper()
+		for name, u := range want {
+			if got := urlOf(name); got != u {
+				t.Errorf("%s: origin %s routes to %q, want %q", when, name, got, u)
+			}
+		}
+		if n := len(d.mux.Names()); n != len(want) {
+			t.Errorf("%s: routes %v, want %d", when, d.mux.Names(), len(want))
+		}
+	}
+	write("a", y, "b", x)
+	d.reload()
+	check("swapped", map[string]string{"a": "file://" + y, "b": "file://" + x})
+	write("a", y, "c", x)
+	d.reload()
+	check("renamed", map[string]string{"a": "file://" + y, "c": "file://" + x})
 }
