@@ -10,6 +10,7 @@ import (
 
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/registry"
 )
 
 // TestDaemonConfigRouteNameNotServerPath: an origin named "-" would be served under
@@ -139,4 +140,29 @@ func TestDaemonReloadSwapsURLs(t *testing.T) {
 	write("a", y, "c", x)
 	d.reload()
 	check("renamed", map[string]string{"a": "file://" + y, "c": "file://" + x})
+}
+
+// TestDaemonPathOnlyInDaemonCache: NAME:PATH is read as a daemon's origin path only
+// for a daemon's cache: with --cache-dir naming a single-origin cache, a path with a
+// colon is that origin's path, whatever daemon runs elsewhere (it became NAME/PATH
+// as soon as any daemon ran).
+func TestDaemonPathOnlyInDaemonCache(t *testing.T) {
+	daemonDir, single := t.TempDir(), t.TempDir()
+	live := []registry.Entry{{Command: "daemon", CacheDir: realPath(daemonDir)}, {Command: "mount", CacheDir: realPath(single), Mountpoint: "/mnt/x"}}
+	for _, tc := range []struct {
+		flagDir string
+		live    []registry.Entry
+		split   bool
+	}{
+		{"", live, true},
+		{daemonDir, live, true},
+		{daemonDir + "/", live, true},
+		{single, live, false},
+		{"", live[1:], false},
+	} {
+		name, rest, ok := daemonPath("logs:2024/a:b", tc.flagDir, tc.live)
+		if ok != tc.split || ok && (name != "logs" || rest != "2024/a:b") {
+			t.Errorf("--cache-dir %q, %d live: split %v (%q, %q), want %v", tc.flagDir, len(tc.live), ok, name, rest, tc.split)
+		}
+	}
 }
