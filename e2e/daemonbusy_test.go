@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -77,5 +78,40 @@ func TestDaemonReaddBusy(t *testing.T) {
 	fb2.Close()
 	if isMounted(mb) || isMounted(ma) {
 		t.Fatalf("a mount stayed behind the stopped daemon (a: %v, b: %v)\n%s", isMounted(ma), isMounted(mb), d.logs.String())
+	}
+}
+
+// TestDaemonRestartAfterKill9: a daemon killed with -9 (systemd's watchdog, the OOM
+// killer) leaves its mounts dead; started again with the same config (what
+// Restart=on-failure does) it comes up and mounts: its config check and its mounts
+// refused the dead mount points ("does not exist: create it"), so the unit could
+// never restart by itself. The killed daemon's registry entries go with it.
+func TestDaemonRestartAfterKill9(t *testing.T) {
+	requireRoot(t)
+	root := filepath.Join(workDir, "kill9-daemon")
+	sum := writeRandom(t, filepath.Join(root, "k.bin"), 100<<10, 2241)
+	mnt := newMountDir(t)
+	cacheDir := newCacheDir(t)
+	file := filepath.Join(t.TempDir(), "cachegate.yaml")
+	writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", []daemonOrigin{{name: "k", url: root, mount: mnt}})
+	d := startDaemon(t, nil, file, mnt)
+	if sha256File(t, filepath.Join(mnt, "k.bin")) != sum {
+		t.Fatal("k.bin differs")
+	}
+	pid := d.cmd.Process.Pid
+	d.kill9()
+	if !isMounted(mnt) {
+		t.Skip("the kernel took the killed daemon's mount away")
+	}
+	if out, code := runCLI(t, "daemon", "--check", file); code != 0 {
+		t.Errorf("--check over a dead mount of the killed daemon: %d %s", code, out)
+	}
+	d2 := startDaemon(t, nil, file, mnt)
+	if sha256File(t, filepath.Join(mnt, "k.bin")) != sum {
+		t.Fatalf("k.bin differs after the restart\n%s", d2.logs.String())
+	}
+	runCLI(t, "status")
+	if left, _ := filepath.Glob(fmt.Sprintf("/run/cachegate/%d*.json", pid)); len(left) > 0 {
+		t.Errorf("the killed daemon's registry entries stay: %v", left)
 	}
 }

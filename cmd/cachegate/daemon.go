@@ -296,6 +296,15 @@ func (d *daemon) register(e registry.Entry) func() {
 
 // mount mounts origin o's subtree at its mount point.
 func (d *daemon) mount(o daemonOrigin) error {
+	// A dead cachegate mount here is a killed one's (this daemon's last run, killed
+	// by the watchdog or -9): under Restart=on-failure nobody is there to unmount
+	// it, so it is detached rather than the start refused for good.
+	if mounted, fstype := isMountpoint(o.Mount); mounted && fstype == cachegateFSType && probeMount(o.Mount) == mountDead {
+		d.log.Warn("detaching the dead mount of a killed cachegate", "origin", o.Name, "mountpoint", o.Mount)
+		if err := unix.Unmount(o.Mount, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("origin %s: %s is a dead mount and cannot be detached (%v): run cachegate unmount %s", o.Name, o.Mount, err, o.Mount)
+		}
+	}
 	if err := checkMountpoint(o.Mount); err != nil {
 		return fmt.Errorf("origin %s: %w", o.Name, err)
 	}
