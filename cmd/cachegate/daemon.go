@@ -55,6 +55,10 @@ type daemonCmd struct {
 	Check  string `help:"Check the config FILE and exit: 0 when it is good, else 2 with one FILE:LINE: problem line each." env:"-" type:"path" placeholder:"FILE" xor:"daemon"`
 }
 
+// maxOriginChecks bounds the origins asked at once for their root at the start: a
+// config may have thousands, many on one host.
+const maxOriginChecks = 16
+
 // daemonRetry is how often a busy mount of a removed or changed origin is retried.
 const daemonRetry = 2 * time.Second
 
@@ -242,16 +246,26 @@ func (d *daemon) route(o daemonOrigin) error {
 // that answers wrongly too, with what is wrong.
 func (d *daemon) checkOrigins(origins []daemonOrigin) {
 	var wg sync.WaitGroup
+	// One deadline for all: many origins down cost the start 10 s, not 10 s each
+	// per maxOriginChecks; those not reached by then are checked by their first use.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sem := make(chan struct{}, maxOriginChecks)
 	for _, o := range origins {
 		oo, ok := d.mux.Get(o.Name)
 		if !ok {
 			continue
 		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			d.log.Warn("origin not checked at the start: the check of the others took its time", "origin", o.Name)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+			defer func() { <-sem }()
 			e, err := origin.CheckRoot(ctx, oo)
 			switch {
 			case err != nil:

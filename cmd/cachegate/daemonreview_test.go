@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/origin"
@@ -164,5 +169,50 @@ func TestDaemonPathOnlyInDaemonCache(t *testing.T) {
 		if ok != tc.split || ok && (name != "logs" || rest != "2024/a:b") {
 			t.Errorf("--cache-dir %q, %d live: split %v (%q, %q), want %v", tc.flagDir, len(tc.live), ok, name, rest, tc.split)
 		}
+	}
+}
+
+// slowRoot is an origin whose root answers after a while, counting how many are
+// asked at once.
+type slowRoot struct {
+	name      string
+	now, peak *atomic.Int64
+}
+
+func (s slowRoot) Stat(ctx context.Context, p string) (origin.Entry, error) {
+	n := s.now.Add(1)
+	defer s.now.Add(-1)
+	for {
+		m := s.peak.Load()
+		if n <= m || s.peak.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(5 * time.Millisecond)
+	return origin.Entry{IsDir: true}, nil
+}
+func (s slowRoot) List(context.Context, string) ([]origin.Entry, error) { return nil, nil }
+func (s slowRoot) ReadRange(context.Context, string, string, int64, int64) (io.ReadCloser, error) {
+	return nil, errors.New("no")
+}
+func (s slowRoot) String() string { return s.name }
+
+// TestDaemonCheckOriginsBounded: the start's check of every origin's root asks a
+// bounded number at once (it asked all of a config's origins at once: thousands of
+// connections from a big config, most to one host).
+func TestDaemonCheckOriginsBounded(t *testing.T) {
+	d := &daemon{log: slog.New(slog.DiscardHandler), mux: origin.NewMux("cachegate-daemon")}
+	var now, peak atomic.Int64
+	var origins []daemonOrigin
+	for i := range 200 {
+		name := "o" + strconv.Itoa(i)
+		if err := d.mux.Set(name, slowRoot{"slow://" + name, &now, &peak}, 0); err != nil {
+			t.Fatal(err)
+		}
+		origins = append(origins, daemonOrigin{Name: name})
+	}
+	d.checkOrigins(origins)
+	if p := peak.Load(); p > maxOriginChecks {
+		t.Errorf("%d origins asked at once, want at most %d", p, maxOriginChecks)
 	}
 }
