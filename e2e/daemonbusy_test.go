@@ -115,3 +115,32 @@ func TestDaemonRestartAfterKill9(t *testing.T) {
 		t.Errorf("the killed daemon's registry entries stay: %v", left)
 	}
 }
+
+// TestDaemonReloadRemountsMissing: a mount of the config that is missing (unmounted
+// by hand, or whose mount failed at a reload) is mounted again by a reload of the
+// same file, as systemctl reload promises; it stayed missing until the origin's
+// settings changed or the daemon restarted.
+func TestDaemonReloadRemountsMissing(t *testing.T) {
+	requireRoot(t)
+	root := filepath.Join(workDir, "remount-missing")
+	rootA := filepath.Join(workDir, "remount-missing-a")
+	writeRandom(t, filepath.Join(rootA, "a.bin"), 1000, 2252)
+	sum := writeRandom(t, filepath.Join(root, "r.bin"), 100<<10, 2251)
+	ma, mb := newMountDir(t), newMountDir(t)
+	file := filepath.Join(t.TempDir(), "cachegate.yaml")
+	writeDaemonConfig(t, file, newCacheDir(t), "64MiB", "256KiB", "", []daemonOrigin{{name: "a", url: rootA, mount: ma}, {name: "b", url: root, mount: mb}})
+	d := startDaemon(t, nil, file, ma, mb)
+	if err := syscall.Unmount(mb, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !pollFor(10*time.Second, func() bool { return strings.Contains(d.logs.String(), "mount went away") }) {
+		t.Fatalf("the daemon did not see its mount go\n%s", d.logs.String())
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	if !pollFor(10*time.Second, func() bool { return strings.Contains(d.logs.String(), "config reloaded") && isMounted(mb) }) {
+		t.Fatalf("a reload did not mount the missing mount again\n%s", d.logs.String())
+	}
+	if sha256File(t, filepath.Join(mb, "r.bin")) != sum {
+		t.Fatal("r.bin differs through the mount made again")
+	}
+}

@@ -209,7 +209,7 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 		case m := <-d.gone:
 			if cur := d.mounts[m.o.Name]; cur == m {
 				// Unmounted by someone else (umount): the origin stays routed and
-				// served; the next reload that changes it mounts it again.
+				// served; the next reload mounts it again.
 				d.log.Warn("mount went away", "origin", m.o.Name, "mountpoint", m.o.Mount)
 				delete(d.mounts, m.o.Name)
 			}
@@ -536,6 +536,14 @@ func (d *daemon) reload() {
 		}
 		d.remount(name)
 		d.log.Info("origin added", "origin", name)
+	}
+	// Untouched origins whose mount is missing (unmounted by hand, or its mount
+	// failed at an earlier reload) are mounted again: a reload of the same file
+	// brings the config's mounts back. remount skips those mounted or waiting.
+	for _, o := range d.cfg.Origins {
+		if o.Mount != "" && d.mounts[o.Name] == nil && !slices.Contains(changed, o.Name) && !slices.Contains(added, o.Name) {
+			d.remount(o.Name)
+		}
 	}
 	d.c.Invalidate("") // the root's listing is the names
 	d.log.Info("config reloaded", "file", d.file, "added", len(added), "changed", len(changed), "removed", len(removed))
