@@ -144,3 +144,51 @@ func TestDaemonReloadRemountsMissing(t *testing.T) {
 		t.Fatal("r.bin differs through the mount made again")
 	}
 }
+
+// TestDaemonChangedThenRemovedBusy: an origin changed while a file of its mount is
+// open, then removed by a second reload before that file closes, keeps its route
+// until the old mount goes: the open file reads on (its route went at once: the
+// second reload saw no mount of the name and unrouted it).
+func TestDaemonChangedThenRemovedBusy(t *testing.T) {
+	requireRoot(t)
+	rootA, rootB := filepath.Join(workDir, "chrm-a"), filepath.Join(workDir, "chrm-b")
+	writeRandom(t, filepath.Join(rootA, "a.bin"), 1000, 2261)
+	sumB := writeRandom(t, filepath.Join(rootB, "b.bin"), 600<<10, 2262)
+	ma, mb := newMountDir(t), newMountDir(t)
+	cacheDir := newCacheDir(t)
+	file := filepath.Join(t.TempDir(), "cachegate.yaml")
+	a, b := daemonOrigin{name: "a", url: rootA, mount: ma}, daemonOrigin{name: "b", url: rootB, mount: mb}
+	writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", []daemonOrigin{a, b})
+	d := startDaemon(t, nil, file, ma, mb)
+	reload := func(n int, origins ...daemonOrigin) {
+		t.Helper()
+		writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", origins)
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		if !pollFor(10*time.Second, func() bool { return strings.Count(d.logs.String(), "config reloaded") == n }) {
+			t.Fatalf("reload %d not done\n%s", n, d.logs.String())
+		}
+	}
+	fb, err := os.Open(filepath.Join(mb, "b.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	b2 := b
+	b2.extra = "    metadata_ttl: 5s\n"
+	reload(1, a, b2)
+	if !strings.Contains(d.logs.String(), "mount busy") {
+		t.Fatalf("the changed mount was not busy\n%s", d.logs.String())
+	}
+	reload(2, a)
+	h := newHasher()
+	if _, err := io.Copy(h, fb); err != nil || h.sum() != sumB {
+		t.Fatalf("the open file of the changed, then removed, origin: %v (sum right: %v)\n%s", err, h.sum() == sumB, d.logs.String())
+	}
+	fb.Close()
+	if !pollFor(10*time.Second, func() bool { return !isMounted(mb) }) {
+		t.Fatalf("the removed mount stayed after its file closed\n%s", d.logs.String())
+	}
+	if out, code := runCLI(t, "status", "--json", "--cache-dir", cacheDir); code != 0 || strings.Contains(out, `"b":`) {
+		t.Errorf("status after the removal: %d %s", code, out)
+	}
+}

@@ -372,6 +372,7 @@ func (d *daemon) unmount(m *daemonMount, then func()) {
 	then = func() {
 		delete(d.going, m)
 		next()
+		d.unrouteIfGone(m.o.Name) // removed by a later reload while it was busy
 		d.mountAt(m.o.Mount)
 	}
 	go func() {
@@ -598,10 +599,16 @@ func (d *daemon) mountAt(mp string) {
 	}
 }
 
-// unrouteIfGone removes the route of name unless the config has it again.
+// unrouteIfGone removes the route of name unless the config has it again, or a
+// busy mount of it still reads through it (its going unroutes it then).
 func (d *daemon) unrouteIfGone(name string) {
 	for _, o := range d.cfg.Origins {
 		if o.Name == name {
+			return
+		}
+	}
+	for m := range d.going {
+		if m.o.Name == name {
 			return
 		}
 	}
