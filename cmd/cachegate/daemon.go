@@ -198,7 +198,7 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 			return err
 		}
 	}
-	stopWatchdog := notifyReady(d.log, d.summary())
+	stopWatchdog := notifyReady(d.log, d.c, d.summary())
 	defer stopWatchdog()
 	for {
 		select {
