@@ -166,8 +166,8 @@ func openSession(dir, originFlag string, args ...string) (*session, error) {
 
 // resolvePath turns a PATH argument into an origin path: an absolute path inside a
 // running cachegate mount loses the mount point; anything else is an origin path with
-// an optional leading slash.
-func resolvePath(arg string) (string, error) {
+// an optional leading slash. flagDir is --cache-dir ("": none given).
+func resolvePath(flagDir, arg string) (string, error) {
 	if filepath.IsAbs(arg) {
 		if mp := cachegateMountOf(arg); mp != "" {
 			rel, _ := filepath.Rel(mp, filepath.Clean(arg))
@@ -181,7 +181,7 @@ func resolvePath(arg string) (string, error) {
 			return origin.Clean(rel)
 		}
 	}
-	if name, rest, ok := daemonPath(arg); ok {
+	if name, rest, ok := daemonPath(arg, flagDir, liveInstances()); ok {
 		arg = name + "/" + rest
 	}
 	p, err := origin.Clean(arg)
@@ -192,17 +192,21 @@ func resolvePath(arg string) (string, error) {
 }
 
 // daemonPathRE is NAME:PATH, a path of origin NAME of a daemon's cache.
-var daemonPathRE = regexp.MustCompile(`^([a-z0-9_-]{1,64}):(.*)$`)
+var daemonPathRE = regexp.MustCompile(`^([a-z0-9_][a-z0-9_-]{0,63}):(.*)$`) // origin.ValidRouteName
 
-// daemonPath splits NAME:PATH. It is read so only while a daemon runs, so that a
-// path with a colon in a single-origin cache keeps its meaning.
-func daemonPath(arg string) (name, rest string, ok bool) {
+// daemonPath splits NAME:PATH. It is read so only while a daemon runs (among live)
+// and, when --cache-dir names the cache (flagDir), only when that is a daemon's, so
+// that a path with a colon in a single-origin cache keeps its meaning.
+func daemonPath(arg, flagDir string, live []registry.Entry) (name, rest string, ok bool) {
 	m := daemonPathRE.FindStringSubmatch(arg)
 	if m == nil {
 		return "", "", false
 	}
-	for _, e := range liveInstances() {
-		if e.Command == "daemon" {
+	if flagDir != "" {
+		flagDir = realPath(flagDir)
+	}
+	for _, e := range live {
+		if e.Command == "daemon" && (flagDir == "" || e.CacheDir == flagDir) {
 			return m[1], m[2], true
 		}
 	}
@@ -232,7 +236,7 @@ func cachegateMountOf(path string) string {
 
 // sessionFor resolves one PATH argument and opens the session for dir.
 func sessionFor(dir, arg string) (*session, string, error) {
-	p, err := resolvePath(arg)
+	p, err := resolvePath(dir, arg)
 	if err != nil {
 		return nil, "", err
 	}
@@ -240,10 +244,10 @@ func sessionFor(dir, arg string) (*session, string, error) {
 	return s, p, err
 }
 
-func resolvePaths(args []string) ([]string, error) {
+func resolvePaths(flagDir string, args []string) ([]string, error) {
 	out := make([]string, 0, len(args))
 	for _, a := range args {
-		p, err := resolvePath(a)
+		p, err := resolvePath(flagDir, a)
 		if err != nil {
 			return nil, err
 		}
@@ -429,7 +433,7 @@ func warmOrPin(a warmArgs, pin bool) error {
 	if len(a.Paths) == 0 && a.From == "" {
 		return usagef("name what to warm: PATH arguments, --from FILE, or both")
 	}
-	paths, err := resolvePaths(a.Paths)
+	paths, err := resolvePaths(f.CacheDir, a.Paths)
 	if err != nil {
 		return err
 	}
@@ -566,7 +570,7 @@ func (c *cacheEvictCmd) Run() error {
 // simpleVerb runs a per-path verb that answers with a count of objects.
 // A path with nothing cached, or (evict) a pinned one, fails the whole request.
 func simpleVerb(args []string, f cacheVerbFlags, req control.Request, verb, done string) error {
-	paths, err := resolvePaths(args)
+	paths, err := resolvePaths(f.CacheDir, args)
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -53,6 +55,10 @@ type daemonCmd struct {
 	Check  string `help:"Check the config FILE and exit: 0 when it is good, else 2 with one FILE:LINE: problem line each." env:"-" type:"path" placeholder:"FILE" xor:"daemon"`
 }
 
+// maxOriginChecks bounds the origins asked at once for their root at the start: a
+// config may have thousands, many on one host.
+const maxOriginChecks = 16
+
 // daemonRetry is how often a busy mount of a removed or changed origin is retried.
 const daemonRetry = 2 * time.Second
 
@@ -87,7 +93,7 @@ func (d *daemonCmd) Run(g *globals) error {
 	if err != nil {
 		return configFailed(err)
 	}
-	dm := &daemon{file: d.Config, log: log, mux: origin.NewMux("cachegate-daemon"), mounts: map[string]*daemonMount{}, gone: make(chan *daemonMount, 16), later: make(chan func(), 16)}
+	dm := &daemon{file: d.Config, log: log, mux: origin.NewMux("cachegate-daemon"), mounts: map[string]*daemonMount{}, going: map[*daemonMount]bool{}, gone: make(chan *daemonMount, 16), later: make(chan func(), 16)}
 	dm.served.Store(&map[string]bool{})
 	return dm.run(cfg, sig, hup)
 }
@@ -120,6 +126,10 @@ type daemon struct {
 	// Owned by run's goroutine.
 	cfg    *daemonConfig
 	mounts map[string]*daemonMount // by origin name
+	// going are the mounts of removed or changed origins that were busy: they stay
+	// until their files close, hold their mount points meanwhile (an origin mounted
+	// there again waits for them) and are taken at a stop like the others.
+	going map[*daemonMount]bool
 }
 
 // daemonMount is one origin's mount.
@@ -195,7 +205,7 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 			return err
 		}
 	}
-	stopWatchdog := notifyReady(d.log, d.summary())
+	stopWatchdog := notifyReady(d.log, d.c, d.summary())
 	defer stopWatchdog()
 	for {
 		select {
@@ -206,7 +216,7 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 		case m := <-d.gone:
 			if cur := d.mounts[m.o.Name]; cur == m {
 				// Unmounted by someone else (umount): the origin stays routed and
-				// served; the next reload that changes it mounts it again.
+				// served; the next reload mounts it again.
 				d.log.Warn("mount went away", "origin", m.o.Name, "mountpoint", m.o.Mount)
 				delete(d.mounts, m.o.Name)
 			}
@@ -264,16 +274,26 @@ func (d *daemon) writeOwnerInfo() {
 // that answers wrongly too, with what is wrong.
 func (d *daemon) checkOrigins(origins []daemonOrigin) {
 	var wg sync.WaitGroup
+	// One deadline for all: many origins down cost the start 10 s, not 10 s each
+	// per maxOriginChecks; those not reached by then are checked by their first use.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sem := make(chan struct{}, maxOriginChecks)
 	for _, o := range origins {
 		oo, ok := d.mux.Get(o.Name)
 		if !ok {
 			continue
 		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			d.log.Warn("origin not checked at the start: the check of the others took its time", "origin", o.Name)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+			defer func() { <-sem }()
 			e, err := origin.CheckRoot(ctx, oo)
 			switch {
 			case err != nil:
@@ -318,6 +338,15 @@ func (d *daemon) register(e registry.Entry) func() {
 
 // mount mounts origin o's subtree at its mount point.
 func (d *daemon) mount(o daemonOrigin) error {
+	// A dead cachegate mount here is a killed one's (this daemon's last run, killed
+	// by the watchdog or -9): under Restart=on-failure nobody is there to unmount
+	// it, so it is detached rather than the start refused for good.
+	if mounted, fstype := isMountpoint(o.Mount); mounted && fstype == cachegateFSType && probeMount(o.Mount) == mountDead {
+		d.log.Warn("detaching the dead mount of a killed cachegate", "origin", o.Name, "mountpoint", o.Mount)
+		if err := unix.Unmount(o.Mount, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("origin %s: %s is a dead mount and cannot be detached (%v): run cachegate unmount %s", o.Name, o.Mount, err, o.Mount)
+		}
+	}
 	if err := checkMountpoint(o.Mount); err != nil {
 		return fmt.Errorf("origin %s: %w", o.Name, err)
 	}
@@ -356,7 +385,8 @@ func (d *daemon) mount(o daemonOrigin) error {
 }
 
 // unmount asks m to go; when it is busy, it is retried every daemonRetry (logged once)
-// until its files close, and then is called (on run's goroutine, through d.later).
+// until its files close, and then is called (on run's goroutine, through d.later),
+// after the origins configured at m's mount point meanwhile are mounted there.
 func (d *daemon) unmount(m *daemonMount, then func()) {
 	m.stopping.Store(true)
 	if err := m.server.Unmount(); err == nil {
@@ -365,6 +395,14 @@ func (d *daemon) unmount(m *daemonMount, then func()) {
 		return
 	}
 	d.log.Warn("mount busy: it stays until its files close (retrying)", "origin", m.o.Name, "mountpoint", m.o.Mount, "every", daemonRetry)
+	d.going[m] = true
+	next := then
+	then = func() {
+		delete(d.going, m)
+		next()
+		d.unrouteIfGone(m.o.Name) // removed by a later reload while it was busy
+		d.mountAt(m.o.Mount)
+	}
 	go func() {
 		for {
 			select {
@@ -381,10 +419,14 @@ func (d *daemon) unmount(m *daemonMount, then func()) {
 	}()
 }
 
-// unmountAll unmounts every mount at a stop; a busy one is detached (its open files
-// get errors): the process is going.
+// unmountAll unmounts every mount at a stop, the busy ones of removed origins too;
+// a busy one is detached (its open files get errors): the process is going.
 func (d *daemon) unmountAll() {
-	for name, m := range d.mounts {
+	all := maps.Clone(d.mounts)
+	for m := range d.going {
+		all["removed "+m.o.Name+" "+m.o.Mount] = m
+	}
+	for name, m := range all {
 		if err := m.server.Unmount(); err != nil {
 			d.log.Warn("mount busy; detaching it", "origin", name, "mountpoint", m.o.Mount, "err", err)
 			unix.Unmount(m.o.Mount, unix.MNT_DETACH)
@@ -399,7 +441,7 @@ func (d *daemon) unmountAll() {
 
 // detachAll is bounded's last resort: detach whatever is still mounted.
 func (d *daemon) detachAll() {
-	for _, m := range d.mounts {
+	for _, m := range append(slices.Collect(maps.Values(d.mounts)), slices.Collect(maps.Keys(d.going))...) {
 		if mounted, fstype := isMountpoint(m.o.Mount); mounted && fstype == cachegateFSType {
 			unix.Unmount(m.o.Mount, unix.MNT_DETACH)
 		}
@@ -485,10 +527,22 @@ func (d *daemon) reload() {
 		}
 		d.log.Info("origin removed", "origin", name)
 	}
+	// The routes of changed URLs go before any is set: an origin may take the URL
+	// another one leaves (two swapped), and the mux routes a URL once. (Those of
+	// other changes are replaced in place: their open files read on.)
+	for _, name := range changed {
+		if now[name].URL != was[name].URL {
+			d.mux.Remove(name)
+		}
+	}
 	for _, name := range changed {
 		o := now[name]
 		if err := d.route(o); err != nil {
-			d.log.Error("origin not changed", "origin", name, "err", err)
+			d.log.Error("origin not changed; a reload retries", "origin", name, "err", err)
+			if err := d.route(was[name]); err != nil {
+				d.log.Error("origin has no route until a reload", "origin", name, "err", err)
+			}
+			d.keep(name, was[name], true)
 			continue
 		}
 		if m := d.mounts[name]; m != nil {
@@ -502,7 +556,8 @@ func (d *daemon) reload() {
 	for _, name := range added {
 		o := now[name]
 		if err := d.route(o); err != nil {
-			d.log.Error("origin not added", "origin", name, "err", err)
+			d.log.Error("origin not added; a reload retries", "origin", name, "err", err)
+			d.keep(name, daemonOrigin{}, false)
 			continue
 		}
 		if n := d.c.Reroute(); n > 0 {
@@ -511,15 +566,41 @@ func (d *daemon) reload() {
 		d.remount(name)
 		d.log.Info("origin added", "origin", name)
 	}
+	// Untouched origins whose mount is missing (unmounted by hand, or its mount
+	// failed at an earlier reload) are mounted again: a reload of the same file
+	// brings the config's mounts back. remount skips those mounted or waiting.
+	for _, o := range d.cfg.Origins {
+		if o.Mount != "" && d.mounts[o.Name] == nil && !slices.Contains(changed, o.Name) && !slices.Contains(added, o.Name) {
+			d.remount(o.Name)
+		}
+	}
 	d.c.Invalidate("") // the root's listing is the names
 	d.writeOwnerInfo()
 	d.log.Info("config reloaded", "file", d.file, "added", len(added), "changed", len(changed), "removed", len(removed))
 }
 
-// remount mounts origin name as the config now has it, if it has a mount.
+// keep makes the running config's origin name what runs when its new route was
+// refused (prev, or none), so that the next reload of the file tries it again.
+func (d *daemon) keep(name string, prev daemonOrigin, ok bool) {
+	cfg := *d.cfg
+	cfg.Origins = slices.DeleteFunc(slices.Clone(cfg.Origins), func(o daemonOrigin) bool { return o.Name == name })
+	if ok {
+		cfg.Origins = append(cfg.Origins, prev)
+	}
+	d.cfg = &cfg
+	d.setServed(&cfg)
+}
+
+// remount mounts origin name as the config now has it, if it has a mount; when a
+// busy mount of a removed or changed origin still holds that mount point, it is
+// mounted once that one goes (mountAt).
 func (d *daemon) remount(name string) {
 	for _, o := range d.cfg.Origins {
 		if o.Name == name && o.Mount != "" && d.mounts[name] == nil {
+			if d.busyAt(o.Mount) {
+				d.log.Info("origin waits for the busy mount it replaces to go", "origin", name, "mountpoint", o.Mount)
+				continue
+			}
 			if err := d.mount(o); err != nil {
 				d.log.Error("origin not mounted", "origin", name, "err", err)
 			}
@@ -527,10 +608,36 @@ func (d *daemon) remount(name string) {
 	}
 }
 
-// unrouteIfGone removes the route of name unless the config has it again.
+// busyAt reports whether a going mount still holds mount point mp.
+func (d *daemon) busyAt(mp string) bool {
+	for m := range d.going {
+		if m.o.Mount == mp {
+			return true
+		}
+	}
+	return false
+}
+
+// mountAt mounts the origins of the config at mount point mp that are not mounted:
+// those that waited for a going mount there.
+func (d *daemon) mountAt(mp string) {
+	for _, o := range d.cfg.Origins {
+		if o.Mount == mp && d.mounts[o.Name] == nil {
+			d.remount(o.Name)
+		}
+	}
+}
+
+// unrouteIfGone removes the route of name unless the config has it again, or a
+// busy mount of it still reads through it (its going unroutes it then).
 func (d *daemon) unrouteIfGone(name string) {
 	for _, o := range d.cfg.Origins {
 		if o.Name == name {
+			return
+		}
+	}
+	for m := range d.going {
+		if m.o.Name == name {
 			return
 		}
 	}

@@ -260,7 +260,7 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 		case r.Name.Line == 0:
 			add(o.line, "%s has no name: give it one of [a-z0-9_-]", what)
 		case !origin.ValidRouteName(o.Name):
-			add(r.Name.Line, "origin name %q: use lower-case letters, digits, _ and - (at most 64): it is a path element and the NAME of NAME:PATH", o.Name)
+			add(r.Name.Line, "origin name %q: use lower-case letters, digits, _ and - (at most 64, not first): it is a path element and the NAME of NAME:PATH", o.Name)
 		case names[o.Name] > 0:
 			add(r.Name.Line, "origin name %q is already used on line %d: names are unique", o.Name, names[o.Name])
 		default:
@@ -320,16 +320,43 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 func checkDaemonConfig(cfg *daemonConfig) error {
 	var ps problems
 	add := ps.adder(cfg.File)
+	// Mount points are compared as the kernel sees them (symlinks resolved): one
+	// inside another's, or the same through a link, would be hidden by it; one
+	// holding or inside the cache dir would have the cache open its own files
+	// through its mount (or the mount shadowed by the cache's files).
+	cacheDir := resolvedPath(cfg.CacheDir)
+	type placed struct{ name, real string }
+	var mounted []placed
+	urls := map[string]string{} // origin by its name in the cache: one route each (origin.Mux)
 	for _, o := range cfg.Origins {
-		if _, err := newDaemonOrigin(o); err != nil {
+		if oo, err := newDaemonOrigin(o); err != nil {
 			add(o.urlLine, "origin %s: %v", o.Name, err)
+		} else if other, ok := urls[oo.String()]; ok {
+			add(o.urlLine, "origin %s: url %s is origin %s's too: give each URL one name", o.Name, control.Redact(o.URL), other)
+		} else {
+			urls[oo.String()] = o.Name
 		}
 		if o.Mount != "" {
-			if fi, err := os.Stat(o.Mount); err != nil {
+			fi, err := os.Stat(o.Mount)
+			if err != nil {
 				add(o.mntLine, "origin %s: mount %s does not exist: create it with mkdir -p %s", o.Name, o.Mount, o.Mount)
+				continue
 			} else if !fi.IsDir() {
 				add(o.mntLine, "origin %s: mount %s is not a directory", o.Name, o.Mount)
+				continue
 			}
+			real := resolvedPath(o.Mount)
+			if pathWithin(real, cacheDir) || pathWithin(cacheDir, real) {
+				add(o.mntLine, "origin %s: mount %s and the cache dir %s are one inside the other: keep mount points out of the cache dir and the cache dir out of them", o.Name, o.Mount, cfg.CacheDir)
+				continue
+			}
+			for _, m := range mounted {
+				if pathWithin(real, m.real) || pathWithin(m.real, real) {
+					add(o.mntLine, "origin %s: mount %s is, contains or is inside origin %s's mount %s (symlinks followed): give each origin a directory of its own, apart", o.Name, o.Mount, m.name, m.real)
+					break
+				}
+			}
+			mounted = append(mounted, placed{o.Name, real})
 		}
 	}
 	if s := cfg.Serve; s != nil && s.AuthTokenFile != "" {
@@ -359,6 +386,26 @@ func readToken(file string) (string, error) {
 		return "", fmt.Errorf("%s is empty", file)
 	}
 	return t, nil
+}
+
+// resolvedPath is abs (clean) with its symlinks resolved, as far as it exists: a
+// cache dir is made at the start.
+func resolvedPath(abs string) string {
+	rest := ""
+	for p := filepath.Clean(abs); ; p = filepath.Dir(p) {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if p == "/" || p == "." {
+			return filepath.Clean(abs)
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
+}
+
+// pathWithin reports whether clean absolute path p is dir or inside it.
+func pathWithin(p, dir string) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }
 
 func orDefault(s, def string) string {

@@ -217,7 +217,7 @@ func (m *mountCmd) Run(g *globals) error {
 	log.Info("mounted", "origin", control.Redact(c.Origin().String()), "mountpoint", m.Mountpoint, "cache_dir", c.Dir())
 	// Ready: the kernel's INIT is done (fusefs.Mount waits for it), so the mount answers.
 	tellHelper("ready")
-	defer notifyReady(log, fmt.Sprintf("mounted %s at %s", control.Redact(c.Origin().String()), m.Mountpoint))()
+	defer notifyReady(log, c, fmt.Sprintf("mounted %s at %s", control.Redact(c.Origin().String()), m.Mountpoint))()
 	return serveUntilSignal(server, m.Mountpoint, log, sig)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 
+	"github.com/cachegate/cachegate/cache"
 	"github.com/cachegate/cachegate/internal/sdnotify"
 )
 
@@ -18,11 +19,13 @@ func notifyStatus(log *slog.Logger, status string) {
 
 // notifyReady tells systemd the mount answers or the server accepts, and starts the
 // watchdog pings WatchdogSec= asks for; the returned func stops them.
-func notifyReady(log *slog.Logger, status string) (stopWatchdog func()) {
+func notifyReady(log *slog.Logger, c *cache.Cache, status string) (stopWatchdog func()) {
 	if err := sdnotify.Notify(sdnotify.Ready + "\n" + sdnotify.Status(status)); err != nil {
 		log.Warn("cannot notify systemd", "err", err)
 	}
-	stop, err := sdnotify.StartWatchdog(func(err error) { log.Warn("cannot send systemd's watchdog ping", "err", err) })
+	// A ping is sent only once the cache answers (its lock is free): a cache that
+	// hangs every read and listing stops the pings, and systemd restarts us.
+	stop, err := sdnotify.StartWatchdogIf(func() { c.Status() }, func(err error) { log.Warn("cannot send systemd's watchdog ping", "err", err) })
 	if err != nil {
 		log.Warn("no watchdog pings", "err", err)
 	}

@@ -179,7 +179,7 @@ func (s *serveCmd) Run(g *globals) error {
 	defer ctl.Close()
 	defer registerInstance("serve", c, "", s.Listen, log)()
 	// Ready: start has listened, so the port accepts.
-	defer notifyReady(log, fmt.Sprintf("serving %s on %s", control.Redact(c.Origin().String()), s.Listen))()
+	defer notifyReady(log, c, fmt.Sprintf("serving %s on %s", control.Redact(c.Origin().String()), s.Listen))()
 	got := <-sig
 	log.Info("stopping", "signal", got.String())
 	notifyStopping(log, got.String())

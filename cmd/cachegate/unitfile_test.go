@@ -30,6 +30,11 @@ func TestShippedUnitAndConfig(t *testing.T) {
 		"DevicePolicy":          "closed",
 		"DeviceAllow":           "/dev/fuse rw",
 		"CacheDirectory":        "cachegate",
+		// The registry (/run/cachegate) is root's 0755, so that every user's cachegate
+		// status lists root's instances (registry.checkDir); systemd sets this mode
+		// on it at each start, for every instance listed there.
+		"RuntimeDirectory":     "cachegate",
+		"RuntimeDirectoryMode": "0755",
 	} {
 		if got := lines[k]; len(got) != 1 || got[0] != want {
 			t.Errorf("%s=%q, want %q", k, got, want)

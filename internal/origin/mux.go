@@ -51,9 +51,11 @@ func NewMux(name string) *Mux {
 }
 
 // ValidRouteName reports whether name may name a route: [a-z0-9_-]+, so that it is
-// one path element, a URL path segment and the NAME of NAME:PATH without escaping.
+// one path element, a URL path segment and the NAME of NAME:PATH without escaping;
+// not starting with '-', so that it is not the server's own /-/ (status, metrics)
+// nor read as a flag by the cache verbs.
 func ValidRouteName(name string) bool {
-	if name == "" || len(name) > 64 {
+	if name == "" || len(name) > 64 || name[0] == '-' {
 		return false
 	}
 	for _, r := range name {

@@ -112,6 +112,14 @@ func WatchdogInterval() (d time.Duration, ok bool, err error) {
 // first failure to send is reported through onErr (may be nil); later ones are not,
 // so a gone systemd cannot flood the log.
 func StartWatchdog(onErr func(error)) (stop func(), err error) {
+	return StartWatchdogIf(nil, onErr)
+}
+
+// StartWatchdogIf is StartWatchdog pinging only once healthy returns (nil: always):
+// the pinger calls it before each ping, so that a process whose health check hangs
+// (its cache deadlocked, say) stops pinging and systemd's watchdog restarts it. A
+// stop while healthy hangs does not wait for it.
+func StartWatchdogIf(healthy func(), onErr func(error)) (stop func(), err error) {
 	every, ok, err := WatchdogInterval()
 	if err != nil || !ok {
 		return func() {}, err
@@ -127,6 +135,14 @@ func StartWatchdog(onErr func(error)) (stop func(), err error) {
 			case <-quit:
 				return
 			case <-t.C:
+				if healthy != nil {
+					healthy()
+					select {
+					case <-quit:
+						return
+					default:
+					}
+				}
 				if err := Notify(Watchdog); err != nil && !reported && onErr != nil {
 					reported = true
 					onErr(err)
@@ -139,7 +155,10 @@ func StartWatchdog(onErr func(error)) (stop func(), err error) {
 		if !stopped {
 			stopped = true
 			close(quit)
-			<-done
+			select {
+			case <-done:
+			case <-time.After(every): // stuck in healthy: it returns without a ping
+			}
 		}
 	}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,4 +143,41 @@ func TestReloadingNow(t *testing.T) {
 	if err != nil || usec < before.Nano()/1000 || usec > before.Nano()/1000+10_000_000 {
 		t.Fatalf("MONOTONIC_USEC %d (err %v), CLOCK_MONOTONIC was %d µs", usec, err, before.Nano()/1000)
 	}
+}
+
+// TestWatchdogStopsWhenUnhealthy: the pings stop while the health check hangs (a
+// deadlocked cache), so that systemd's watchdog restarts the process; they were sent
+// by a goroutine of their own whatever the rest of the process did.
+func TestWatchdogStopsWhenUnhealthy(t *testing.T) {
+	c := listen(t, false)
+	t.Setenv("WATCHDOG_USEC", "100000") // pings every 50ms
+	t.Setenv("WATCHDOG_PID", "")
+	var hung atomic.Bool
+	release := make(chan struct{})
+	stop, err := StartWatchdogIf(func() {
+		if hung.Load() {
+			<-release
+		}
+	}, func(err error) { t.Error(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := recv(t, c, 5*time.Second); !ok || got != Watchdog {
+		t.Fatalf("no ping while healthy (%q)", got)
+	}
+	hung.Store(true)
+	for range 5 { // drain what was in flight (bounded: pings that go on fail below)
+		if _, ok := recv(t, c, 200*time.Millisecond); !ok {
+			break
+		}
+	}
+	if got, ok := recv(t, c, 500*time.Millisecond); ok {
+		t.Fatalf("ping %q while the health check hangs", got)
+	}
+	hung.Store(false)
+	close(release)
+	if got, ok := recv(t, c, 5*time.Second); !ok || got != Watchdog {
+		t.Fatalf("no ping once healthy again (%q)", got)
+	}
+	stop()
 }
