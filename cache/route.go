@@ -28,8 +28,19 @@ type Router interface {
 var _ Router = (*origin.Mux)(nil)
 
 func (c *Cache) router() Router {
-	r, _ := c.Origin().(Router)
-	return r
+	// Through decorators (the peer tier) to the origin that routes, if any.
+	o := c.Origin()
+	for range 8 {
+		if r, ok := o.(Router); ok {
+			return r
+		}
+		u, ok := o.(interface{ Unwrap() origin.Origin })
+		if !ok {
+			return nil
+		}
+		o = u.Unwrap()
+	}
+	return nil
 }
 
 // keyOf is the key of version of path p.

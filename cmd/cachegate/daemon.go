@@ -149,7 +149,24 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 	}
 	d.checkOrigins(cfg.Origins)
 	notifyStatus(d.log, "opening the cache "+cfg.CacheDir)
-	c, err := cache.Open(d.mux, cache.Options{
+	// A peer group puts its tier around the routes: what another member owns is
+	// read from it (README's Scaling out).
+	var o origin.Origin = d.mux
+	var peers peerFlags
+	if cfg.Serve != nil {
+		peers = cfg.Serve.Peers // a copy: the group stays out of the config compared at reloads
+		wrap, err := peers.wrap(cfg.Serve.Listen, cfg.Serve.AuthTokenFile, d.log)
+		if err != nil {
+			return err
+		}
+		if wrap != nil {
+			if o, err = wrap(d.mux); err != nil {
+				return err
+			}
+			defer peers.close()
+		}
+	}
+	c, err := cache.Open(o, cache.Options{
 		Dir: cfg.CacheDir, Limit: cfg.CacheSize, MinFree: cfg.MinFree.Bytes, MinFreePct: cfg.MinFree.Pct,
 		ChunkSize: cfg.ChunkSize, VerifyInterval: 24 * time.Hour, Prefetch: cache.DefaultPrefetch, Logger: d.log,
 	})
@@ -179,6 +196,7 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 		f := &serverFlags{Transfer: "auto", MaxConns: 10000, IdleTimeout: 60 * time.Second, NotsentLowat: 64 << 10, NotsentLowatSendfile: 32 << 10, Metrics: cfg.Metrics, AccessLogFormat: "combined"}
 		if cfg.Serve != nil {
 			f.Transfer, f.AuthTokenFile, listen = cfg.Serve.Transfer, cfg.Serve.AuthTokenFile, cfg.Serve.Listen
+			f.group = peers.group
 		}
 		srv, err := f.startWith(listen, c, d.log, func(o *serve.Options) { o.Hidden = d.hidden })
 		if err != nil {
@@ -486,7 +504,7 @@ func (d *daemon) reload() {
 	if old.CacheDir != cfg.CacheDir || old.CacheSize != cfg.CacheSize || old.MinFree != cfg.MinFree || old.ChunkSize != cfg.ChunkSize {
 		d.log.Warn("the cache section changed: it applies at the next start", "file", d.file)
 	}
-	if (old.Serve == nil) != (cfg.Serve == nil) || old.Serve != nil && *old.Serve != *cfg.Serve || old.Metrics != cfg.Metrics {
+	if !old.Serve.same(cfg.Serve) || old.Metrics != cfg.Metrics {
 		d.log.Warn("the serve or metrics section changed: it applies at the next start", "file", d.file)
 	}
 	// Routes first: a new origin must be refused before anything changes.

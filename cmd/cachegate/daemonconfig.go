@@ -23,7 +23,8 @@ import (
 // The daemon's config file (issue 22): YAML of this shape, field names fixed.
 //
 //	cache:   {dir, size, min_free, chunk_size}
-//	serve:   {listen, transfer, auth_token_file}       # optional
+//	serve:   {listen, transfer, auth_token_file,       # optional
+//	          peers, advertise, peer_span, peer_copy, peer_timeout, peer_ca}
 //	metrics: ADDR                                      # optional
 //	origins: [{name, url, mount, serve, metadata_ttl, headers, uid, gid,
 //	           allow_other, s3_endpoint, s3_region}, …]
@@ -60,6 +61,13 @@ type serveSection struct {
 	Listen        at[string] `yaml:"listen"`
 	Transfer      at[string] `yaml:"transfer"`
 	AuthTokenFile at[string] `yaml:"auth_token_file"`
+	// A peer group (README's Scaling out), as serve's --peers… flags.
+	Peers       at[[]string] `yaml:"peers"`
+	Advertise   at[string]   `yaml:"advertise"`
+	PeerSpan    at[string]   `yaml:"peer_span"`
+	PeerCopy    at[string]   `yaml:"peer_copy"`
+	PeerTimeout at[string]   `yaml:"peer_timeout"`
+	PeerCA      at[string]   `yaml:"peer_ca"`
 }
 
 type originSection struct {
@@ -80,7 +88,7 @@ type originSection struct {
 var knownKeys = map[string]string{
 	"configFile":    "cache, serve, metrics, origins",
 	"cacheSection":  "dir, size, min_free, chunk_size",
-	"serveSection":  "listen, transfer, auth_token_file",
+	"serveSection":  "listen, transfer, auth_token_file, peers, advertise, peer_span, peer_copy, peer_timeout, peer_ca",
 	"originSection": "name, url, mount, serve, metadata_ttl, headers, uid, gid, allow_other, s3_endpoint, s3_region",
 }
 
@@ -98,6 +106,18 @@ type daemonConfig struct {
 
 type daemonServe struct {
 	Listen, Transfer, AuthTokenFile string
+	Peers                           peerFlags // no group: the daemon makes its own (run)
+	peersLine                       int
+}
+
+// same reports whether s and t configure the same server (where they are written aside).
+func (s *daemonServe) same(t *daemonServe) bool {
+	if s == nil || t == nil {
+		return s == t
+	}
+	a, b := *s, *t
+	a.peersLine, b.peersLine = 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 type daemonOrigin struct {
@@ -240,6 +260,38 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 				add(t.Line, "serve.transfer %q: use auto, sendfile, mmap or copy", t.V)
 			}
 		}
+		pf := &cfg.Serve.Peers
+		pf.Peers, pf.Advertise, pf.PeerCA = s.Peers.V, s.Advertise.V, s.PeerCA.V
+		pf.PeerSpan, pf.PeerCopy, pf.PeerTimeout = 64<<20, "local", 2*time.Second
+		cfg.Serve.peersLine = max(s.Peers.Line, s.Advertise.Line, 1)
+		if a := s.PeerSpan; a.Line > 0 {
+			if n, err := units.ParseSize(a.V); err != nil || n <= 0 {
+				add(a.Line, "serve.peer_span %q: use a positive size, e.g. 64MiB", a.V)
+			} else {
+				pf.PeerSpan = Size(n)
+			}
+		}
+		if a := s.PeerCopy; a.Line > 0 {
+			if a.V != "local" && a.V != "owner" {
+				add(a.Line, "serve.peer_copy %q: use local or owner", a.V)
+			}
+			pf.PeerCopy = a.V
+		}
+		if a := s.PeerTimeout; a.Line > 0 {
+			if d, err := time.ParseDuration(a.V); err != nil || d <= 0 {
+				add(a.Line, "serve.peer_timeout %q: use a positive duration, e.g. 2s", a.V)
+			} else {
+				pf.PeerTimeout = d
+			}
+		}
+		if len(pf.Peers) == 0 {
+			for _, a := range []at[string]{s.Advertise, s.PeerSpan, s.PeerCopy, s.PeerTimeout, s.PeerCA} {
+				if a.Line > 0 {
+					add(a.Line, "serve.peers is not set: the peer_* keys and advertise configure a peer group")
+					break
+				}
+			}
+		}
 	}
 	if m := raw.Metrics; m.Line > 0 {
 		if _, _, err := listenAddr(m.V); err != nil {
@@ -362,6 +414,11 @@ func checkDaemonConfig(cfg *daemonConfig) error {
 	if s := cfg.Serve; s != nil && s.AuthTokenFile != "" {
 		if _, err := readToken(s.AuthTokenFile); err != nil {
 			add(1, "serve.auth_token_file: %v", err)
+		}
+	}
+	if s := cfg.Serve; s != nil {
+		if err := s.Peers.check(s.Listen, s.AuthTokenFile); err != nil {
+			add(s.peersLine, "serve.peers: %v", err)
 		}
 	}
 	if err := ps.err(); err != nil {

@@ -95,6 +95,10 @@ func TestDaemonConfigErrors(t *testing.T) {
 		{"bad listen", "serve:\n  listen: nowhere\n" + origins, []string{`c.yaml:2: serve.listen: "nowhere" is not a listen address`}},
 		{"bad transfer", "serve:\n  transfer: fast\n" + origins, []string{`c.yaml:2: serve.transfer "fast"`}},
 		{"bad header", origins + "    headers: [\"NoColon\"]\n", []string{`c.yaml:4: origin pub: header "NoColon"`}},
+		{"bad peer_copy", "serve:\n  peers: [http://127.0.0.1:8080]\n  peer_copy: all\n" + origins, []string{`c.yaml:3: serve.peer_copy "all"`}},
+		{"bad peer_span", "serve:\n  peers: [http://127.0.0.1:8080]\n  peer_span: 0\n" + origins, []string{`c.yaml:3: serve.peer_span "0"`}},
+		{"bad peer_timeout", "serve:\n  peers: [http://127.0.0.1:8080]\n  peer_timeout: soon\n" + origins, []string{`c.yaml:3: serve.peer_timeout "soon"`}},
+		{"peer keys without peers", "serve:\n  advertise: http://a:1\n" + origins, []string{"c.yaml:2: serve.peers is not set"}},
 		{"no origins", "cache:\n  size: 1GiB\n", []string{"c.yaml:1: no origins"}},
 		{"empty", "", []string{"c.yaml:1: the config is empty"}},
 		{"syntax", "origins: [\n", []string{"c.yaml:1: did not find"}},
@@ -187,5 +191,31 @@ func TestVerbOnStoppedDaemonCache(t *testing.T) {
 	var ue *usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "cachegate daemon --config /etc/cachegate/cachegate.yaml, which is not running") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A daemon joins a peer group from its serve section: the keys read as serve's flags,
+// and --check makes the group (members, advertise among them) without starting it.
+func TestDaemonConfigPeers(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	os.Mkdir(filepath.Join(dir, "src"), 0o755)
+	cfg := "cache:\n  dir: " + dir + "/cache\nserve:\n  listen: 127.0.0.1:8081\n  peers: [http://127.0.0.1:8081, http://127.0.0.2:8081]\n" +
+		"  peer_span: 16MiB\n  peer_copy: owner\n  peer_timeout: 3s\norigins:\n  - name: a\n    url: " + dir + "/src\n    serve: true\n"
+	os.WriteFile(file, []byte(cfg), 0o644)
+	c, err := loadDaemonConfig(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Serve.Peers
+	if len(p.Peers) != 2 || p.PeerSpan != 16<<20 || p.PeerCopy != "owner" || p.PeerTimeout != 3*time.Second || p.Advertise != "" {
+		t.Fatalf("peers read as %+v", p)
+	}
+	// This member is not in the list: the group cannot be made.
+	os.WriteFile(file, []byte(strings.Replace(cfg, "listen: 127.0.0.1:8081", "listen: 127.0.0.3:8081", 1)), 0o644)
+	_, err = loadDaemonConfig(file)
+	var ce *configError
+	if !errors.As(err, &ce) || len(ce.problems) != 1 || !strings.HasPrefix(ce.problems[0], file+":5: serve.peers: --advertise http://127.0.0.3:8081 is not one of --peers") {
+		t.Fatalf("err = %v, want the advertised URL refused on line 5", err)
 	}
 }

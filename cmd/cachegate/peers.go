@@ -24,29 +24,30 @@ type peerFlags struct {
 	group *peer.Group // made by wrap, once the origin is known
 }
 
-// wrap returns a function that puts the peer tier around the origin (nil without
-// --peers). listen is the server's address, tokenFile --auth-token-file.
-func (f *peerFlags) wrap(listen, tokenFile string, log *slog.Logger) (func(origin.Origin) (origin.Origin, error), error) {
+// options checks the flags and returns the group's options but for the origin's name
+// (ok false without --peers). listen is the server's address, tokenFile
+// --auth-token-file.
+func (f *peerFlags) options(listen, tokenFile string, log *slog.Logger) (opts peer.Options, ok bool, err error) {
 	if len(f.Peers) == 0 {
 		if f.Advertise != "" {
-			return nil, usagef("--advertise names this member of a peer group: add --peers")
+			return opts, false, usagef("--advertise names this member of a peer group: add --peers")
 		}
-		return nil, nil
+		return opts, false, nil
 	}
 	if listen == "" {
-		return nil, usagef("--peers needs a server the other members can ask: add --serve ADDR")
+		return opts, false, usagef("--peers needs a server the other members can ask: add --serve ADDR")
 	}
 	if f.PeerSpan <= 0 {
-		return nil, usagef("--peer-span must be positive")
+		return opts, false, usagef("--peer-span must be positive")
 	}
 	if f.PeerTimeout <= 0 {
-		return nil, usagef("--peer-timeout must be positive")
+		return opts, false, usagef("--peer-timeout must be positive")
 	}
 	self := f.Advertise
 	if self == "" {
 		addr, _, err := listenAddr(listen)
 		if err != nil {
-			return nil, usagef("--listen: %v", err)
+			return opts, false, usagef("--listen: %v", err)
 		}
 		self = "http://" + addr
 	}
@@ -54,19 +55,43 @@ func (f *peerFlags) wrap(listen, tokenFile string, log *slog.Logger) (func(origi
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
 		if err != nil {
-			return nil, err
+			return opts, false, err
 		}
 		token = strings.TrimSpace(string(b))
 	}
+	return peer.Options{Peers: f.Peers, Self: self, Span: int64(f.PeerSpan), Timeout: f.PeerTimeout,
+		Token: token, CAFile: f.PeerCA, OwnerOnly: f.PeerCopy == "owner", Logger: log}, true, nil
+}
+
+// check makes the group without starting it: the members, --advertise among them and
+// --peer-ca are checked, nothing is asked of the network.
+func (f *peerFlags) check(listen, tokenFile string) error {
+	opts, ok, err := f.options(listen, tokenFile, slog.Default())
+	if err != nil || !ok {
+		return err
+	}
+	if _, err := peer.New(opts); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
+// wrap returns a function that puts the peer tier around the origin (nil without
+// --peers). listen is the server's address, tokenFile --auth-token-file.
+func (f *peerFlags) wrap(listen, tokenFile string, log *slog.Logger) (func(origin.Origin) (origin.Origin, error), error) {
+	opts, ok, err := f.options(listen, tokenFile, log)
+	if err != nil || !ok {
+		return nil, err
+	}
 	return func(o origin.Origin) (origin.Origin, error) {
-		g, err := peer.New(peer.Options{Peers: f.Peers, Self: self, Span: int64(f.PeerSpan), Timeout: f.PeerTimeout,
-			Token: token, CAFile: f.PeerCA, OwnerOnly: f.PeerCopy == "owner", OriginName: control.Redact(o.String()), Logger: log})
+		opts.OriginName = control.Redact(o.String())
+		g, err := peer.New(opts)
 		if err != nil {
 			return nil, usagef("%v", err)
 		}
 		f.group = g
 		g.Start()
-		log.Info("peer group", "self", self, "members", len(g.Members()), "span", int64(f.PeerSpan), "copy", f.PeerCopy)
+		log.Info("peer group", "self", opts.Self, "members", len(g.Members()), "span", opts.Span, "copy", f.PeerCopy)
 		return g.Wrap(o), nil
 	}, nil
 }

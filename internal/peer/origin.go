@@ -56,6 +56,10 @@ type peerOrigin struct {
 	g *Group
 }
 
+// Unwrap returns the origin the peer tier decorates: the cache asks it what it
+// offers besides reading (a daemon's routes).
+func (o *peerOrigin) Unwrap() origin.Origin { return o.Origin }
+
 // segment is a run of [off, off+n) read from one source: m, or the origin when
 // m is nil.
 type segment struct {
