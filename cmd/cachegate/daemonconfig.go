@@ -26,7 +26,7 @@ import (
 //	serve:   {listen, transfer, auth_token_file,       # optional
 //	          peers, advertise, peer_span, peer_copy, peer_timeout, peer_ca}
 //	metrics: ADDR                                      # optional
-//	origins: [{name, url, mount, serve, metadata_ttl, headers, uid, gid,
+//	origins: [{name, url, mount, serve, metadata_ttl, origin_timeout, headers, uid, gid,
 //	           allow_other, s3_endpoint, s3_region}, …]
 //
 // Unknown keys are errors, sizes and durations read as on the command line, and every
@@ -76,6 +76,7 @@ type originSection struct {
 	Mount       at[string]   `yaml:"mount"`
 	Serve       at[bool]     `yaml:"serve"`
 	MetadataTTL at[string]   `yaml:"metadata_ttl"`
+	Timeout     at[string]   `yaml:"origin_timeout"`
 	Headers     at[[]string] `yaml:"headers"`
 	UID         at[uint32]   `yaml:"uid"`
 	GID         at[uint32]   `yaml:"gid"`
@@ -89,7 +90,7 @@ var knownKeys = map[string]string{
 	"configFile":    "cache, serve, metrics, origins",
 	"cacheSection":  "dir, size, min_free, chunk_size",
 	"serveSection":  "listen, transfer, auth_token_file, peers, advertise, peer_span, peer_copy, peer_timeout, peer_ca",
-	"originSection": "name, url, mount, serve, metadata_ttl, headers, uid, gid, allow_other, s3_endpoint, s3_region",
+	"originSection": "name, url, mount, serve, metadata_ttl, origin_timeout, headers, uid, gid, allow_other, s3_endpoint, s3_region",
 }
 
 // daemonConfig is a parsed, validated config.
@@ -124,6 +125,7 @@ type daemonOrigin struct {
 	Name, URL, Mount       string
 	Serve                  bool
 	MetadataTTL            time.Duration // 0: the default (1m)
+	Timeout                time.Duration // of each request to it; 0: the default (30s)
 	Headers                []string
 	UID, GID               *uint32
 	AllowOther             bool
@@ -345,6 +347,13 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 			}
 			o.MetadataTTL = d
 		}
+		if t := r.Timeout; t.Line > 0 {
+			d, err := time.ParseDuration(t.V)
+			if err != nil || d < time.Millisecond || d > time.Hour {
+				add(t.Line, "%s: origin_timeout %q: use a duration from 1ms to 1h, e.g. 10s", what, t.V)
+			}
+			o.Timeout = d
+		}
 		for _, h := range o.Headers {
 			if name, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t") {
 				add(r.Headers.Line, "%s: header %q is not \"Name: value\"", what, redactHeader(h))
@@ -429,7 +438,11 @@ func checkDaemonConfig(cfg *daemonConfig) error {
 
 // newDaemonOrigin opens origin o (without contacting it).
 func newDaemonOrigin(o daemonOrigin) (origin.Origin, error) {
-	return origin.New(o.URL, origin.Options{Timeout: 30 * time.Second, S3Endpoint: o.S3Endpoint, S3Region: o.S3Region, Headers: o.Headers})
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	return origin.New(o.URL, origin.Options{Timeout: timeout, S3Endpoint: o.S3Endpoint, S3Region: o.S3Region, Headers: o.Headers})
 }
 
 // readToken reads a bearer token file.

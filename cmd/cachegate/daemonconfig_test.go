@@ -24,6 +24,7 @@ origins:
     mount: /mnt/pub
     serve: true
     metadata_ttl: 1m
+    origin_timeout: 10s
     headers: ["Authorization: Bearer x"]
     uid: 1000
     gid: 1000
@@ -50,7 +51,7 @@ func TestDaemonConfigParses(t *testing.T) {
 		t.Fatalf("%d origins", len(cfg.Origins))
 	}
 	p := cfg.Origins[0]
-	if p.Name != "pub" || p.Mount != "/mnt/pub" || !p.Serve || p.MetadataTTL != time.Minute || len(p.Headers) != 1 ||
+	if p.Name != "pub" || p.Mount != "/mnt/pub" || !p.Serve || p.MetadataTTL != time.Minute || p.Timeout != 10*time.Second || len(p.Headers) != 1 ||
 		p.UID == nil || *p.UID != 1000 || p.GID == nil || *p.GID != 1000 || !p.AllowOther {
 		t.Errorf("pub: %+v", p)
 	}
@@ -88,6 +89,7 @@ func TestDaemonConfigErrors(t *testing.T) {
 		{"no url", "origins:\n  - name: a\n", []string{"c.yaml:2: origin a has no url"}},
 		{"bad url", "origins:\n  - name: a\n    url: ftp://x/\n", []string{`c.yaml:3: origin a: url "ftp://x/"`}},
 		{"bad ttl", origins + "    metadata_ttl: 5 minutes\n", []string{`c.yaml:4: origin pub: metadata_ttl "5 minutes"`}},
+		{"bad origin_timeout", origins + "    origin_timeout: 2h\n", []string{`c.yaml:4: origin pub: origin_timeout "2h"`}},
 		{"bad uid", origins + "    uid: alice\n", []string{"c.yaml:4: cannot unmarshal"}},
 		{"relative mount", origins + "    mount: mnt/pub\n", []string{`c.yaml:4: origin pub: mount "mnt/pub" is not an absolute path`}},
 		{"dup mount", origins + "    mount: /m\n  - name: b\n    url: http://b/\n    mount: /m/\n", []string{"c.yaml:7: origin b: mount /m/ is already used on line 4"}},
