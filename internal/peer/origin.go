@@ -257,7 +257,7 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 		cancel(nil)
 		return nil, err
 	}
-	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel}, nil
+	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n)}, nil
 }
 
 // checkHead checks a peer's answer to a ranged, conditional GET.
@@ -317,21 +317,35 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 	return first, last, total, nil
 }
 
-// peerBody is a peer's body under a stall timer: each read that brings bytes winds
-// it back; when it fires, the request is cancelled and the read fails with
-// errPeerTimeout.
+// minProgress is what a peer's body must bring in each --peer-timeout (or the rest
+// of the body when less is left): a peer trickling a byte now and then, never
+// pausing for a whole timeout, would otherwise hold its reader for hours (at a
+// 2 s timeout this is a floor of 32 KiB/s, far below any working member).
+const minProgress = 64 << 10
+
+// peerBody is a peer's body under a stall timer: each minProgress of bytes (or the
+// rest of the body) winds it back; when it fires, the request is cancelled and the
+// read fails with errPeerTimeout.
 type peerBody struct {
 	rc      io.ReadCloser
 	stall   *time.Timer
 	timeout time.Duration
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
+	left    int64 // bytes of the body still to come
+	got     int64 // bytes since the timer was last wound back
+	need    int64 // bytes that wind it back: min(minProgress, left) when it was
 }
 
 func (b *peerBody) Read(p []byte) (int, error) {
 	k, err := b.rc.Read(p)
 	if k > 0 {
-		b.stall.Reset(b.timeout)
+		b.left -= int64(k)
+		b.got += int64(k)
+		if b.got >= b.need {
+			b.stall.Reset(b.timeout)
+			b.got, b.need = 0, min(minProgress, b.left)
+		}
 	}
 	if err != nil && err != io.EOF && errors.Is(context.Cause(b.ctx), errPeerTimeout) {
 		err = fmt.Errorf("%w: the body paused for %v (--peer-timeout)", errPeerTimeout, b.timeout)
