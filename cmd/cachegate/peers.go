@@ -9,6 +9,7 @@ import (
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/peer"
+	"github.com/cachegate/cachegate/internal/units"
 )
 
 // peerFlags make a server a member of a peer group (internal/peer), for `serve` and
@@ -25,8 +26,9 @@ type peerFlags struct {
 }
 
 // wrap returns a function that puts the peer tier around the origin (nil without
-// --peers). listen is the server's address, tokenFile --auth-token-file.
-func (f *peerFlags) wrap(listen, tokenFile string, log *slog.Logger) (func(origin.Origin) (origin.Origin, error), error) {
+// --peers). listen is the server's address, tokenFile --auth-token-file, chunk
+// --chunk-size.
+func (f *peerFlags) wrap(listen, tokenFile string, chunk int64, log *slog.Logger) (func(origin.Origin) (origin.Origin, error), error) {
 	if len(f.Peers) == 0 {
 		if f.Advertise != "" {
 			return nil, usagef("--advertise names this member of a peer group: add --peers")
@@ -38,6 +40,13 @@ func (f *peerFlags) wrap(listen, tokenFile string, log *slog.Logger) (func(origi
 	}
 	if f.PeerSpan <= 0 {
 		return nil, usagef("--peer-span must be positive")
+	}
+	// A whole number of chunks: the cache fetches whole chunks, so a chunk across
+	// two spans would be fetched by either owner, and spans of a few bytes would
+	// cut each fill into as many peer requests.
+	if chunk > 0 && int64(f.PeerSpan)%chunk != 0 {
+		return nil, usagef("--peer-span %s is not a multiple of --chunk-size %s: give a whole number of chunks (the same on every member)",
+			units.FormatSize(int64(f.PeerSpan)), units.FormatSize(chunk))
 	}
 	if f.PeerTimeout <= 0 {
 		return nil, usagef("--peer-timeout must be positive")
