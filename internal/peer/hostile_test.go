@@ -112,3 +112,37 @@ func TestDNSManyAddressesSameGroup(t *testing.T) {
 		t.Fatalf("the same addresses in another order made another group (%d and %d members, equal %v)", len(a), len(b), slices.Equal(a, b))
 	}
 }
+
+// A peer whose body has no length (chunked) and does not end after the bytes asked
+// (no last chunk: nothing more) does not hold the read for a --peer-timeout per
+// segment: the bytes asked are read, and the body is closed, not drained.
+func TestPeerUnendingChunkedBody(t *testing.T) {
+	data := testData()
+	s := peerServer(t, data, func(w http.ResponseWriter, r *http.Request, off, end int64) bool {
+		w.Header().Set("ETag", etag.For(`"v1"`))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, end, len(data)))
+		w.WriteHeader(206)
+		w.Write(data[off : end+1])
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+		return true
+	})
+	g := testGroup(t, []string{"http://127.0.0.1:1", s.URL}, "http://127.0.0.1:1", func(o *Options) { o.Timeout = 3 * time.Second })
+	o := g.Wrap(&fakeOrigin{data: data})
+	start := time.Now()
+	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, %v; want the data", len(got), err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a peer's unending body held the read for %v", d)
+	}
+}

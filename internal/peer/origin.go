@@ -139,8 +139,11 @@ func (r *reader) Read(b []byte) (int, error) {
 			origin.NotePeer(r.ctx)
 		}
 		if r.pos == end {
-			if r.curPeer != nil && err == nil {
-				// Read the body's end, so its connection goes back to the pool.
+			if pb, ok := r.cur.(*peerBody); ok && pb.sized && err == nil {
+				// Read the body's end, so its connection goes back to the pool:
+				// only with a Content-Length, whose end is known without waiting.
+				// A chunked body's last chunk may never come (a --peer-timeout
+				// per segment); its connection is closed instead.
 				var one [1]byte
 				r.cur.Read(one[:])
 			}
@@ -257,7 +260,7 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 		cancel(nil)
 		return nil, err
 	}
-	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n)}, nil
+	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n), sized: resp.ContentLength >= 0}, nil
 }
 
 // checkHead checks a peer's answer to a ranged, conditional GET.
@@ -335,6 +338,7 @@ type peerBody struct {
 	left    int64 // bytes of the body still to come
 	got     int64 // bytes since the timer was last wound back
 	need    int64 // bytes that wind it back: min(minProgress, left) when it was
+	sized   bool  // the answer had a Content-Length
 }
 
 func (b *peerBody) Read(p []byte) (int, error) {
