@@ -155,7 +155,7 @@ func (d *daemon) run(cfg *daemonConfig, sig, hup <-chan os.Signal) error {
 	var peers peerFlags
 	if cfg.Serve != nil {
 		peers = cfg.Serve.Peers // a copy: the group stays out of the config compared at reloads
-		wrap, err := peers.wrap(cfg.Serve.Listen, cfg.Serve.AuthTokenFile, d.log)
+		wrap, err := peers.wrap(cfg.Serve.Listen, cfg.Serve.AuthTokenFile, cfg.ChunkSize, d.log)
 		if err != nil {
 			return err
 		}

@@ -426,7 +426,7 @@ func checkDaemonConfig(cfg *daemonConfig) error {
 		}
 	}
 	if s := cfg.Serve; s != nil {
-		if err := s.Peers.check(s.Listen, s.AuthTokenFile); err != nil {
+		if err := s.Peers.check(s.Listen, s.AuthTokenFile, cfg.ChunkSize); err != nil {
 			add(s.peersLine, "serve.peers: %v", err)
 		}
 	}

@@ -170,7 +170,7 @@ func (m *mountCmd) Run(g *globals) error {
 	if err := checkUserMount(m.Mountpoint, m.AllowOther); err != nil {
 		return err
 	}
-	wrap, err := m.wrap(m.Serve, m.AuthTokenFile, log)
+	wrap, err := m.wrap(m.Serve, m.AuthTokenFile, int64(m.ChunkSize), log)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/peer"
+	"github.com/cachegate/cachegate/internal/units"
 )
 
 // peerFlags make a server a member of a peer group (internal/peer), for `serve` and
@@ -26,8 +27,8 @@ type peerFlags struct {
 
 // options checks the flags and returns the group's options but for the origin's name
 // (ok false without --peers). listen is the server's address, tokenFile
-// --auth-token-file.
-func (f *peerFlags) options(listen, tokenFile string, log *slog.Logger) (opts peer.Options, ok bool, err error) {
+// --auth-token-file, chunk --chunk-size.
+func (f *peerFlags) options(listen, tokenFile string, chunk int64, log *slog.Logger) (opts peer.Options, ok bool, err error) {
 	if len(f.Peers) == 0 {
 		if f.Advertise != "" {
 			return opts, false, usagef("--advertise names this member of a peer group: add --peers")
@@ -39,6 +40,13 @@ func (f *peerFlags) options(listen, tokenFile string, log *slog.Logger) (opts pe
 	}
 	if f.PeerSpan <= 0 {
 		return opts, false, usagef("--peer-span must be positive")
+	}
+	// A whole number of chunks: the cache fetches whole chunks, so a chunk across
+	// two spans would be fetched by either owner, and spans of a few bytes would
+	// cut each fill into as many peer requests.
+	if chunk > 0 && int64(f.PeerSpan)%chunk != 0 {
+		return opts, false, usagef("--peer-span %s is not a multiple of --chunk-size %s: give a whole number of chunks (the same on every member)",
+			units.FormatSize(int64(f.PeerSpan)), units.FormatSize(chunk))
 	}
 	if f.PeerTimeout <= 0 {
 		return opts, false, usagef("--peer-timeout must be positive")
@@ -65,8 +73,8 @@ func (f *peerFlags) options(listen, tokenFile string, log *slog.Logger) (opts pe
 
 // check makes the group without starting it: the members, --advertise among them and
 // --peer-ca are checked, nothing is asked of the network.
-func (f *peerFlags) check(listen, tokenFile string) error {
-	opts, ok, err := f.options(listen, tokenFile, slog.Default())
+func (f *peerFlags) check(listen, tokenFile string, chunk int64) error {
+	opts, ok, err := f.options(listen, tokenFile, chunk, slog.Default())
 	if err != nil || !ok {
 		return err
 	}
@@ -77,9 +85,10 @@ func (f *peerFlags) check(listen, tokenFile string) error {
 }
 
 // wrap returns a function that puts the peer tier around the origin (nil without
-// --peers). listen is the server's address, tokenFile --auth-token-file.
-func (f *peerFlags) wrap(listen, tokenFile string, log *slog.Logger) (func(origin.Origin) (origin.Origin, error), error) {
-	opts, ok, err := f.options(listen, tokenFile, log)
+// --peers). listen is the server's address, tokenFile --auth-token-file, chunk
+// --chunk-size.
+func (f *peerFlags) wrap(listen, tokenFile string, chunk int64, log *slog.Logger) (func(origin.Origin) (origin.Origin, error), error) {
+	opts, ok, err := f.options(listen, tokenFile, chunk, log)
 	if err != nil || !ok {
 		return nil, err
 	}

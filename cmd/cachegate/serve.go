@@ -156,7 +156,7 @@ func (s *serveCmd) Run(g *globals) error {
 	if _, _, err := listenAddr(s.Listen); err != nil {
 		return usagef("--listen: %v", err) // before the cache dir is made
 	}
-	wrap, err := s.wrap(s.Listen, s.AuthTokenFile, log)
+	wrap, err := s.wrap(s.Listen, s.AuthTokenFile, int64(s.ChunkSize), log)
 	if err != nil {
 		return err
 	}

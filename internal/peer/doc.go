@@ -31,7 +31,8 @@
 //     beyond is another member's). Concurrent misses across the group meet in the
 //     owner's chunk flights: one origin fetch per chunk.
 //   - Failures never reach readers. A peer that refuses, does not answer within
-//     --peer-timeout (to first byte, and for any pause in the body), or answers with
+//     --peer-timeout (to first byte, and then for each 64 KiB of its body, so a
+//     trickling peer is given up on too), or answers with
 //     another status, ETag or Content-Range (start, end, and a total covering the
 //     range: the strong ETag pins the version and so its size) or a short body is
 //     marked down and the rest of its run is read from the origin; the caller sees

@@ -45,6 +45,9 @@ const (
 // a warning): every member costs a hash per span read.
 const maxMembers = 1024
 
+// maxHeaderBytes bounds the header block of a peer's answer.
+const maxHeaderBytes = 64 << 10
+
 // Options configure a Group.
 type Options struct {
 	// Peers are the members' server base URLs (http:// or https://), or a single
@@ -219,6 +222,9 @@ func newClient(opts Options) (*http.Client, error) {
 			MaxIdleConnsPerHost: 32,
 			IdleConnTimeout:     50 * time.Second, // below the servers' 60 s idle close
 			DisableCompression:  true,
+			// A peer's answer is a few headers: a peer sending megabytes of them
+			// (the default allows 10 MiB per response) is refused, not held.
+			MaxResponseHeaderBytes: maxHeaderBytes,
 		}
 	}
 	return &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -312,20 +318,23 @@ func (g *Group) resolve() {
 		g.log.Warn("cannot resolve the peer group's name; keeping the members known", "name", g.dns.host, "err", err, "members", len(g.Members()))
 		return
 	}
-	if len(addrs) > maxMembers {
-		g.log.Warn("the peer group's name has more addresses than a group may have; using the first", "name", g.dns.host, "addresses", len(addrs), "max", maxMembers)
-		addrs = addrs[:maxMembers]
-	}
 	urls := make([]string, 0, len(addrs))
 	for _, a := range addrs {
 		urls = append(urls, g.dns.scheme+"://"+net.JoinHostPort(strings.ToLower(a), g.dns.port))
 	}
+	// Sorted and without repeats before the cut: round-robin DNS gives each member
+	// the addresses in its own order, and every member must cut the same group.
 	slices.Sort(urls)
+	urls = slices.Compact(urls)
+	if len(urls) > maxMembers {
+		g.log.Warn("the peer group's name has more addresses than a group may have; using the lowest", "name", g.dns.host, "addresses", len(urls), "max", maxMembers)
+		urls = urls[:maxMembers]
+	}
 	var before []string
 	for _, m := range g.Members() {
 		before = append(before, m.URL)
 	}
-	if slices.Equal(before, slices.Compact(slices.Clone(urls))) {
+	if slices.Equal(before, urls) {
 		return
 	}
 	g.setMembers(urls)

@@ -143,8 +143,11 @@ func (r *reader) Read(b []byte) (int, error) {
 			origin.NotePeer(r.ctx)
 		}
 		if r.pos == end {
-			if r.curPeer != nil && err == nil {
-				// Read the body's end, so its connection goes back to the pool.
+			if pb, ok := r.cur.(*peerBody); ok && pb.sized && err == nil {
+				// Read the body's end, so its connection goes back to the pool:
+				// only with a Content-Length, whose end is known without waiting.
+				// A chunked body's last chunk may never come (a --peer-timeout
+				// per segment); its connection is closed instead.
 				var one [1]byte
 				r.cur.Read(one[:])
 			}
@@ -261,7 +264,7 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 		cancel(nil)
 		return nil, err
 	}
-	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel}, nil
+	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n), sized: resp.ContentLength >= 0}, nil
 }
 
 // checkHead checks a peer's answer to a ranged, conditional GET.
@@ -321,21 +324,36 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 	return first, last, total, nil
 }
 
-// peerBody is a peer's body under a stall timer: each read that brings bytes winds
-// it back; when it fires, the request is cancelled and the read fails with
-// errPeerTimeout.
+// minProgress is what a peer's body must bring in each --peer-timeout (or the rest
+// of the body when less is left): a peer trickling a byte now and then, never
+// pausing for a whole timeout, would otherwise hold its reader for hours (at a
+// 2 s timeout this is a floor of 32 KiB/s, far below any working member).
+const minProgress = 64 << 10
+
+// peerBody is a peer's body under a stall timer: each minProgress of bytes (or the
+// rest of the body) winds it back; when it fires, the request is cancelled and the
+// read fails with errPeerTimeout.
 type peerBody struct {
 	rc      io.ReadCloser
 	stall   *time.Timer
 	timeout time.Duration
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
+	left    int64 // bytes of the body still to come
+	got     int64 // bytes since the timer was last wound back
+	need    int64 // bytes that wind it back: min(minProgress, left) when it was
+	sized   bool  // the answer had a Content-Length
 }
 
 func (b *peerBody) Read(p []byte) (int, error) {
 	k, err := b.rc.Read(p)
 	if k > 0 {
-		b.stall.Reset(b.timeout)
+		b.left -= int64(k)
+		b.got += int64(k)
+		if b.got >= b.need {
+			b.stall.Reset(b.timeout)
+			b.got, b.need = 0, min(minProgress, b.left)
+		}
 	}
 	if err != nil && err != io.EOF && errors.Is(context.Cause(b.ctx), errPeerTimeout) {
 		err = fmt.Errorf("%w: the body paused for %v (--peer-timeout)", errPeerTimeout, b.timeout)
