@@ -393,6 +393,20 @@ func objectKey(originName, path, version string) string {
 	return hex.EncodeToString(h[:16])
 }
 
+// isObjectFile reports whether key, in the objects/ subdirectory dir, is the name
+// objectPath gives an object: 32 lower-case hex digits, under its first two.
+func isObjectFile(dir, key string) bool {
+	if len(key) != 32 || !strings.HasPrefix(key, dir) || len(dir) != 2 {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if b := key[i]; (b < '0' || b > '9') && (b < 'a' || b > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *Cache) objectPath(key, ext string) string {
 	return filepath.Join(c.objDir, key[:2], key+ext)
 }
@@ -421,6 +435,13 @@ func (c *Cache) load() error {
 		name := d.Name()
 		switch {
 		case strings.HasSuffix(name, ".tmp"):
+			os.Remove(p)
+		case (strings.HasSuffix(name, ".data") || strings.HasSuffix(name, ".meta")) &&
+			!isObjectFile(filepath.Base(filepath.Dir(p)), name[:len(name)-len(".data")]):
+			// Not a name cachegate makes (objectPath): a short one made the
+			// merge below slice out of range and crash the start, and a key in
+			// the wrong directory made its object's data file an orphan.
+			c.log.Warn("removing a file of the cache dir that is not a cache object's", "file", p)
 			os.Remove(p)
 		case strings.HasSuffix(name, ".data"):
 			bare = append(bare, strings.TrimSuffix(name, ".data"))
