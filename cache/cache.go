@@ -286,10 +286,17 @@ func checkDir(dir string, follow bool) error {
 
 // openFile opens a file of the cache directory, never through a symlink and only if
 // it is a regular file of this user: nothing planted there redirects a write.
+// notOursError is openFile's refusal of a file that is not this user's regular
+// file: a symlink, another owner's file, a device. An object whose file it is
+// is dropped (its names unlinked, never followed) and fetched again.
+type notOursError struct{ msg string }
+
+func (e *notOursError) Error() string { return e.msg }
+
 func openFile(p string, flag int, perm os.FileMode) (*os.File, error) {
 	f, err := os.OpenFile(p, flag|unix.O_NOFOLLOW, perm)
 	if errors.Is(err, unix.ELOOP) {
-		return nil, fmt.Errorf("%s is a symlink, which cachegate never follows in its cache dir: remove it", p)
+		return nil, &notOursError{fmt.Sprintf("%s is a symlink, which cachegate never follows in its cache dir: remove it", p)}
 	}
 	if err != nil {
 		return nil, err
@@ -301,7 +308,7 @@ func openFile(p string, flag int, perm os.FileMode) (*os.File, error) {
 	}
 	if uid := uint32(os.Geteuid()); st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uid {
 		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file of uid %d (mode %o, owner %d): remove it", p, uid, st.Mode, st.Uid)
+		return nil, &notOursError{fmt.Sprintf("%s is not a regular file of uid %d (mode %o, owner %d): remove it", p, uid, st.Mode, st.Uid)}
 	}
 	return f, nil
 }
