@@ -286,10 +286,17 @@ func checkDir(dir string, follow bool) error {
 
 // openFile opens a file of the cache directory, never through a symlink and only if
 // it is a regular file of this user: nothing planted there redirects a write.
+// notOursError is openFile's refusal of a file that is not this user's regular
+// file: a symlink, another owner's file, a device. An object whose file it is
+// is dropped (its names unlinked, never followed) and fetched again.
+type notOursError struct{ msg string }
+
+func (e *notOursError) Error() string { return e.msg }
+
 func openFile(p string, flag int, perm os.FileMode) (*os.File, error) {
 	f, err := os.OpenFile(p, flag|unix.O_NOFOLLOW, perm)
 	if errors.Is(err, unix.ELOOP) {
-		return nil, fmt.Errorf("%s is a symlink, which cachegate never follows in its cache dir: remove it", p)
+		return nil, &notOursError{fmt.Sprintf("%s is a symlink, which cachegate never follows in its cache dir: remove it", p)}
 	}
 	if err != nil {
 		return nil, err
@@ -301,7 +308,7 @@ func openFile(p string, flag int, perm os.FileMode) (*os.File, error) {
 	}
 	if uid := uint32(os.Geteuid()); st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uid {
 		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file of uid %d (mode %o, owner %d): remove it", p, uid, st.Mode, st.Uid)
+		return nil, &notOursError{fmt.Sprintf("%s is not a regular file of uid %d (mode %o, owner %d): remove it", p, uid, st.Mode, st.Uid)}
 	}
 	return f, nil
 }
@@ -393,6 +400,20 @@ func objectKey(originName, path, version string) string {
 	return hex.EncodeToString(h[:16])
 }
 
+// isObjectFile reports whether key, in the objects/ subdirectory dir, is the name
+// objectPath gives an object: 32 lower-case hex digits, under its first two.
+func isObjectFile(dir, key string) bool {
+	if len(key) != 32 || !strings.HasPrefix(key, dir) || len(dir) != 2 {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if b := key[i]; (b < '0' || b > '9') && (b < 'a' || b > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *Cache) objectPath(key, ext string) string {
 	return filepath.Join(c.objDir, key[:2], key+ext)
 }
@@ -421,6 +442,13 @@ func (c *Cache) load() error {
 		name := d.Name()
 		switch {
 		case strings.HasSuffix(name, ".tmp"):
+			os.Remove(p)
+		case (strings.HasSuffix(name, ".data") || strings.HasSuffix(name, ".meta")) &&
+			!isObjectFile(filepath.Base(filepath.Dir(p)), name[:len(name)-len(".data")]):
+			// Not a name cachegate makes (objectPath): a short one made the
+			// merge below slice out of range and crash the start, and a key in
+			// the wrong directory made its object's data file an orphan.
+			c.log.Warn("removing a file of the cache dir that is not a cache object's", "file", p)
 			os.Remove(p)
 		case strings.HasSuffix(name, ".data"):
 			bare = append(bare, strings.TrimSuffix(name, ".data"))

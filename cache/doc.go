@@ -52,6 +52,10 @@
 //     small objects whose sidecars it held are removed at start as above and fetched
 //     again when read. Big objects keep their KEY.meta and survive.
 //   - `cache clear` of the metadata (clearBuckets) keeps the object index.
+//   - A complete indexed object's data file is not stat'ed at start: one replaced
+//     by a symlink, another user's file or a file of another size is found at the
+//     object's first open, which drops it (unlinking the name, never following it)
+//     and fetches it again; until then it is counted at the record's size.
 //
 // Start-up (Cache.load) still walks objects/ (one getdents per directory, no stat of
 // a data file's sidecar: KEY.meta follows KEY.data in the walk's order) and reads the

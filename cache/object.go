@@ -288,6 +288,12 @@ func (o *object) openFilesVerify(check bool) error {
 	data, err := openFile(c.objectPath(o.key, ".data"), os.O_RDWR, 0)
 	if err != nil {
 		side.close()
+		if no := (*notOursError)(nil); errors.As(err, &no) {
+			// An indexed object's data file is not looked at when the cache
+			// starts (load's fast path): without this, every open of it failed
+			// until someone removed the file.
+			err = fmt.Errorf("%w: %v", errReplaced, err)
+		}
 		return err
 	}
 	var st unix.Stat_t
@@ -344,6 +350,9 @@ func (o *object) loadSidecar() (loadedSidecar, string, error) {
 	where := c.objectPath(o.key, ".meta")
 	mf, err := openFile(where, os.O_RDWR, 0)
 	if err != nil {
+		if no := (*notOursError)(nil); errors.As(err, &no) {
+			err = fmt.Errorf("%w: %v", errBadSidecar, err)
+		}
 		return loadedSidecar{}, where, err
 	}
 	side, info, err := loadSidecar(mf)

@@ -84,6 +84,11 @@ type prefetcher struct {
 	bytes   int64                    // the sizes of files: the budget's use
 	workers int
 	closed  bool
+	// downUntil: a prefetch failed as an unreachable or failing origin does, so
+	// none starts or is queued before then (prefetchIdle later). Without it, a
+	// reader going through a directory while the origin was down sent the
+	// origin, with retries, a request for every file ahead of it besides its own.
+	downUntil time.Time
 }
 
 // dirStream is a reader's progress through the listing of one directory.
@@ -189,7 +194,7 @@ func (p *prefetcher) opened(path string) {
 		p.releaseLocked(st.files[0])
 		st.files = st.files[1:]
 	}
-	if inTurn {
+	if inTurn && !now.Before(p.downUntil) {
 		p.scheduleLocked(st, l, i, now)
 	}
 }
@@ -335,6 +340,9 @@ func (p *prefetcher) work() {
 		if err != nil || f.released {
 			p.releaseLocked(f)
 		}
+		if prefetchOriginDown(err) {
+			p.downUntil = time.Now().Add(p.idle)
+		}
 		p.mu.Unlock()
 		switch {
 		case err == nil:
@@ -344,6 +352,13 @@ func (p *prefetcher) work() {
 			p.c.log.Debug("prefetch failed", "path", "/"+f.path, "err", err)
 		}
 	}
+}
+
+// prefetchOriginDown reports whether a prefetch's err says the origin is failing
+// or out of reach (what its retries did not get through), not that this file is
+// gone, changed, or found no room.
+func prefetchOriginDown(err error) bool {
+	return err != nil && !errors.Is(err, errAbandoned) && !errors.Is(err, context.Canceled) && originDown(err)
 }
 
 // nextLocked takes the next queued file whose reader is still there.
@@ -358,6 +373,10 @@ func (p *prefetcher) nextLocked() *prefetchFile {
 		}
 		if now.Sub(f.st.last) > p.idle {
 			p.dropLocked(f.st) // the reader went away
+			continue
+		}
+		if now.Before(p.downUntil) {
+			p.releaseLocked(f) // the origin is failing: not now
 			continue
 		}
 		f.state = prefetchRunning
