@@ -427,7 +427,7 @@ func (w rangeWant) check(resp *http.Response) error {
 	total := int64(-1) // the complete length the answer claims; -1 when it does not say
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
-		start, end, tot, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		start, end, tot, ok := ParseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != w.off || end != w.off+w.n-1 {
 			return fmt.Errorf("%s: origin sent Content-Range %q for bytes %d-%d", w.url, resp.Header.Get("Content-Range"), w.off, w.off+w.n-1)
 		}
@@ -576,8 +576,10 @@ func (p *etagPins) pin(key, tag string) string {
 	return tag
 }
 
-// parseContentRange parses "bytes a-b/total" (total may be "*", reported as -1).
-func parseContentRange(s string) (start, end, total int64, ok bool) {
+// ParseContentRange parses a Content-Range header, "bytes FIRST-LAST/TOTAL", in the
+// canonical form servers write (digits only: no sign, no leading zero), with FIRST <=
+// LAST < TOTAL; TOTAL may be "*" (unknown), returned as -1.
+func ParseContentRange(s string) (first, last, total int64, ok bool) {
 	rest, found := strings.CutPrefix(s, "bytes ")
 	if !found {
 		return 0, 0, 0, false
@@ -590,20 +592,28 @@ func parseContentRange(s string) (start, end, total int64, ok bool) {
 	if !found {
 		return 0, 0, 0, false
 	}
-	var err error
-	if start, err = strconv.ParseInt(a, 10, 64); err != nil || start < 0 {
+	if first, ok = canonicalInt(a); !ok {
 		return 0, 0, 0, false
 	}
-	if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+	if last, ok = canonicalInt(b); !ok || last < first {
 		return 0, 0, 0, false
 	}
-	total = -1
-	if tot != "*" {
-		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= end {
-			return 0, 0, 0, false
-		}
+	if tot == "*" {
+		return first, last, -1, true
 	}
-	return start, end, total, true
+	if total, ok = canonicalInt(tot); !ok || total <= last {
+		return 0, 0, 0, false
+	}
+	return first, last, total, true
+}
+
+// canonicalInt parses a non-negative decimal written as strconv.FormatInt would.
+func canonicalInt(s string) (int64, bool) {
+	if s == "" || s[0] < '0' || s[0] > '9' || len(s) > 1 && s[0] == '0' {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil
 }
 
 // bodyReader delivers exactly n bytes or an error: a body that ends early is

@@ -233,13 +233,23 @@ func FuzzClean(f *testing.F) {
 }
 
 func FuzzParseContentRange(f *testing.F) {
-	for _, s := range []string{"bytes 0-9/10", "bytes 5-5/*", "bytes 9-0/10", "bytes -1-2/3", "bytes 0-9/5"} {
+	for _, s := range []string{"bytes 0-9/10", "bytes 5-5/*", "bytes 9-0/10", "bytes -1-2/3", "bytes 0-9/5", "bytes 5-5/6", "bytes 1-0/5", "bytes 0-9/+10", "bytes 00-9/10"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		a, b, total, ok := parseContentRange(s)
-		if ok && (a < 0 || b < a || (total != -1 && total <= b)) {
-			t.Fatalf("parseContentRange(%q) = %d %d %d accepted", s, a, b, total)
+		a, b, total, ok := ParseContentRange(s)
+		if !ok {
+			return
+		}
+		if a < 0 || b < a || (total != -1 && total <= b) {
+			t.Fatalf("ParseContentRange(%q) = %d %d %d accepted", s, a, b, total)
+		}
+		tot := "*"
+		if total != -1 {
+			tot = fmt.Sprint(total)
+		}
+		if got := fmt.Sprintf("bytes %d-%d/%s", a, b, tot); got != s {
+			t.Fatalf("%q parsed as %s", s, got)
 		}
 	})
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -279,9 +278,10 @@ func checkHead(resp *http.Response, tag string, off, n int64) error {
 	if got := resp.Header.Get("ETag"); got != tag {
 		return fmt.Errorf("answered ETag %q for version tag %q", got, tag)
 	}
-	start, last, total, err := parseContentRange(resp.Header.Get("Content-Range"))
-	if err != nil {
-		return err
+	// TOTAL known: a peer always knows the size of the version it sends.
+	start, last, total, ok := origin.ParseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || total < 0 {
+		return fmt.Errorf("bad Content-Range %q", resp.Header.Get("Content-Range"))
 	}
 	if start != off || last != off+n-1 || total < off+n {
 		return fmt.Errorf("answered Content-Range %q for bytes %d-%d", resp.Header.Get("Content-Range"), off, off+n-1)
@@ -290,38 +290,6 @@ func checkHead(resp *http.Response, tag string, off, n int64) error {
 		return fmt.Errorf("answered Content-Length %d for %d bytes", resp.ContentLength, n)
 	}
 	return nil
-}
-
-// parseContentRange parses "bytes FIRST-LAST/TOTAL" (TOTAL known: a peer always
-// knows the size of the version it sends).
-func parseContentRange(s string) (first, last, total int64, err error) {
-	bad := fmt.Errorf("bad Content-Range %q", s)
-	rest, ok := strings.CutPrefix(s, "bytes ")
-	if !ok {
-		return 0, 0, 0, bad
-	}
-	rng, tot, ok := strings.Cut(rest, "/")
-	if !ok {
-		return 0, 0, 0, bad
-	}
-	a, b, ok := strings.Cut(rng, "-")
-	if !ok {
-		return 0, 0, 0, bad
-	}
-	for _, f := range []struct {
-		s string
-		v *int64
-	}{{a, &first}, {b, &last}, {tot, &total}} {
-		v, err := strconv.ParseInt(f.s, 10, 64)
-		if err != nil || v < 0 || f.s[0] == '+' || len(f.s) > 1 && f.s[0] == '0' {
-			return 0, 0, 0, bad
-		}
-		*f.v = v
-	}
-	if first > last || last >= total {
-		return 0, 0, 0, bad
-	}
-	return first, last, total, nil
 }
 
 // minProgress is what a peer's body must bring in each --peer-timeout (or the rest

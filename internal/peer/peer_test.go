@@ -403,24 +403,6 @@ func TestOptionsChecked(t *testing.T) {
 	}
 }
 
-func FuzzParseContentRange(f *testing.F) {
-	for _, s := range []string{"bytes 0-9/10", "bytes 5-5/6", "bytes */10", "bytes 1-0/5", "bytes -1-2/3", "bytes 0-9/+10"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		a, b, total, err := parseContentRange(s)
-		if err != nil {
-			return
-		}
-		if a < 0 || b < a || total <= b {
-			t.Fatalf("%q parsed as %d-%d/%d", s, a, b, total)
-		}
-		if got := fmt.Sprintf("bytes %d-%d/%d", a, b, total); got != s {
-			t.Fatalf("%q parsed as %s", s, got)
-		}
-	})
-}
-
 type atomicBool struct{ b atomic.Bool }
 
 // An https peer is trusted through --peer-ca; without it, its certificate is
