@@ -21,7 +21,9 @@ func TestOriginDown(t *testing.T) {
 	srv := startNginx(t, dir, "json")
 	cacheDir := filepath.Join(workDir, "offline-cache")
 	port := freePort(t)
-	m := startMount(t, srv.URL, cacheDir, "--metadata-ttl", "1s", "--origin-timeout", "3s", "--serve", fmt.Sprintf("127.0.0.1:%d", port))
+	// No prefetch: reading cached.bin would fetch uncached.bin beside it, which
+	// must stay uncached for this test.
+	m := startMount(t, srv.URL, cacheDir, "--metadata-ttl", "1s", "--origin-timeout", "3s", "--serve", fmt.Sprintf("127.0.0.1:%d", port), "--prefetch", "0")
 	if sha256File(t, filepath.Join(m.Dir, "docs/cached.bin")) != sum {
 		t.Fatal("first read differs")
 	}
