@@ -22,6 +22,32 @@ type Keeper interface {
 // which it wraps so that every reader already reads it from the origin uncached.
 var ErrNotKept = fmt.Errorf("not kept by this member (--peer-copy owner): %w", ErrNoSpace)
 
+// Forwarder is an origin (a decorator: the peer tier) that reads some ranges from
+// another gateway instead of the origin itself. The cache asks it when a fetch
+// starts, so that a peer's request (origin.NoForward) never waits on a fetch that
+// is itself waiting on a peer: two members whose lists of the group briefly differ
+// would each wait on the other until --peer-timeout.
+type Forwarder interface {
+	// Forwards reports whether reading [off, off+n) of version of path, under a
+	// context without origin.NoForward, would ask another gateway for some of it.
+	Forwards(path, version string, off, n int64) bool
+}
+
+// errFetchForwarded answers a peer's request (origin.NoForward) for chunks whose
+// fetch here goes through a peer: the request reads them from the origin itself,
+// uncached, rather than wait on that fetch (see Forwarder). It wraps ErrNotKept,
+// so readers read the range through, and only this range.
+var errFetchForwarded = fmt.Errorf("being fetched here through a peer, read from the origin for a peer's request: %w", ErrNotKept)
+
+// forwarder returns the origin's Forwarder, or nil when every read reaches the origin.
+func (c *Cache) forwarder() Forwarder {
+	if m, ok := c.origin.(*meteredOrigin); ok {
+		f, _ := m.Origin.(Forwarder)
+		return f
+	}
+	return nil
+}
+
 // KeepRun reports whether the cache keeps the byte at off for a reader under ctx,
 // and where that run ends (at most end): serve sends a run it does not keep as one
 // read through (ReadThrough). A peer's read (origin.NoForward) keeps everything.

@@ -115,6 +115,9 @@ type span struct {
 	waiters int  // ensure calls waiting for one of its chunks
 	holders int  // handles whose readahead started it, until they close
 	done    bool // the fetch returned
+	// forwarded: the fetch reads some of its range from a peer (Forwarder), so a
+	// peer's request must not wait on it. Set at start, never changed.
+	forwarded bool
 }
 
 // errAbandoned ends a fetch that no reader waits for any more. A reader that joined it
@@ -599,6 +602,10 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			o.mu.Unlock()
 			return false, errors.New("cache object closed")
 		}
+		if origin.NoForward(ctx) && o.forwardedLocked(first, last) {
+			o.mu.Unlock()
+			return false, errFetchForwarded
+		}
 		for i := first; i <= last; i++ {
 			if o.side.has(i) {
 				continue
@@ -652,6 +659,20 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 			return false, err
 		}
 	}
+}
+
+// forwardedLocked reports whether a chunk of first..last is being fetched through a
+// peer. o.mu must be held.
+func (o *object) forwardedLocked(first, last int) bool {
+	if len(o.inflight) == 0 {
+		return false
+	}
+	for i := first; i <= last; i++ {
+		if f := o.inflight[i]; f != nil && f.span.forwarded {
+			return true
+		}
+	}
+	return false
 }
 
 // awaitFlights waits until every flight is done, one fails, or ctx ends.
@@ -741,6 +762,10 @@ func (o *object) letGo(drop, keep []*span) []*span {
 func (o *object) startFetchLocked(from context.Context, first, last int) ([]*flight, *span) {
 	ctx, cancel := context.WithCancelCause(origin.CarryHints(carryPrefetch(carryBWLimit(context.Background(), from), from), from))
 	sp := &span{cancel: cancel}
+	if f := o.c.forwarder(); f != nil && !origin.NoForward(from) {
+		off := int64(first) * o.ChunkSize
+		sp.forwarded = f.Forwards(o.Path, o.Version, off, min(o.Size, int64(last+1)*o.ChunkSize)-off)
+	}
 	fl := make([]*flight, last-first+1)
 	if o.inflight == nil {
 		o.inflight = map[int]*flight{}

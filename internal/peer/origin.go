@@ -89,6 +89,20 @@ func (g *Group) split(p, version string, off, n int64) []segment {
 	return segs
 }
 
+// Forwards implements cache.Forwarder: whether ReadRange would ask a peer for some
+// of [off, off+n).
+func (o *peerOrigin) Forwards(p, version string, off, n int64) bool {
+	if etag.For(version) == "" || n <= 0 {
+		return false
+	}
+	for _, s := range o.g.split(p, version, off, n) {
+		if s.m != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (o *peerOrigin) ReadRange(ctx context.Context, p, version string, off, n int64) (io.ReadCloser, error) {
 	tag := etag.For(version)
 	if origin.NoForward(ctx) || tag == "" || n <= 0 {

@@ -475,3 +475,38 @@ func TestOwnerOnlyKeepRun(t *testing.T) {
 		t.Fatal("--peer-copy local keeps only some spans")
 	}
 }
+
+// Forwards (cache.Forwarder) answers whether a read would ask a peer: a span this
+// member owns, or whose owner is down, or a version without a tag, is read from the
+// origin, and a peer's request may wait on such a fetch; any other may not.
+func TestForwardsMatchesOwnership(t *testing.T) {
+	g := testGroup(t, urls(3), urls(3)[0], func(o *Options) { o.Span = 100 })
+	o := g.Wrap(&fakeOrigin{}).(*peerOrigin)
+	var own, other int64 = -1, -1
+	for s := int64(0); s < 30 && (own < 0 || other < 0); s++ {
+		if g.Owner(Key{"f", `"v1"`, s}).self {
+			own = s
+		} else {
+			other = s
+		}
+	}
+	if own < 0 || other < 0 {
+		t.Fatal("30 spans all on one side")
+	}
+	if o.Forwards("f", `"v1"`, own*100, 100) {
+		t.Error("a span this member owns is forwarded")
+	}
+	if !o.Forwards("f", `"v1"`, other*100, 100) {
+		t.Error("another member's span is not forwarded")
+	}
+	if !o.Forwards("f", `"v1"`, min(own, other)*100, (max(own, other)-min(own, other)+1)*100) {
+		t.Error("a range over both is not forwarded")
+	}
+	if o.Forwards("f", "size:3000", other*100, 100) {
+		t.Error("a version without a tag is forwarded")
+	}
+	g.markDown(g.Owner(Key{"f", `"v1"`, other}), errors.New("test"))
+	if o.Forwards("f", `"v1"`, other*100, 100) {
+		t.Error("a span whose owner is down is forwarded")
+	}
+}
