@@ -268,7 +268,7 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // readOrigin reads p at off straight from the origin, retrying transient failures.
 func (h *Handle) readOrigin(ctx context.Context, p []byte, off int64) (int, error) {
 	h.c.count(func(s *Stats) { s.Uncached++ })
-	ctx, cancel := context.WithTimeout(ctx, h.c.opts.OriginTimeout)
+	ctx, cancel := context.WithTimeout(origin.WithCallerRetries(ctx), h.c.opts.OriginTimeout)
 	defer cancel()
 	var err error
 	for attempt := 0; attempt < maxAttempts; attempt++ {

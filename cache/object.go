@@ -842,7 +842,8 @@ func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*fli
 	stall := time.AfterFunc(c.opts.OriginTimeout, func() { sp.cancel(errStalled) })
 	defer stall.Stop()
 	// Waiting for --bwlimit's tokens does not count as a stall.
-	rctx := withStallClock(ctx, stall, c.opts.OriginTimeout)
+	// One retry policy: this loop's, which resumes (origin.WithCallerRetries).
+	rctx := origin.WithCallerRetries(withStallClock(ctx, stall, c.opts.OriginTimeout))
 	for attempt := 0; i <= last; attempt++ {
 		if attempt > 0 {
 			if attempt >= maxAttempts || !origin.Retryable(err) || ctx.Err() != nil {

@@ -15,6 +15,8 @@ type noForwardKey struct{}
 
 type servedByPeerKey struct{}
 
+type callerRetriesKey struct{}
+
 // WithNoForward marks reads under ctx as ones that must reach the origin itself:
 // the reader is a peer that was sent here because this process owns the bytes, so
 // sending it on to another peer could loop.
@@ -25,6 +27,20 @@ func WithNoForward(ctx context.Context) context.Context {
 // NoForward reports whether reads under ctx must reach the origin itself.
 func NoForward(ctx context.Context) bool {
 	v, _ := ctx.Value(noForwardKey{}).(bool)
+	return v
+}
+
+// WithCallerRetries marks reads under ctx as retried by their caller, which resumes
+// where a failed read ended (the cache's fill): an origin then makes one attempt per
+// request instead of retrying it itself, so a span that makes no progress costs the
+// caller's attempts, not the product of two retry loops.
+func WithCallerRetries(ctx context.Context) context.Context {
+	return context.WithValue(ctx, callerRetriesKey{}, true)
+}
+
+// CallerRetries reports whether the caller of reads under ctx retries them itself.
+func CallerRetries(ctx context.Context) bool {
+	v, _ := ctx.Value(callerRetriesKey{}).(bool)
 	return v
 }
 

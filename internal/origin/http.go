@@ -191,12 +191,17 @@ func Retryable(err error) bool {
 	return !errors.As(err, &ue)
 }
 
-// retry runs f up to three times, with backoff, while it fails transiently. f
-// returns retryable=false to stop at once with its error.
+// retry runs f up to three times, with backoff, while it fails transiently (once when
+// the caller retries itself: CallerRetries). f returns retryable=false to stop at
+// once with its error.
 func retry[T any](ctx context.Context, f func() (T, bool, error)) (T, error) {
 	var zero T
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
+	attempts := 3
+	if CallerRetries(ctx) {
+		attempts = 1
+	}
+	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-time.After(time.Duration(attempt*attempt) * 100 * time.Millisecond):

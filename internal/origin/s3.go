@@ -30,6 +30,7 @@ import (
 // ranged read is conditional on it (If-Match).
 type S3 struct {
 	client *minio.Client
+	once   *minio.Client // the same, making one attempt per request: for reads whose caller retries
 	bucket string
 	prefix string // "" or ends in "/"
 	name   string
@@ -76,17 +77,23 @@ func NewS3(spec string, opts Options) (*S3, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := minio.New(endpoint, &minio.Options{
+	mopts := minio.Options{
 		Creds:        credentialChain(),
 		Secure:       secure,
 		Region:       region,
 		BucketLookup: lookup,
 		Transport:    tr,
-	})
+	}
+	client, err := minio.New(endpoint, &mopts)
 	if err != nil {
 		return nil, &UsageError{fmt.Sprintf("S3 origin %s: %v", spec, err)}
 	}
-	o := &S3{client: client, bucket: bucket, prefix: prefix, name: "s3://" + bucket + "/" + prefix, region: region, maxEntries: opts.maxDirEntries(), timeout: opts.Timeout}
+	mopts.MaxRetries = 1 // the caller retries (CallerRetries); minio's default is 10
+	once, err := minio.New(endpoint, &mopts)
+	if err != nil {
+		return nil, &UsageError{fmt.Sprintf("S3 origin %s: %v", spec, err)}
+	}
+	o := &S3{client: client, once: once, bucket: bucket, prefix: prefix, name: "s3://" + bucket + "/" + prefix, region: region, maxEntries: opts.maxDirEntries(), timeout: opts.Timeout}
 	if opts.S3Endpoint != "" && !secure {
 		eu, _ := url.Parse(opts.S3Endpoint)
 		o.raw = newRawClient(eu, opts.Timeout)
@@ -258,8 +265,12 @@ func (s *S3) ReadRange(ctx context.Context, p, version string, off, n int64) (io
 	if version != "" {
 		opts.SetMatchETag(strings.Trim(version, `"`))
 	}
+	client := s.client
+	if CallerRetries(ctx) {
+		client = s.once
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	obj, err := s.client.GetObject(ctx, s.bucket, s.prefix+p, opts)
+	obj, err := client.GetObject(ctx, s.bucket, s.prefix+p, opts)
 	if err != nil {
 		cancel()
 		return nil, s.explain("get", p, err)
