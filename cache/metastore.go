@@ -62,6 +62,14 @@ const (
 	metaStoreQueueBytes = 64 << 20
 	// metaStoreBatch is the most records one write transaction commits.
 	metaStoreBatch = 1024
+	// commitGap is the least time between two commits of a writer that has less than
+	// a full batch waiting. Each commit fdatasyncs index.db twice, and each of those
+	// forces a journal commit of the whole filesystem, during which the cache's own
+	// file creations wait: a cold cat of 5,000 small files committed once per file
+	// or two (3,140 fdatasyncs) and spent 634 µs in each openat (strace -c, ext4).
+	// What waits is served from memory meanwhile, and a crash loses it as it would
+	// a moment earlier (the start reconciles the index with the files).
+	commitGap = 200 * time.Millisecond
 	// maxPendingDels bounds the deletions waiting for the writer; past it the whole
 	// origin bucket is cleared instead.
 	maxPendingDels = 1 << 16
@@ -404,6 +412,19 @@ func (s *metaStore) writer() {
 			break
 		}
 		s.commit(batch)
+		if len(batch) < metaStoreBatch {
+			pause(s.stop)
+		}
+	}
+}
+
+// pause waits commitGap, or until stop closes.
+func pause(stop <-chan struct{}) {
+	t := time.NewTimer(commitGap)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-stop:
 	}
 }
 

@@ -156,6 +156,7 @@ func (r *objectRecords) writer() {
 		select {
 		case <-r.wake:
 			r.commit()
+			pause(r.stop) // gather what comes meanwhile into the next commit
 		case <-r.stop:
 			r.commit()
 			return
