@@ -64,7 +64,14 @@ func TestIdleFilesKeptAcrossReads(t *testing.T) {
 		t.Fatalf("%d data files open after reading %d files, want all of them kept", kept, files)
 	}
 	readAll()
-	if after := fdTargets(t); !maps.Equal(after, before) {
+	// Only the cache's descriptors: a fetch closes its origin reader just after
+	// the reader it served has its bytes, so the origin's may still be open.
+	inCache := func(m map[string]string) map[string]string {
+		maps.DeleteFunc(m, func(_, target string) bool { return !strings.HasPrefix(target, f.cacheDir) })
+		return m
+	}
+	before = inCache(before)
+	if after := inCache(fdTargets(t)); !maps.Equal(after, before) {
 		t.Fatalf("reading %d files read just before changed the descriptors open:\nbefore %v\nafter  %v", files, before, after)
 	}
 }
@@ -78,8 +85,11 @@ func fdTargets(t *testing.T) map[string]string {
 	}
 	m := map[string]string{}
 	for _, e := range ents {
-		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		m[e.Name()] = target
+		// An entry closed since the listing (ReadDir's own descriptor among them)
+		// is held by nobody: only what still resolves counts.
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			m[e.Name()] = target
+		}
 	}
 	return m
 }
