@@ -549,14 +549,28 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 
 // sendThrough sends n bytes at off that the cache does not keep (cache.ErrNotKept:
 // another member's span) as one read through the origin (its owner), where
-// sendUncached's reads of a buffer each would each be a request. What a failed
-// stream did not bring is sent by sendUncached, which retries.
+// sendUncached's reads of a buffer each would each be a request. To a plain-TCP
+// client a reader that can (origin.ConnWriter: a peer's raw body) splices its
+// bytes from its socket to the client's, after the header, never through user
+// memory. What a failed stream did not bring is sent by sendUncached, which
+// retries.
 func (c *conn) sendThrough(h *cache.Handle, hdr []byte, off, n int64) error {
 	rc, err := h.ReadThrough(c.context(), off, n)
 	if err != nil {
 		return c.sendUncached(h, hdr, off, n)
 	}
 	defer rc.Close()
+	if cw, ok := rc.(origin.ConnWriter); ok && c.sock != nil {
+		dst := &throughSink{c: c, hdr: hdr}
+		w, err := cw.WriteToConn(dst, n)
+		if err == nil {
+			return nil
+		}
+		if dst.err != nil {
+			return dst.err // the client's connection failed
+		}
+		return c.sendUncached(h, dst.hdr, off+w, n-w)
+	}
 	buf := c.copyBuf()
 	for n > 0 {
 		got, err := io.ReadFull(rc, buf[:min(n, int64(len(buf)))])
@@ -573,6 +587,37 @@ func (c *conn) sendThrough(h *cache.Handle, hdr []byte, off, n int64) error {
 		}
 	}
 	return nil
+}
+
+// throughSink is sendThrough's origin.ConnSink: the client's socket, with the
+// response header (hdr, until sent) ahead of the first body bytes, and the first
+// error of the socket's (err: the client is gone, nothing to fall back on).
+type throughSink struct {
+	c   *conn
+	hdr []byte
+	err error
+}
+
+func (s *throughSink) Write(b []byte) (int, error) {
+	if err := s.c.write(s.hdr, b); err != nil {
+		s.err = err
+		return 0, err
+	}
+	s.hdr = nil
+	return len(b), nil
+}
+
+func (s *throughSink) SpliceFrom(fd int, n int64) error {
+	// The header with MSG_MORE: it leaves with the body's first bytes.
+	err := s.c.sock.SendHeader(s.hdr, n > 0)
+	if err == nil {
+		s.hdr = nil
+		err = s.c.sock.SpliceFrom(fd, n)
+	}
+	if err != nil {
+		s.err = err
+	}
+	return err
 }
 
 // choose picks the transfer method for a body of n bytes on this connection: the
