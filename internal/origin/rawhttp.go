@@ -80,8 +80,8 @@ func NewRawClient(base *url.URL, timeout time.Duration, maxHeader int64) *RawCli
 // answer with a Content-Length and no transfer coding has a body that reads exactly
 // that many bytes, fails when they end early, and implements FileWriter and
 // ConnWriter; another answer's body is net/http's, over a connection closed after
-// it. progress, when not nil, is called with each count of body bytes that arrives
-// (read or spliced), from the goroutine reading the body.
+// it. progress, when not nil, is called with each count of the first kind of
+// body's bytes that arrives (read or spliced), from the goroutine reading it.
 func (c *RawClient) Do(ctx context.Context, req *http.Request, progress func(int64)) (*http.Response, error) {
 	resp, conn, err := c.rc.roundTrip(ctx, req)
 	if err != nil {

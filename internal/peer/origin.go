@@ -433,11 +433,10 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
 	req.Header.Set("If-Match", r.tag)
 	g.authorize(req)
-	pb := &peerBody{stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n)}
+	pb := &peerBody{stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n), due: time.Now().Add(g.opts.Timeout)}
 	var resp *http.Response
 	if m.raw != nil {
-		// The raw body tells pb of each arrival, spliced or read.
-		pb.counted = true
+		// A raw body tells pb of each arrival, spliced or read.
 		resp, err = m.raw.Do(ctx, req, pb.note)
 	} else {
 		resp, err = g.client.Do(req)
@@ -457,6 +456,7 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 		return nil, err
 	}
 	pb.rc, pb.sized = resp.Body, resp.ContentLength >= 0
+	pb.counted = pb.splices()
 	return pb, nil
 }
 
@@ -506,6 +506,8 @@ type peerBody struct {
 	need    int64 // bytes that wind it back: min(minProgress, left) when it was
 	sized   bool  // the answer had a Content-Length
 	counted bool  // rc calls note itself (origin.RawClient's progress)
+	// due is when the stall timer fires unless wound back (see pausingSink).
+	due time.Time
 }
 
 // note counts k bytes of the body arrived, winding the stall timer back for each
@@ -514,6 +516,7 @@ func (b *peerBody) note(k int64) {
 	b.left -= k
 	b.got += k
 	if b.got >= b.need {
+		b.due = time.Now().Add(b.timeout)
 		b.stall.Reset(b.timeout)
 		b.got, b.need = 0, min(minProgress, b.left)
 	}
@@ -555,13 +558,47 @@ func (b *peerBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 	return nil
 }
 
-// WriteToConn implements origin.ConnWriter for a body that splices().
+// WriteToConn implements origin.ConnWriter for a body that splices(). The stall
+// timer stops while dst waits for its client: a slow client is not the peer's
+// fault.
 func (b *peerBody) WriteToConn(dst origin.ConnSink, n int64) (int64, error) {
-	w, err := b.rc.(origin.ConnWriter).WriteToConn(dst, n)
+	w, err := b.rc.(origin.ConnWriter).WriteToConn(pausingSink{dst, b}, n)
 	if err != nil {
 		err = b.why(err)
 	}
 	return w, err
+}
+
+// pausingSink stops a peer body's stall timer while its destination takes bytes.
+type pausingSink struct {
+	dst origin.ConnSink
+	b   *peerBody
+}
+
+// pause stops the timer, and returns what restarts it with the time it had left
+// (a fresh timeout after each pause would let a trickling peer run forever):
+// nothing when it has fired (the request is cancelled, and the next splice from
+// the peer fails).
+func (s pausingSink) pause() func() {
+	b := s.b
+	if !b.stall.Stop() {
+		return func() {}
+	}
+	left := time.Until(b.due)
+	return func() {
+		b.due = time.Now().Add(left)
+		b.stall.Reset(left)
+	}
+}
+
+func (s pausingSink) Write(p []byte) (int, error) {
+	defer s.pause()()
+	return s.dst.Write(p)
+}
+
+func (s pausingSink) SpliceFrom(fd int, n int64) error {
+	defer s.pause()()
+	return s.dst.SpliceFrom(fd, n)
 }
 
 func (b *peerBody) Close() error {

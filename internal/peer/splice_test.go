@@ -18,6 +18,7 @@ import (
 	"github.com/cachegate/cachegate/internal/etag"
 	"github.com/cachegate/cachegate/internal/origin"
 	"github.com/cachegate/cachegate/internal/zerocopy"
+	"golang.org/x/sys/unix"
 )
 
 // spliceFile fills a temporary file from rc as the cache does (origin.FileWriter,
@@ -306,3 +307,65 @@ type failingSink struct{ err error }
 
 func (f failingSink) Write([]byte) (int, error)        { return 0, f.err }
 func (f failingSink) SpliceFrom(fd int, n int64) error { return f.err }
+
+// A client slower than --peer-timeout is not the peer's fault: the peer's stall
+// timer stops while the client's socket waits, so the peer stays up and every
+// byte comes from it.
+func TestPeerSpliceSlowClientNotPeerDown(t *testing.T) {
+	const size, span = 4 << 20, 1 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	s := peerServer(t, data, nil)
+	g := testGroup(t, []string{"http://127.0.0.1:1", s.URL}, "http://127.0.0.1:1", func(o *Options) { o.Span = span })
+	fo := &fakeOrigin{data: data}
+	rc, err := g.Wrap(fo).ReadRange(context.Background(), "f", `"v1"`, 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	sink := &slowSink{pause: 400 * time.Millisecond, slow: 3} // the timeout is 300 ms
+	if _, err := rc.(origin.ConnWriter).WriteToConn(sink, size); err != nil || !bytes.Equal(sink.buf.Bytes(), data) {
+		t.Fatalf("WriteToConn: %v, %d bytes; want the data", err, sink.buf.Len())
+	}
+	if peer := g.Members()[1]; !peer.Up() || peer.bytes.Load() != size-fo.read || fo.read == size {
+		t.Fatalf("a slow client marked the peer down (up %v), or its bytes came from the origin (%d of %d from the peer)", peer.Up(), peer.bytes.Load(), size-fo.read)
+	}
+}
+
+// slowSink takes its time over its first slow pieces of bytes.
+type slowSink struct {
+	pause time.Duration
+	slow  int
+	buf   bytes.Buffer
+}
+
+func (s *slowSink) wait() {
+	if s.slow > 0 {
+		s.slow--
+		time.Sleep(s.pause)
+	}
+}
+
+func (s *slowSink) Write(b []byte) (int, error) {
+	s.wait()
+	return s.buf.Write(b)
+}
+
+func (s *slowSink) SpliceFrom(fd int, n int64) error {
+	s.wait()
+	b := make([]byte, n)
+	for got := 0; got < len(b); {
+		k, err := unix.Read(fd, b[got:])
+		if err == unix.EAGAIN {
+			continue // the pipe is non-blocking and n bytes are in it
+		}
+		if err != nil {
+			return err
+		}
+		got += k
+	}
+	s.buf.Write(b)
+	return nil
+}
