@@ -253,7 +253,7 @@ func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh f
 		fh.xCache = "PEER"
 	}
 	// Complete now, after the first fill: a small cold file is whole already.
-	st.m = c.choose(h, r.length, false, h.Complete())
+	st.m = c.choose(h, r.length, false, keptComplete(c.context(), h, r.start, r.length))
 	if st.uncached {
 		st.m = zerocopy.Copy
 	}
@@ -681,6 +681,36 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 	}
 	return zerocopy.Sendfile
 }
+
+// keptComplete reports whether a body [off, off+n) of h counts as complete for
+// choose: the file is, or (--peer-copy owner) some of the body is not kept here
+// and every byte of it that is kept is present. Such a member never holds a whole
+// file, and its warm spans went by pread+write as a file still filling does
+// (hugeFilling): two thirds of the requester's CPU in BenchmarkPeers' read
+// through. Past maxKeptRuns runs it answers as h.Complete (a hash per span).
+func keptComplete(ctx context.Context, h *cache.Handle, off, n int64) bool {
+	if h.Complete() || !h.Cached() {
+		return h.Complete()
+	}
+	notKept := false
+	pos, end := off, off+n
+	for runs := 0; pos < end && runs < maxKeptRuns; runs++ {
+		kept, until := h.KeepRun(ctx, pos, end)
+		if until <= pos {
+			return false
+		}
+		if !kept {
+			notKept = true
+		} else if all, _ := h.Presence(pos, until-pos); !all {
+			return false
+		}
+		pos = until
+	}
+	return notKept && pos >= end
+}
+
+// maxKeptRuns bounds keptComplete's walk over kept and not-kept runs.
+const maxKeptRuns = 256
 
 // hugeFilling is the body size above which files still filling go to loopback
 // clients by pread+write instead of sendfile (complete files go by sendfile).
