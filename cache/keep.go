@@ -78,7 +78,25 @@ func (h *Handle) ReadThrough(ctx context.Context, off, n int64) (io.ReadCloser, 
 	if err != nil {
 		return nil, err
 	}
-	return &countedReader{ReadCloser: rc, c: h.c}, nil
+	cr := &countedReader{ReadCloser: rc, c: h.c}
+	if cw, ok := rc.(origin.ConnWriter); ok {
+		return &countedConnWriter{cr, cw}, nil // serve splices it to a client
+	}
+	return cr, nil
+}
+
+// countedConnWriter is a countedReader whose reader can splice to a socket.
+type countedConnWriter struct {
+	*countedReader
+	cw origin.ConnWriter
+}
+
+func (r *countedConnWriter) WriteToConn(dst origin.ConnSink, n int64) (int64, error) {
+	k, err := r.cw.WriteToConn(dst, n)
+	if k > 0 {
+		r.c.count(func(s *Stats) { s.BytesFetched += k })
+	}
+	return k, err
 }
 
 // countedReader counts the bytes read through it as fetched.

@@ -253,7 +253,7 @@ func (c *conn) single(req *request, p string, h *cache.Handle, r byteRange, fh f
 		fh.xCache = "PEER"
 	}
 	// Complete now, after the first fill: a small cold file is whole already.
-	st.m = c.choose(h, r.length, false, h.Complete())
+	st.m = c.choose(h, r.length, false, keptComplete(c.context(), h, r.start, r.length))
 	if st.uncached {
 		st.m = zerocopy.Copy
 	}
@@ -549,14 +549,28 @@ func (c *conn) sendUncached(h *cache.Handle, hdr []byte, off, n int64) error {
 
 // sendThrough sends n bytes at off that the cache does not keep (cache.ErrNotKept:
 // another member's span) as one read through the origin (its owner), where
-// sendUncached's reads of a buffer each would each be a request. What a failed
-// stream did not bring is sent by sendUncached, which retries.
+// sendUncached's reads of a buffer each would each be a request. To a plain-TCP
+// client a reader that can (origin.ConnWriter: a peer's raw body) splices its
+// bytes from its socket to the client's, after the header, never through user
+// memory. What a failed stream did not bring is sent by sendUncached, which
+// retries.
 func (c *conn) sendThrough(h *cache.Handle, hdr []byte, off, n int64) error {
 	rc, err := h.ReadThrough(c.context(), off, n)
 	if err != nil {
 		return c.sendUncached(h, hdr, off, n)
 	}
 	defer rc.Close()
+	if cw, ok := rc.(origin.ConnWriter); ok && c.sock != nil {
+		dst := &throughSink{c: c, hdr: hdr}
+		w, err := cw.WriteToConn(dst, n)
+		if err == nil {
+			return nil
+		}
+		if dst.err != nil {
+			return dst.err // the client's connection failed
+		}
+		return c.sendUncached(h, dst.hdr, off+w, n-w)
+	}
 	buf := c.copyBuf()
 	for n > 0 {
 		got, err := io.ReadFull(rc, buf[:min(n, int64(len(buf)))])
@@ -573,6 +587,37 @@ func (c *conn) sendThrough(h *cache.Handle, hdr []byte, off, n int64) error {
 		}
 	}
 	return nil
+}
+
+// throughSink is sendThrough's origin.ConnSink: the client's socket, with the
+// response header (hdr, until sent) ahead of the first body bytes, and the first
+// error of the socket's (err: the client is gone, nothing to fall back on).
+type throughSink struct {
+	c   *conn
+	hdr []byte
+	err error
+}
+
+func (s *throughSink) Write(b []byte) (int, error) {
+	if err := s.c.write(s.hdr, b); err != nil {
+		s.err = err
+		return 0, err
+	}
+	s.hdr = nil
+	return len(b), nil
+}
+
+func (s *throughSink) SpliceFrom(fd int, n int64) error {
+	// The header with MSG_MORE: it leaves with the body's first bytes.
+	err := s.c.sock.SendHeader(s.hdr, n > 0)
+	if err == nil {
+		s.hdr = nil
+		err = s.c.sock.SpliceFrom(fd, n)
+	}
+	if err != nil {
+		s.err = err
+	}
+	return err
 }
 
 // choose picks the transfer method for a body of n bytes on this connection: the
@@ -636,6 +681,36 @@ func autoMethod(n int64, multi, complete, isTLS bool, e egress) zerocopy.Method 
 	}
 	return zerocopy.Sendfile
 }
+
+// keptComplete reports whether a body [off, off+n) of h counts as complete for
+// choose: the file is, or (--peer-copy owner) some of the body is not kept here
+// and every byte of it that is kept is present. Such a member never holds a whole
+// file, and its warm spans went by pread+write as a file still filling does
+// (hugeFilling): two thirds of the requester's CPU in BenchmarkPeers' read
+// through. Past maxKeptRuns runs it answers as h.Complete (a hash per span).
+func keptComplete(ctx context.Context, h *cache.Handle, off, n int64) bool {
+	if h.Complete() || !h.Cached() {
+		return h.Complete()
+	}
+	notKept := false
+	pos, end := off, off+n
+	for runs := 0; pos < end && runs < maxKeptRuns; runs++ {
+		kept, until := h.KeepRun(ctx, pos, end)
+		if until <= pos {
+			return false
+		}
+		if !kept {
+			notKept = true
+		} else if all, _ := h.Presence(pos, until-pos); !all {
+			return false
+		}
+		pos = until
+	}
+	return notKept && pos >= end
+}
+
+// maxKeptRuns bounds keptComplete's walk over kept and not-kept runs.
+const maxKeptRuns = 256
 
 // hugeFilling is the body size above which files still filling go to loopback
 // clients by pread+write instead of sendfile (complete files go by sendfile).

@@ -31,6 +31,95 @@ type FileWriter interface {
 	WriteToFile(f *os.File, off, n int64, mu sync.Locker) error
 }
 
+// ConnWriter is implemented by range readers that can move their bytes to a socket
+// without passing them through user memory (splice: socket, pipe, socket). The
+// server uses it for a read through to a plain-TCP client (--peer-copy owner): the
+// bytes then cost no user-space copy on the way in or out.
+type ConnWriter interface {
+	// WriteToConn moves the next n bytes of the range to dst and returns how many
+	// dst took, also on error, so that the caller can go on from there by other
+	// means. An error of dst's comes back as a *SinkError: the caller then knows
+	// its own connection failed, not the range's source.
+	WriteToConn(dst ConnSink, n int64) (int64, error)
+}
+
+// ConnSink is the destination of a ConnWriter: a socket that takes bytes from a
+// pipe, or from user memory for a source that cannot splice.
+type ConnSink interface {
+	io.Writer
+	// SpliceFrom moves exactly n bytes from the pipe whose read end is fd to the
+	// destination, waiting for room as long as the destination's deadlines allow.
+	SpliceFrom(fd int, n int64) error
+}
+
+// SinkError wraps an error of the destination of a FileWriter or ConnWriter (the
+// file or socket written), as against one of the source's: a reader that falls
+// over to another source (the peer tier) does so on its source's errors only.
+// errors.Is sees through it (the cache looks for ENOSPC).
+type SinkError struct{ Err error }
+
+func (e *SinkError) Error() string { return e.Err.Error() }
+func (e *SinkError) Unwrap() error { return e.Err }
+
+// RawClient is rawClient for the peer tier: GETs over plain HTTP/1.1 connections it
+// owns, whose bodies can splice (FileWriter, ConnWriter). It does not retry beyond
+// a pooled connection the server closed, nor check the answer: its caller does.
+type RawClient struct{ rc *rawClient }
+
+// NewRawClient returns a client of the plain http:// server at base. timeout bounds
+// a dial, the wait for an answer's header, and each read of its body; maxHeader
+// (when > 0) bounds the bytes read before an answer's header block ends, so a
+// server sending megabytes of header is refused, not held.
+func NewRawClient(base *url.URL, timeout time.Duration, maxHeader int64) *RawClient {
+	rc := newRawClient(base, timeout)
+	rc.maxHeader = maxHeader
+	return &RawClient{rc}
+}
+
+// Do sends req (a GET to the client's server) and reads the answer's header. An
+// answer with a Content-Length and no transfer coding has a body that reads exactly
+// that many bytes, fails when they end early, and implements FileWriter and
+// ConnWriter; another answer's body is net/http's, over a connection closed after
+// it. progress, when not nil, is called with each count of the first kind of
+// body's bytes that arrives (read or spliced), from the goroutine reading it.
+func (c *RawClient) Do(ctx context.Context, req *http.Request, progress func(int64)) (*http.Response, error) {
+	resp, conn, err := c.rc.roundTrip(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength < 0 || len(resp.TransferEncoding) > 0 {
+		resp.Body = &closeConnBody{ReadCloser: resp.Body, c: conn}
+		return resp, nil
+	}
+	b := newRawBody(ctx, c.rc, conn, resp.ContentLength, !resp.Close, c.rc.timeout, req.URL.Redacted())
+	b.progress = progress
+	resp.Body = b
+	return resp, nil
+}
+
+// CloseIdle closes the pooled connections (a member that left the group).
+func (c *RawClient) CloseIdle() {
+	c.rc.mu.Lock()
+	idle := c.rc.idle
+	c.rc.idle = nil
+	c.rc.mu.Unlock()
+	for _, conn := range idle {
+		conn.c.Close()
+	}
+}
+
+// closeConnBody is a body of unknown length from a raw connection: the connection
+// is closed with it, never pooled (where such a body ends is the server's word).
+type closeConnBody struct {
+	io.ReadCloser
+	c *rawConn
+}
+
+func (b *closeConnBody) Close() error {
+	b.c.c.Close()
+	return nil
+}
+
 // rawClient sends ranged GETs over plain HTTP/1.1 connections it owns, so that a body
 // can be spliced from the socket into a file. net/http's response bodies hide the
 // socket, and so force a copy through user memory (measured here: splicing 1 GiB from
@@ -40,6 +129,8 @@ type rawClient struct {
 	hostHdr string
 	timeout time.Duration
 	dialer  net.Dialer
+	// maxHeader bounds the bytes read for an answer's header (0: no bound).
+	maxHeader int64
 
 	mu   sync.Mutex
 	idle []*rawConn
@@ -48,8 +139,34 @@ type rawClient struct {
 const maxIdleRaw = 32
 
 type rawConn struct {
-	c  *net.TCPConn
-	br *bufio.Reader
+	c   *net.TCPConn
+	br  *bufio.Reader // reads through lim
+	lim *capReader
+}
+
+// capReader reads from c, failing once left bytes have been read when left >= 0:
+// the header bound, lifted once the header is read (net/http's readLimit). Bytes
+// of the body read ahead into the buffer count too, so the bound is approximate by
+// the buffer's 16 KiB, as net/http's is by its own.
+type capReader struct {
+	c    net.Conn
+	left int64
+}
+
+var errHeaderTooLong = errors.New("answer's header block too long")
+
+func (r *capReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, errHeaderTooLong
+	}
+	if r.left > 0 && int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.c.Read(p)
+	if r.left > 0 {
+		r.left -= int64(n)
+	}
+	return n, err
 }
 
 func newRawClient(u *url.URL, timeout time.Duration) *rawClient {
@@ -73,7 +190,8 @@ func (rc *rawClient) get(ctx context.Context) (*rawConn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &rawConn{c: c.(*net.TCPConn), br: bufio.NewReaderSize(c, 16<<10)}, false, nil
+	lim := &capReader{c: c, left: -1}
+	return &rawConn{c: c.(*net.TCPConn), br: bufio.NewReaderSize(lim, 16<<10), lim: lim}, false, nil
 }
 
 func (rc *rawClient) put(c *rawConn) {
@@ -107,7 +225,11 @@ func (rc *rawClient) roundTrip(ctx context.Context, req *http.Request) (*http.Re
 		err = req.Write(c.c)
 		var resp *http.Response
 		if err == nil {
+			if rc.maxHeader > 0 {
+				c.lim.left = rc.maxHeader
+			}
 			resp, err = http.ReadResponse(c.br, req)
+			c.lim.left = -1
 		}
 		stop()
 		if err != nil {
@@ -169,6 +291,15 @@ type rawBody struct {
 	cancelled atomic.Bool
 	stopCtx   func() bool
 	ctx       context.Context
+	// progress, when set, is told of each count of body bytes that arrives
+	// (RawClient.Do).
+	progress func(int64)
+}
+
+func (b *rawBody) arrived(n int64) {
+	if n > 0 && b.progress != nil {
+		b.progress(n)
+	}
 }
 
 func newRawBody(ctx context.Context, rc *rawClient, c *rawConn, n int64, keepAlive bool, idle time.Duration, u string) *rawBody {
@@ -216,6 +347,7 @@ func (b *rawBody) Read(p []byte) (int, error) {
 		err = context.Cause(b.ctx)
 	}
 	b.left -= int64(n)
+	b.arrived(int64(n))
 	if err == io.EOF && b.left > 0 {
 		return n, b.fail(fmt.Errorf("body ended %d bytes early: %w", b.left, io.ErrUnexpectedEOF))
 	}
@@ -290,6 +422,7 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 		}
 		b.c.br.Discard(w)
 		inPipe, b.left = int64(w), b.left-int64(w)
+		b.arrived(int64(w))
 	}
 	raw, err := b.c.c.SyscallConn()
 	if err != nil {
@@ -310,6 +443,7 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 			}
 			inPipe += got
 			b.left -= got
+			b.arrived(got)
 			if inPipe < n && !full {
 				continue
 			}
@@ -326,7 +460,7 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 			m, err := unix.Splice(p[0], nil, fd, &o, int(drain), unix.SPLICE_F_MOVE)
 			if err != nil {
 				mu.Unlock()
-				return err // a file error (ENOSPC): the caller decides
+				return &SinkError{err} // a file error (ENOSPC): the caller decides
 			}
 			off += m
 			inPipe -= m
@@ -336,6 +470,65 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 		mu.Unlock()
 	}
 	return nil
+}
+
+// WriteToConn splices the next n body bytes to dst: socket to pipe, pipe to dst,
+// never through user memory. Each piece goes on as soon as it is in the pipe: a
+// socket gains nothing from larger writes, as a file's folios do.
+func (b *rawBody) WriteToConn(dst ConnSink, n int64) (int64, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if n > b.left {
+		return 0, b.fail(fmt.Errorf("asked for %d bytes, %d left", n, b.left))
+	}
+	var written int64
+	// Bytes already read into the header buffer go first, from there.
+	if k := min(int64(b.c.br.Buffered()), n); k > 0 {
+		buf, _ := b.c.br.Peek(int(k))
+		if _, err := dst.Write(buf); err != nil {
+			return 0, &SinkError{err}
+		}
+		b.c.br.Discard(int(k))
+		b.left -= k
+		b.arrived(k)
+		written = k
+	}
+	if written == n {
+		return written, nil
+	}
+	p, err := getPipe()
+	if err != nil {
+		return written, b.fail(err)
+	}
+	inPipe := int64(0)
+	defer func() {
+		if inPipe == 0 {
+			putPipe(p)
+		} else { // bytes stuck in a failed transfer: the pipe cannot be reused
+			unix.Close(p[0])
+			unix.Close(p[1])
+		}
+	}()
+	raw, err := b.c.c.SyscallConn()
+	if err != nil {
+		return written, b.fail(err)
+	}
+	for written < n {
+		got, _, err := b.spliceIn(raw, p[1], n-written, false)
+		if err != nil {
+			return written, err
+		}
+		inPipe = got
+		b.left -= got
+		b.arrived(got)
+		if err := dst.SpliceFrom(p[0], got); err != nil {
+			return written, &SinkError{err}
+		}
+		inPipe = 0
+		written += got
+	}
+	return written, nil
 }
 
 // spliceIn moves up to want body bytes from the socket into the pipe pw, waiting

@@ -44,6 +44,16 @@
 //     around without marking it down: the two learn of the change within their
 //     metadata TTL. A down member is probed on /-/healthz with backoff (250 ms
 //     doubling to 8 s) and used again when it answers 200.
+//   - A plain http:// member is read over origin.RawClient's connections, whose
+//     bodies splice: a fill (--peer-copy local) moves a peer's bytes from its
+//     socket into the cache file (the reader is an origin.FileWriter), and the
+//     server's read through to a plain-TCP client (--peer-copy owner) from its
+//     socket to the client's (origin.ConnWriter), so the requester copies none of
+//     them in user space. https members (TLS decrypts in user space) and
+//     segments from an origin that cannot splice are read into a buffer. The
+//     checks are those of the net/http path: the header block is bounded, the
+//     stall timer counts spliced bytes too, and stops while a read through's
+//     client is the one waiting (a slow client is not the peer's fault).
 //   - A down owner's spans are read from the origin by each reader, not moved to the
 //     next member: a member is usually down for a restart, and moving its spans
 //     would fill a second copy elsewhere that is dropped again when it returns.

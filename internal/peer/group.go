@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cachegate/cachegate/internal/origin"
 )
 
 // Header marks a request from a peer: its value is the sender's advertised URL. The
@@ -104,6 +106,10 @@ type Member struct {
 	base string // URL + Options.Prefix
 	seed uint64 // hash of URL: its part of every rendezvous score
 	self bool
+	// raw sends span reads to a plain http:// member over connections whose
+	// bodies splice (into the cache file, or to a client's socket); nil for
+	// https, whose reads go by client.
+	raw *origin.RawClient
 
 	mu        sync.Mutex
 	down      bool      // guarded by mu
@@ -249,7 +255,9 @@ func (g *Group) setMembers(urls []string) {
 		m := old[u]
 		if m == nil {
 			m = &Member{URL: u, base: u + g.opts.Prefix, seed: hashString(u), self: u == g.opts.Self, since: time.Now()}
+			m.raw = g.rawClient(u)
 		}
+		delete(old, u)
 		if m.self {
 			self = m
 		}
@@ -257,6 +265,22 @@ func (g *Group) setMembers(urls []string) {
 	}
 	g.members.Store(&ms)
 	g.self.Store(self)
+	for _, m := range old { // members that left: their pooled connections go
+		if m.raw != nil {
+			m.raw.CloseIdle()
+		}
+	}
+}
+
+// rawClient returns the splicing client for the member at u (see Member.raw), or
+// nil: https (TLS decrypts in user space, nothing to splice) and tests that give
+// their own Options.Transport go through net/http.
+func (g *Group) rawClient(u string) *origin.RawClient {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Scheme != "http" || g.opts.Transport != nil {
+		return nil
+	}
+	return origin.NewRawClient(pu, g.opts.Timeout, maxHeaderBytes)
 }
 
 // Members returns the current members, sorted by URL.
@@ -292,6 +316,11 @@ func (g *Group) Start() {
 func (g *Group) Close() {
 	g.once.Do(func() { close(g.stop) })
 	g.wg.Wait()
+	for _, m := range g.Members() {
+		if m.raw != nil {
+			m.raw.CloseIdle()
+		}
+	}
 }
 
 func (g *Group) resolveLoop() {

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cachegate/cachegate/internal/etag"
@@ -114,7 +116,15 @@ func (o *peerOrigin) ReadRange(ctx context.Context, p, version string, off, n in
 		// All from the origin: its own reader (which may splice into the cache).
 		return o.Origin.ReadRange(ctx, p, version, off, n)
 	}
-	return &reader{o: o, ctx: ctx, p: p, version: version, tag: tag, segs: segs}, nil
+	r := &reader{o: o, ctx: ctx, p: p, version: version, tag: tag, segs: segs}
+	for _, s := range segs {
+		if s.m != nil && s.m.raw != nil {
+			// A peer's body can splice: into the cache file (a fill) or to a
+			// client's socket (a read through).
+			return &splicingReader{r}, nil
+		}
+	}
+	return r, nil
 }
 
 // reader reads the segments in turn. A peer's failure (no answer in time, a wrong
@@ -136,25 +146,12 @@ var errPeerTimeout = errors.New("peer timeout")
 
 func (r *reader) Read(b []byte) (int, error) {
 	for {
-		if r.i == len(r.segs) {
-			return 0, io.EOF
-		}
-		s := r.segs[r.i]
-		end := s.off + s.n
-		if r.cur == nil {
-			if r.pos < s.off {
-				r.pos = s.off
-			}
-			if err := r.open(s.m, end); err != nil {
-				return 0, err
-			}
+		end, err := r.ready()
+		if err != nil {
+			return 0, err
 		}
 		k, err := r.cur.Read(b[:min(int64(len(b)), end-r.pos)])
-		r.pos += int64(k)
-		if r.curPeer != nil && k > 0 {
-			r.curPeer.bytes.Add(int64(k))
-			origin.NotePeer(r.ctx)
-		}
+		r.advance(int64(k))
 		if r.pos == end {
 			if pb, ok := r.cur.(*peerBody); ok && pb.sized && err == nil {
 				// Read the body's end, so its connection goes back to the pool:
@@ -164,8 +161,7 @@ func (r *reader) Read(b []byte) (int, error) {
 				var one [1]byte
 				r.cur.Read(one[:])
 			}
-			r.closeCur()
-			r.i++
+			r.endSegment()
 			if k > 0 {
 				return k, nil
 			}
@@ -189,6 +185,40 @@ func (r *reader) Read(b []byte) (int, error) {
 			return k, nil
 		}
 	}
+}
+
+// ready opens the source of the segment being read when none is open, and returns
+// the segment's end; io.EOF after the last segment.
+func (r *reader) ready() (end int64, err error) {
+	if r.i == len(r.segs) {
+		return 0, io.EOF
+	}
+	s := r.segs[r.i]
+	end = s.off + s.n
+	if r.cur == nil {
+		if r.pos < s.off {
+			r.pos = s.off
+		}
+		if err := r.open(s.m, end); err != nil {
+			return 0, err
+		}
+	}
+	return end, nil
+}
+
+// advance counts k bytes delivered from the current source.
+func (r *reader) advance(k int64) {
+	r.pos += k
+	if r.curPeer != nil && k > 0 {
+		r.curPeer.bytes.Add(k)
+		origin.NotePeer(r.ctx)
+	}
+}
+
+// endSegment closes the source of a segment read to its end and moves to the next.
+func (r *reader) endSegment() {
+	r.closeCur()
+	r.i++
 }
 
 // open starts reading [r.pos, end) from m (nil: the origin), falling back to the
@@ -242,6 +272,161 @@ func (r *reader) Close() error {
 	return nil
 }
 
+// splicingReader is the reader when a peer's body can splice (a plain http://
+// member): the cache's fill moves the peer's bytes into its file
+// (origin.FileWriter), and the server's read through to a plain-TCP client moves
+// them to the client's socket (origin.ConnWriter), neither through user memory.
+// A segment whose source cannot splice (an https peer, an origin without a raw
+// body) is read with Read into a buffer and written from there. A peer that fails
+// within a write is given up on as in Read, and the rest comes from the origin.
+type splicingReader struct{ *reader }
+
+var (
+	_ origin.FileWriter = (*splicingReader)(nil)
+	_ origin.ConnWriter = (*splicingReader)(nil)
+)
+
+// WriteToFile implements origin.FileWriter.
+func (r *splicingReader) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
+	for n > 0 {
+		end, err := r.ready()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		// A write never crosses a segment's end: the cache writes a chunk at a
+		// time, and --peer-span is a whole number of chunks (cmd/cachegate checks
+		// it), so a chunk lies in one span and so in one segment. A write that did
+		// cross would go in two pieces, each from its own source.
+		k := min(n, end-r.pos)
+		fw, ok := r.cur.(origin.FileWriter)
+		if pb, isPeer := r.cur.(*peerBody); isPeer {
+			fw, ok = pb, pb.splices()
+		}
+		if !ok {
+			if err := r.copyToFile(f, off, k, mu); err != nil {
+				return err
+			}
+		} else if err := fw.WriteToFile(f, off, k, mu); err != nil {
+			var se *origin.SinkError
+			if r.curPeer == nil || errors.As(err, &se) || r.ctx.Err() != nil {
+				return err // the origin's own error, the file's, or the caller gave up
+			}
+			// The peer failed within the piece: all of it again, from the origin
+			// (what reached the file is overwritten with the same bytes).
+			r.peerFailed(fmt.Errorf("body of %s at %d: %w", r.p, r.pos, err))
+			continue
+		} else {
+			r.advance(k)
+			if r.pos == end {
+				r.endSegment()
+			}
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+// copyBufSize is the most copyToFile and copyToConn hold at once.
+const copyBufSize = 256 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// copyToFile reads n bytes with Read (falling over as it does) and writes them to f
+// at off under mu.
+func (r *splicingReader) copyToFile(f *os.File, off, n int64, mu sync.Locker) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for n > 0 {
+		b := (*bp)[:min(n, int64(len(*bp)))]
+		if _, err := io.ReadFull(r.reader, b); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		mu.Lock()
+		_, err := f.WriteAt(b, off)
+		mu.Unlock()
+		if err != nil {
+			return &origin.SinkError{Err: err}
+		}
+		off += int64(len(b))
+		n -= int64(len(b))
+	}
+	return nil
+}
+
+// WriteToConn implements origin.ConnWriter.
+func (r *splicingReader) WriteToConn(dst origin.ConnSink, n int64) (int64, error) {
+	var written int64
+	for written < n {
+		end, err := r.ready()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return written, err
+		}
+		k := min(n-written, end-r.pos)
+		cw, ok := r.cur.(origin.ConnWriter)
+		if pb, isPeer := r.cur.(*peerBody); isPeer {
+			cw, ok = pb, pb.splices()
+		}
+		if !ok {
+			w, err := r.copyToConn(dst, k)
+			written += w
+			if err != nil {
+				return written, err
+			}
+			continue
+		}
+		w, err := cw.WriteToConn(dst, k)
+		written += w
+		r.advance(w)
+		if err != nil {
+			var se *origin.SinkError
+			if r.curPeer == nil || errors.As(err, &se) || r.ctx.Err() != nil {
+				return written, err // the origin's own error, the client's, or the caller gave up
+			}
+			// The peer failed mid-body: the rest from the origin.
+			r.peerFailed(fmt.Errorf("body of %s at %d: %w", r.p, r.pos, err))
+			continue
+		}
+		if r.pos == end {
+			r.endSegment()
+		}
+	}
+	return written, nil
+}
+
+// copyToConn reads n bytes with Read (falling over as it does) and writes them to
+// dst; it returns how many dst took.
+func (r *splicingReader) copyToConn(dst origin.ConnSink, n int64) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	var written int64
+	for written < n {
+		k, err := r.reader.Read((*bp)[:min(n-written, int64(len(*bp)))])
+		if k > 0 {
+			if _, werr := dst.Write((*bp)[:k]); werr != nil {
+				return written, &origin.SinkError{Err: werr}
+			}
+			written += int64(k)
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return written, err
+		}
+	}
+	return written, nil
+}
+
 // errVersion is a peer's 412: it has another version of the object.
 var errVersion = errors.New("peer has another version")
 
@@ -262,7 +447,14 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
 	req.Header.Set("If-Match", r.tag)
 	g.authorize(req)
-	resp, err := g.client.Do(req)
+	pb := &peerBody{stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n), due: time.Now().Add(g.opts.Timeout)}
+	var resp *http.Response
+	if m.raw != nil {
+		// A raw body tells pb of each arrival, spliced or read.
+		resp, err = m.raw.Do(ctx, req, pb.note)
+	} else {
+		resp, err = g.client.Do(req)
+	}
 	if err != nil {
 		stall.Stop()
 		cancel(nil)
@@ -277,7 +469,9 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 		cancel(nil)
 		return nil, err
 	}
-	return &peerBody{rc: resp.Body, stall: stall, timeout: g.opts.Timeout, ctx: ctx, cancel: cancel, left: n, need: min(minProgress, n), sized: resp.ContentLength >= 0}, nil
+	pb.rc, pb.sized = resp.Body, resp.ContentLength >= 0
+	pb.counted = pb.splices()
+	return pb, nil
 }
 
 // checkHead checks a peer's answer to a ranged, conditional GET.
@@ -314,7 +508,7 @@ const minProgress = 64 << 10
 
 // peerBody is a peer's body under a stall timer: each minProgress of bytes (or the
 // rest of the body) winds it back; when it fires, the request is cancelled and the
-// read fails with errPeerTimeout.
+// read (or splice) fails with errPeerTimeout.
 type peerBody struct {
 	rc      io.ReadCloser
 	stall   *time.Timer
@@ -325,22 +519,100 @@ type peerBody struct {
 	got     int64 // bytes since the timer was last wound back
 	need    int64 // bytes that wind it back: min(minProgress, left) when it was
 	sized   bool  // the answer had a Content-Length
+	counted bool  // rc calls note itself (origin.RawClient's progress)
+	// due is when the stall timer fires unless wound back (see pausingSink).
+	due time.Time
+}
+
+// note counts k bytes of the body arrived, winding the stall timer back for each
+// minProgress of them.
+func (b *peerBody) note(k int64) {
+	b.left -= k
+	b.got += k
+	if b.got >= b.need {
+		b.due = time.Now().Add(b.timeout)
+		b.stall.Reset(b.timeout)
+		b.got, b.need = 0, min(minProgress, b.left)
+	}
 }
 
 func (b *peerBody) Read(p []byte) (int, error) {
 	k, err := b.rc.Read(p)
-	if k > 0 {
-		b.left -= int64(k)
-		b.got += int64(k)
-		if b.got >= b.need {
-			b.stall.Reset(b.timeout)
-			b.got, b.need = 0, min(minProgress, b.left)
-		}
+	if k > 0 && !b.counted {
+		b.note(int64(k))
 	}
-	if err != nil && err != io.EOF && errors.Is(context.Cause(b.ctx), errPeerTimeout) {
-		err = fmt.Errorf("%w: the body paused for %v (--peer-timeout)", errPeerTimeout, b.timeout)
+	if err != nil && err != io.EOF {
+		err = b.why(err)
 	}
 	return k, err
+}
+
+// why names a failure that the stall timer caused as the timeout; the
+// destination's errors (origin.SinkError) stay as they are.
+func (b *peerBody) why(err error) error {
+	var se *origin.SinkError
+	if errors.As(err, &se) || !errors.Is(context.Cause(b.ctx), errPeerTimeout) {
+		return err
+	}
+	return fmt.Errorf("%w: the body paused for %v (--peer-timeout)", errPeerTimeout, b.timeout)
+}
+
+// splices reports whether the body can move its bytes without a copy: a raw body
+// (origin.RawClient) with a Content-Length.
+func (b *peerBody) splices() bool {
+	_, ok := b.rc.(origin.ConnWriter)
+	return ok
+}
+
+// WriteToFile implements origin.FileWriter for a body that splices().
+func (b *peerBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
+	if err := b.rc.(origin.FileWriter).WriteToFile(f, off, n, mu); err != nil {
+		return b.why(err)
+	}
+	return nil
+}
+
+// WriteToConn implements origin.ConnWriter for a body that splices(). The stall
+// timer stops while dst waits for its client: a slow client is not the peer's
+// fault.
+func (b *peerBody) WriteToConn(dst origin.ConnSink, n int64) (int64, error) {
+	w, err := b.rc.(origin.ConnWriter).WriteToConn(pausingSink{dst, b}, n)
+	if err != nil {
+		err = b.why(err)
+	}
+	return w, err
+}
+
+// pausingSink stops a peer body's stall timer while its destination takes bytes.
+type pausingSink struct {
+	dst origin.ConnSink
+	b   *peerBody
+}
+
+// pause stops the timer, and returns what restarts it with the time it had left
+// (a fresh timeout after each pause would let a trickling peer run forever):
+// nothing when it has fired (the request is cancelled, and the next splice from
+// the peer fails).
+func (s pausingSink) pause() func() {
+	b := s.b
+	if !b.stall.Stop() {
+		return func() {}
+	}
+	left := time.Until(b.due)
+	return func() {
+		b.due = time.Now().Add(left)
+		b.stall.Reset(left)
+	}
+}
+
+func (s pausingSink) Write(p []byte) (int, error) {
+	defer s.pause()()
+	return s.dst.Write(p)
+}
+
+func (s pausingSink) SpliceFrom(fd int, n int64) error {
+	defer s.pause()()
+	return s.dst.SpliceFrom(fd, n)
 }
 
 func (b *peerBody) Close() error {

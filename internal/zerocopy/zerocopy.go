@@ -252,23 +252,8 @@ func (s *Socket) SendCopy(hdr []byte, f *os.File, off, n int64, buf []byte) erro
 // keep-alive connections: golang/go#41513). It returns ErrShortFile when the file
 // ends early.
 func (s *Socket) SendFile(hdr []byte, f *os.File, off, n int64) error {
-	if len(hdr) > 0 {
-		flags := unix.MSG_NOSIGNAL
-		if n > 0 {
-			flags |= unix.MSG_MORE
-		}
-		err := s.each(func(fd int) (bool, error) {
-			m, err := unix.SendmsgN(fd, hdr, nil, nil, flags)
-			s.Counts.Send++
-			if err != nil {
-				return false, err
-			}
-			hdr = hdr[m:]
-			return len(hdr) == 0, nil
-		})
-		if err != nil {
-			return err
-		}
+	if err := s.SendHeader(hdr, n > 0); err != nil {
+		return err
 	}
 	if n == 0 {
 		return nil
@@ -285,6 +270,51 @@ func (s *Socket) SendFile(hdr []byte, f *os.File, off, n int64) error {
 		}
 		if m == 0 {
 			return false, ErrShortFile
+		}
+		return n == 0, nil
+	})
+}
+
+// SendHeader sends hdr, with MSG_MORE when a body follows (more): the header then
+// waits for the body's first bytes and leaves in the same segment.
+func (s *Socket) SendHeader(hdr []byte, more bool) error {
+	if len(hdr) == 0 {
+		return nil
+	}
+	flags := unix.MSG_NOSIGNAL
+	if more {
+		flags |= unix.MSG_MORE
+	}
+	return s.each(func(fd int) (bool, error) {
+		m, err := unix.SendmsgN(fd, hdr, nil, nil, flags)
+		s.Counts.Send++
+		if err != nil {
+			return false, err
+		}
+		hdr = hdr[m:]
+		return len(hdr) == 0, nil
+	})
+}
+
+// SpliceFrom moves exactly n bytes from the pipe whose read end is pipe to the
+// socket by splice(2): the pipe's pages are handed to the socket, not copied (a
+// read through from a peer, spliced from its socket into the pipe). The calls
+// count as writes. A pipe that runs dry early is the caller's error.
+func (s *Socket) SpliceFrom(pipe int, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	return s.each(func(fd int) (bool, error) {
+		m, err := unix.Splice(pipe, nil, fd, nil, int(min(n, 1<<30)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		s.Counts.Write++
+		if m > 0 {
+			n -= m
+		}
+		if err != nil {
+			return false, err
+		}
+		if m == 0 {
+			return false, fmt.Errorf("splice to socket: pipe empty with %d bytes to go", n)
 		}
 		return n == 0, nil
 	})
