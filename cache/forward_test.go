@@ -43,31 +43,44 @@ func (f *forwardingOrigin) ReadRange(ctx context.Context, p, v string, off, n in
 	return f.Origin.ReadRange(ctx, p, v, off, n)
 }
 
-// Two members whose lists of the group differ each think the other owns a span.
-// A reader on each starts a fetch through the other, and the other's request
-// (origin.NoForward) must not wait on that fetch: it reads from the origin itself,
-// or both wait until --peer-timeout.
-func TestPeerRequestDoesNotWaitOnForwardedFetch(t *testing.T) {
+// startLocalFill opens a cache over a forwardingOrigin answering forwards, and starts
+// a local reader's fill of the first chunk of a 1 MiB file, which waits at the gate.
+func startLocalFill(t *testing.T, forwards bool) (*Cache, *forwardingOrigin, []byte, <-chan error) {
 	f := newFixture(t)
 	want := randomFile(t, f.originDir, "big", 1<<20, 7)
-	fo := &forwardingOrigin{Origin: f.origin, forwards: true, gate: make(chan struct{})}
+	fo := &forwardingOrigin{Origin: f.origin, forwards: forwards, gate: make(chan struct{})}
 	c, err := Open(fo, f.opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-
 	local, err := c.Open(context.Background(), "big")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer local.Close()
+	t.Cleanup(func() { local.Close() })
 	localDone := make(chan error, 1)
 	go func() {
 		_, err := local.Fill(context.Background(), 0, 64<<10)
 		localDone <- err
 	}()
-	waitFor(t, "the local reader's fetch to reach the peer", func() bool { return fo.gated.Load() > 0 })
+	t.Cleanup(func() { // first, so that a failed test does not leave the fetch waiting
+		select {
+		case <-fo.gate:
+		default:
+			close(fo.gate)
+		}
+	})
+	waitFor(t, "the local reader's fetch to start", func() bool { return fo.gated.Load() > 0 })
+	return c, fo, want, localDone
+}
+
+// Two members whose lists of the group differ each think the other owns a span.
+// A reader on each starts a fetch through the other, and the other's request
+// (origin.NoForward) must not wait on that fetch: it reads from the origin itself,
+// or both wait until --peer-timeout.
+func TestPeerRequestDoesNotWaitOnForwardedFetch(t *testing.T) {
+	c, fo, want, localDone := startLocalFill(t, true)
 
 	ctx, cancel := context.WithTimeout(origin.WithNoForward(context.Background()), 5*time.Second)
 	defer cancel()
@@ -96,26 +109,7 @@ func TestPeerRequestDoesNotWaitOnForwardedFetch(t *testing.T) {
 // The owner's own readers and a peer's request for the same cold chunk share one
 // origin fetch: a fetch that reads from the origin itself is joined, not avoided.
 func TestPeerRequestJoinsFetchFromTheOrigin(t *testing.T) {
-	f := newFixture(t)
-	want := randomFile(t, f.originDir, "big", 1<<20, 8)
-	fo := &forwardingOrigin{Origin: f.origin, forwards: false, gate: make(chan struct{})}
-	c, err := Open(fo, f.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-
-	local, err := c.Open(context.Background(), "big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer local.Close()
-	localDone := make(chan error, 1)
-	go func() {
-		_, err := local.Fill(context.Background(), 0, 64<<10)
-		localDone <- err
-	}()
-	waitFor(t, "the local reader's fetch to start", func() bool { return fo.gated.Load() > 0 })
+	c, fo, want, localDone := startLocalFill(t, false)
 
 	ctx := origin.WithNoForward(context.Background())
 	peer, err := c.Open(ctx, "big")

@@ -387,6 +387,17 @@ func putPipe(p [2]int) {
 	}
 }
 
+// releasePipe recycles p, or closes it when stuck bytes of a failed transfer are
+// still in it: such a pipe cannot be reused.
+func releasePipe(p [2]int, stuck int64) {
+	if stuck == 0 {
+		putPipe(p)
+		return
+	}
+	unix.Close(p[0])
+	unix.Close(p[1])
+}
+
 // WriteToFile splices the next n body bytes into f at off: socket to pipe, pipe to
 // file, never through user memory.
 func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
@@ -404,14 +415,7 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 		return b.fail(err)
 	}
 	inPipe := int64(0)
-	defer func() {
-		if inPipe == 0 {
-			putPipe(p)
-		} else { // bytes stuck in a failed transfer: the pipe cannot be reused
-			unix.Close(p[0])
-			unix.Close(p[1])
-		}
-	}()
+	defer func() { releasePipe(p, inPipe) }()
 	// Bytes already read into the header buffer go first, through the pipe too, so
 	// that they reach the file in the same write as the rest.
 	if k := min(int64(b.c.br.Buffered()), n); k > 0 {
@@ -502,14 +506,7 @@ func (b *rawBody) WriteToConn(dst ConnSink, n int64) (int64, error) {
 		return written, b.fail(err)
 	}
 	inPipe := int64(0)
-	defer func() {
-		if inPipe == 0 {
-			putPipe(p)
-		} else { // bytes stuck in a failed transfer: the pipe cannot be reused
-			unix.Close(p[0])
-			unix.Close(p[1])
-		}
-	}()
+	defer func() { releasePipe(p, inPipe) }()
 	raw, err := b.c.c.SyscallConn()
 	if err != nil {
 		return written, b.fail(err)
