@@ -17,18 +17,29 @@ import (
 // whose own fetch waits on this member would.
 type forwardingOrigin struct {
 	origin.Origin
-	forwards  bool // what Forwards answers
+	peer      map[int64]bool // chunks (of 64 KiB) "asked of a peer" (Forwards)
 	gate      chan struct{}
 	gated     atomic.Int64 // reads that went to the gate
 	noForward atomic.Int64 // reads a peer's request made (origin.NoForward)
 	atZero    atomic.Int64 // reads from offset 0, of either kind
+	atOne     atomic.Int64 // reads from the second chunk
 }
 
-func (f *forwardingOrigin) Forwards(p, version string, off, n int64) bool { return f.forwards }
+func (f *forwardingOrigin) Forwards(p, version string, off, n int64) bool {
+	for i := off >> 16; i <= (off+n-1)>>16; i++ {
+		if f.peer[i] {
+			return true
+		}
+	}
+	return false
+}
 
 func (f *forwardingOrigin) ReadRange(ctx context.Context, p, v string, off, n int64) (io.ReadCloser, error) {
-	if off == 0 {
+	switch off {
+	case 0:
 		f.atZero.Add(1)
+	case 64 << 10:
+		f.atOne.Add(1)
 	}
 	if origin.NoForward(ctx) {
 		f.noForward.Add(1)
@@ -43,12 +54,13 @@ func (f *forwardingOrigin) ReadRange(ctx context.Context, p, v string, off, n in
 	return f.Origin.ReadRange(ctx, p, v, off, n)
 }
 
-// startLocalFill opens a cache over a forwardingOrigin answering forwards, and starts
-// a local reader's fill of the first chunk of a 1 MiB file, which waits at the gate.
-func startLocalFill(t *testing.T, forwards bool) (*Cache, *forwardingOrigin, []byte, <-chan error) {
+// startLocalFill opens a cache over a forwardingOrigin that asks a peer for the
+// chunks in peer, and starts a local reader's fill of the first n bytes of a 1 MiB
+// file, which waits at the gate.
+func startLocalFill(t *testing.T, peer map[int64]bool, n int64) (*Cache, *forwardingOrigin, []byte, <-chan error) {
 	f := newFixture(t)
 	want := randomFile(t, f.originDir, "big", 1<<20, 7)
-	fo := &forwardingOrigin{Origin: f.origin, forwards: forwards, gate: make(chan struct{})}
+	fo := &forwardingOrigin{Origin: f.origin, peer: peer, gate: make(chan struct{})}
 	c, err := Open(fo, f.opts)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +73,7 @@ func startLocalFill(t *testing.T, forwards bool) (*Cache, *forwardingOrigin, []b
 	t.Cleanup(func() { local.Close() })
 	localDone := make(chan error, 1)
 	go func() {
-		_, err := local.Fill(context.Background(), 0, 64<<10)
+		_, err := local.Fill(context.Background(), 0, n)
 		localDone <- err
 	}()
 	t.Cleanup(func() { // first, so that a failed test does not leave the fetch waiting
@@ -80,7 +92,7 @@ func startLocalFill(t *testing.T, forwards bool) (*Cache, *forwardingOrigin, []b
 // (origin.NoForward) must not wait on that fetch: it reads from the origin itself,
 // or both wait until --peer-timeout.
 func TestPeerRequestDoesNotWaitOnForwardedFetch(t *testing.T) {
-	c, fo, want, localDone := startLocalFill(t, true)
+	c, fo, want, localDone := startLocalFill(t, map[int64]bool{0: true}, 64<<10)
 
 	ctx, cancel := context.WithTimeout(origin.WithNoForward(context.Background()), 5*time.Second)
 	defer cancel()
@@ -109,7 +121,7 @@ func TestPeerRequestDoesNotWaitOnForwardedFetch(t *testing.T) {
 // The owner's own readers and a peer's request for the same cold chunk share one
 // origin fetch: a fetch that reads from the origin itself is joined, not avoided.
 func TestPeerRequestJoinsFetchFromTheOrigin(t *testing.T) {
-	c, fo, want, localDone := startLocalFill(t, false)
+	c, fo, want, localDone := startLocalFill(t, nil, 64<<10)
 
 	ctx := origin.WithNoForward(context.Background())
 	peer, err := c.Open(ctx, "big")
@@ -133,5 +145,40 @@ func TestPeerRequestJoinsFetchFromTheOrigin(t *testing.T) {
 	}
 	if n := fo.atZero.Load(); n != 1 {
 		t.Fatalf("%d origin reads of the first chunk, want 1 (the peer's request shares the fetch)", n)
+	}
+}
+
+// A peer's request joins a chunk its member reads from the origin even behind one
+// it asks a peer for (waits on ever lower offsets end), and reads a chunk asked of a
+// peer itself: a group's owners fetch runs of chunks of several owners, and refusing
+// those joins cost the origin a second read of them (TestPeersConcurrentColdReaders).
+func TestPeerRequestJoinsChunksFromTheOrigin(t *testing.T) {
+	c, fo, want, localDone := startLocalFill(t, map[int64]bool{0: true}, 128<<10) // chunk 0 from a peer, chunk 1 from the origin
+	ctx, cancel := context.WithTimeout(origin.WithNoForward(context.Background()), 5*time.Second)
+	defer cancel()
+	peer, err := c.Open(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if _, err := peer.Fill(ctx, 0, 64<<10); !errors.Is(err, ErrNotKept) {
+		t.Fatalf("a peer's Fill of the chunk fetched through a peer: %v, want ErrNotKept", err)
+	}
+	joined := make(chan error, 1)
+	buf := make([]byte, 64<<10)
+	go func() {
+		_, err := peer.ReadAt(ctx, buf, 64<<10)
+		joined <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let it join (a read of its own would show below)
+	close(fo.gate)
+	if err := <-localDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-joined; err != nil || !bytes.Equal(buf, want[64<<10:128<<10]) {
+		t.Fatalf("peer's read of the second chunk: %v (or wrong bytes)", err)
+	}
+	if n := fo.atOne.Load(); n != 0 {
+		t.Fatalf("%d origin reads from the second chunk, want 0 (the peer's request joins the fetch)", n)
 	}
 }

@@ -23,10 +23,16 @@ type Keeper interface {
 var ErrNotKept = fmt.Errorf("not kept by this member (--peer-copy owner): %w", ErrNoSpace)
 
 // Forwarder is an origin (a decorator: the peer tier) that reads some ranges from
-// another gateway instead of the origin itself. The cache asks it when a fetch
-// starts, so that a peer's request (origin.NoForward) never waits on a fetch that
-// is itself waiting on a peer: two members whose lists of the group briefly differ
-// would each wait on the other until --peer-timeout.
+// another gateway instead of the origin itself. The cache asks it, chunk by chunk,
+// when a fetch starts, so that a peer's request (origin.NoForward) never waits on a
+// chunk that is itself being asked of a peer: two members whose lists of the group
+// briefly differ would each wait on the other until --peer-timeout.
+//
+// Waiting on a chunk read from the origin is safe, even behind chunks of its fetch
+// asked of peers: a chain of such waits goes to ever lower offsets (a fetch reads
+// its chunks in order), so it ends; only a wait on the same chunk can close a
+// cycle. Refusing those too would cost the group an origin read for every chunk an
+// owner's reader fetches behind another member's.
 type Forwarder interface {
 	// Forwards reports whether reading [off, off+n) of version of path, under a
 	// context without origin.NoForward, would ask another gateway for some of it.

@@ -103,6 +103,9 @@ type flight struct {
 	done chan struct{}
 	err  error
 	span *span
+	// forwarded: the fetch asks a peer for this chunk (Forwarder), so a peer's
+	// request must not wait on this flight. Set at start, never changed.
+	forwarded bool
 }
 
 // span is one origin request for a run of chunks, shared by their flights. It is
@@ -115,9 +118,6 @@ type span struct {
 	waiters int  // ensure calls waiting for one of its chunks
 	holders int  // handles whose readahead started it, until they close
 	done    bool // the fetch returned
-	// forwarded: the fetch reads some of its range from a peer (Forwarder), so a
-	// peer's request must not wait on it. Set at start, never changed.
-	forwarded bool
 }
 
 // errAbandoned ends a fetch that no reader waits for any more. A reader that joined it
@@ -668,7 +668,7 @@ func (o *object) forwardedLocked(first, last int) bool {
 		return false
 	}
 	for i := first; i <= last; i++ {
-		if f := o.inflight[i]; f != nil && f.span.forwarded {
+		if f := o.inflight[i]; f != nil && f.forwarded {
 			return true
 		}
 	}
@@ -762,9 +762,9 @@ func (o *object) letGo(drop, keep []*span) []*span {
 func (o *object) startFetchLocked(from context.Context, first, last int) ([]*flight, *span) {
 	ctx, cancel := context.WithCancelCause(origin.CarryHints(carryPrefetch(carryBWLimit(context.Background(), from), from), from))
 	sp := &span{cancel: cancel}
-	if f := o.c.forwarder(); f != nil && !origin.NoForward(from) {
-		off := int64(first) * o.ChunkSize
-		sp.forwarded = f.Forwards(o.Path, o.Version, off, min(o.Size, int64(last+1)*o.ChunkSize)-off)
+	var fwd Forwarder // nil for a peer's request: it reads the origin itself
+	if !origin.NoForward(from) {
+		fwd = o.c.forwarder()
 	}
 	fl := make([]*flight, last-first+1)
 	if o.inflight == nil {
@@ -772,6 +772,9 @@ func (o *object) startFetchLocked(from context.Context, first, last int) ([]*fli
 	}
 	for i := range fl {
 		fl[i] = &flight{done: make(chan struct{}), span: sp}
+		if fwd != nil {
+			fl[i].forwarded = fwd.Forwards(o.Path, o.Version, int64(first+i)*o.ChunkSize, o.chunkLen(first+i))
+		}
 		o.inflight[first+i] = fl[i]
 	}
 	o.c.mu.Lock()

@@ -496,7 +496,7 @@ func TestForwardsMatchesOwnership(t *testing.T) {
 	if o.Forwards("f", `"v1"`, own*100, 100) {
 		t.Error("a span this member owns is forwarded")
 	}
-	if !o.Forwards("f", `"v1"`, other*100, 100) {
+	if !o.Forwards("f", `"v1"`, other*100+30, 50) {
 		t.Error("another member's span is not forwarded")
 	}
 	if !o.Forwards("f", `"v1"`, min(own, other)*100, (max(own, other)-min(own, other)+1)*100) {
