@@ -30,10 +30,10 @@
 //     from the origin itself, and reads no ahead past the range asked (what lies
 //     beyond is another member's). Concurrent misses across the group meet in the
 //     owner's chunk flights: one origin fetch per chunk. A peer's request never
-//     waits on a flight that itself reads from a peer (the decorator is a
-//     cache.Forwarder): while two members' lists differ, each may think the other
-//     owns a span, and each would wait on the other until --peer-timeout; the
-//     request reads from the origin instead.
+//     waits on the flight of a chunk its member is itself asking a peer for (the
+//     decorator is a cache.Forwarder): while two members' lists differ, each may
+//     think the other owns a span, and each would wait on the other until
+//     --peer-timeout; the request reads that chunk from the origin instead.
 //   - Failures never reach readers. A peer that refuses, does not answer within
 //     --peer-timeout (to first byte, and then for each 64 KiB of its body, so a
 //     trickling peer is given up on too), or answers with
