@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -95,5 +96,35 @@ func waitIdle(t *testing.T, o *object) {
 		if time.Now().After(deadline) {
 			t.Fatalf("object %s still has %d references", o.Path, refs)
 		}
+	}
+}
+
+// createFile makes a new, empty file of ours whatever is left at the path: a
+// leftover file is replaced, and a symlink is removed without touching its target.
+func TestCreateFileReplacesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(outside, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	leftover, link, fresh := filepath.Join(dir, "a.data"), filepath.Join(dir, "b.data"), filepath.Join(dir, "c.data")
+	if err := os.WriteFile(leftover, []byte("old bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{leftover, link, fresh} {
+		f, err := createFile(p)
+		if err != nil {
+			t.Fatalf("createFile(%s): %v", p, err)
+		}
+		f.Close()
+		if st, err := os.Lstat(p); err != nil || !st.Mode().IsRegular() || st.Size() != 0 {
+			t.Errorf("%s after createFile: %v, %v; want an empty regular file", p, st, err)
+		}
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "keep me" {
+		t.Errorf("a symlink's target was changed: %q", b)
 	}
 }
