@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
 )
@@ -111,4 +112,253 @@ func (r *countedReader) Read(p []byte) (int, error) {
 		r.c.count(func(s *Stats) { s.BytesFetched += int64(k) })
 	}
 	return k, err
+}
+
+// Read-through streams. Through a mount, every read of a range the cache does not
+// keep was a request of its own (ReadAt, readOrigin): 128 KiB reads of a 64 MiB
+// span cost 512 requests to its owner. A sequential reader gets one stream instead,
+// as the server's sendThrough sends a whole run with one ReadThrough:
+//
+//   - A read that starts where the handle's last read ended opens a stream from
+//     there to the end of the run the cache does not keep, at most the readahead
+//     window (Options.Readahead) ahead. A first read, or a read after a seek, is a
+//     request of its own (readOrigin, as before), so a random reader asks for no
+//     more than it reads.
+//   - The stream stays on the handle between reads and serves the next read that
+//     starts where it stands. It is dropped on a seek, on an error (that read, and
+//     what the stream does not cover, go to readOrigin, which retries), at the end
+//     of its run, when a read reaches a kept range (Fill), and on Close.
+//   - The kernel sends one handle's reads from several threads (FUSE async reads):
+//     the read after the one in flight often arrives first. A read up to
+//     throughSkip ahead of the stream waits for it up to throughWait (rclone's
+//     --vfs-read-wait does the same), then skips the bytes between (a busy stream
+//     it leaves alone and reads on its own); a read behind the stream (a straggler
+//     whose bytes the stream passed) is read on its own.
+//   - A read takes the stream out of the handle (thrBusy) and reads it with no
+//     lock held: h.mu guards only the hand-over. Each body read is bounded by the
+//     origin timeout (a stall) and by the reader's context, whose cancellation
+//     cancels the stream; the stream itself runs on a context of its own, since a
+//     FUSE read's context ends with that read.
+const (
+	throughWait = 20 * time.Millisecond
+	// throughSkip is the most a read starting ahead of the stream may skip: the
+	// bytes of the reads in flight before it (a mount's kernel readahead keeps
+	// 4 MiB in flight), read and dropped.
+	throughSkip = 4 << 20
+)
+
+// through is an open read through of [pos, end) (ReadThrough).
+type through struct {
+	rc       io.ReadCloser
+	cancel   context.CancelFunc
+	pos, end int64 // the next byte rc yields, and where it ends
+}
+
+// close cancels and closes t; a nil t is nothing to close.
+func (t *through) close() {
+	if t != nil {
+		t.cancel()
+		t.rc.Close()
+	}
+}
+
+// read reads len(p) bytes at off (off >= t.pos: the bytes before off are read and
+// dropped, into p). Every body read must bring bytes within timeout, and ctx's end
+// cancels the stream. It returns how many bytes of p it read.
+func (t *through) read(ctx context.Context, p []byte, off int64, timeout time.Duration) (int, error) {
+	stop := context.AfterFunc(ctx, t.cancel)
+	defer stop()
+	stall := time.AfterFunc(timeout, t.cancel)
+	var n int
+	var err error
+	for off > t.pos && err == nil {
+		_, err = t.readFull(p[:min(int64(len(p)), off-t.pos)], stall, timeout)
+	}
+	if err == nil {
+		n, err = t.readFull(p, stall, timeout)
+	}
+	if !stall.Stop() && err != nil && ctx.Err() == nil {
+		err = stalled(timeout, nil) // not the "context canceled" of the cancel
+	}
+	return n, err
+}
+
+// readFull reads p from the stream, resetting stall at each body read that brings
+// bytes.
+func (t *through) readFull(p []byte, stall *time.Timer, timeout time.Duration) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := t.rc.Read(p[n:])
+		n += k
+		t.pos += int64(k)
+		if k > 0 {
+			stall.Reset(timeout)
+		}
+		if n == len(p) {
+			break
+		}
+		if err == io.EOF {
+			return n, io.ErrUnexpectedEOF // the origin sent less than the range
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// newThrough opens a read through of [off, off+n) on a context of its own that
+// keeps ctx's hints and bandwidth limit. Opening is bounded by the origin timeout
+// and by ctx.
+func (h *Handle) newThrough(ctx context.Context, off, n int64) (*through, error) {
+	sctx, cancel := context.WithCancel(origin.CarryHints(carryBWLimit(context.Background(), ctx), ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	stall := time.AfterFunc(h.c.opts.OriginTimeout, cancel)
+	rc, err := h.ReadThrough(sctx, off, n)
+	timedOut := !stall.Stop()
+	stop()
+	if err == nil && sctx.Err() != nil {
+		rc.Close()
+		err = sctx.Err()
+	}
+	if err != nil {
+		cancel()
+		if timedOut {
+			err = stalled(h.c.opts.OriginTimeout, err)
+		}
+		return nil, err
+	}
+	return &through{rc: rc, cancel: cancel, pos: off, end: off + n}, nil
+}
+
+// readNotKept reads p at off, a range the cache does not keep (ErrNotKept): from
+// the handle's stream when it has one there, or opens one for a sequential reader,
+// else from the origin on its own (readOrigin). See the design above.
+func (h *Handle) readNotKept(ctx context.Context, p []byte, off int64) (int, error) {
+	t := h.takeThrough(ctx, off, int64(len(p)))
+	if t == nil {
+		return h.readOrigin(ctx, p, off)
+	}
+	m, err := t.read(ctx, p[:min(int64(len(p)), t.end-off)], off, h.c.opts.OriginTimeout)
+	h.giveBack(t, err == nil)
+	if m < len(p) {
+		// Past the stream's run (into a kept range), or what a failed stream did
+		// not bring: readOrigin retries.
+		k, err := h.readOrigin(ctx, p[m:], off+int64(m))
+		return m + k, err
+	}
+	return m, nil
+}
+
+// takeThrough returns the stream for a read of n bytes at off, out of the handle
+// (thrBusy), or nil when the read goes to the origin on its own.
+func (h *Handle) takeThrough(ctx context.Context, off, n int64) *through {
+	var timer *time.Timer // the wait for the reads before this one, once started
+	expired := false
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil
+		}
+		t := h.thr
+		// ahead: the stream stands (or its read in flight leaves it) before off,
+		// within throughSkip.
+		var ahead bool
+		switch {
+		case h.thrBusy:
+			ahead = off >= h.thrNext && off-h.thrNext <= throughSkip
+		case t != nil && off == t.pos:
+			h.takeLocked(off + n)
+			h.mu.Unlock()
+			return t
+		case t != nil:
+			ahead = off > t.pos && off-t.pos <= throughSkip && off < t.end
+		}
+		switch {
+		case ahead && expired && !h.thrBusy:
+			h.takeLocked(off + n) // skip to off: the reads before it went round
+			h.mu.Unlock()
+			return t
+		case ahead && expired:
+			h.mu.Unlock()
+			return nil
+		case ahead:
+			if h.thrFree == nil {
+				h.thrFree = make(chan struct{})
+			}
+			free := h.thrFree
+			h.mu.Unlock()
+			if timer == nil {
+				timer = time.NewTimer(throughWait)
+			}
+			select {
+			case <-free:
+			case <-timer.C:
+				expired = true
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		case h.thrBusy || t != nil && off < t.pos && t.pos-off <= throughSkip:
+			// Another read has the stream, elsewhere; or a straggler behind it.
+			h.mu.Unlock()
+			return nil
+		}
+		// A seek, or no stream: a read where the last one ended opens one.
+		h.thr = nil
+		seq := off == h.thrNext
+		if !seq {
+			h.thrNext = off + n
+			h.wakeLocked()
+			h.mu.Unlock()
+			t.close()
+			return nil
+		}
+		h.takeLocked(off + n)
+		h.mu.Unlock()
+		t.close()
+		if kept, until := h.KeepRun(ctx, off, min(h.entry.Size, off+max(h.c.opts.Readahead, n))); !kept && until > off {
+			if nt, err := h.newThrough(ctx, off, until-off); err == nil {
+				return nt
+			}
+		}
+		h.giveBack(nil, false)
+		return nil
+	}
+}
+
+// takeLocked marks the stream as taken by a read that ends at next. h.mu must be
+// held.
+func (h *Handle) takeLocked(next int64) {
+	h.thr, h.thrBusy, h.thrNext = nil, true, next
+}
+
+// giveBack returns a taken stream to the handle (ok: it read what it was asked and
+// has bytes left) or drops it, and wakes the reads waiting their turn.
+func (h *Handle) giveBack(t *through, ok bool) {
+	h.mu.Lock()
+	h.thrBusy = false
+	keep := t != nil && ok && !h.closed && t.pos < t.end && h.thr == nil
+	if keep {
+		h.thr = t
+	}
+	h.wakeLocked()
+	h.mu.Unlock()
+	if !keep {
+		t.close()
+	}
+}
+
+// wakeLocked wakes the reads waiting for the stream. h.mu must be held.
+func (h *Handle) wakeLocked() {
+	if h.thrFree != nil {
+		close(h.thrFree)
+		h.thrFree = nil
+	}
 }
