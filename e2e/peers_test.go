@@ -351,6 +351,7 @@ func TestPeersCopyOwnerKeepsOwnSpans(t *testing.T) {
 	os.Chmod(root, 0o755)
 	const size = 24 << 20
 	sum := writeRandom(t, filepath.Join(root, "big.bin"), size, 5)
+	warmSum := writeRandom(t, filepath.Join(root, "warm.bin"), size, 6)
 	g := newPeerGroup(t, root, 3)
 	cache0 := filepath.Join(t.TempDir(), "cache")
 	// Spans of one chunk: member 0 owns some of the 24 and not all (with 4 MiB
@@ -407,6 +408,40 @@ func TestPeersCopyOwnerKeepsOwnSpans(t *testing.T) {
 		} else if off+(1<<20) >= size {
 			t.Errorf("no span of big.bin read through member 0 says X-Cache: PEER (last: %s)", x)
 		}
+	}
+
+	// cache warm on the owner-only member keeps its own spans and reads the others
+	// through, so their owners keep them: the group is warm, each span once, and a
+	// read through member 0 afterwards costs the origin nothing.
+	peersW := fromPeers()
+	out, code := runCLI(t, "cache", "warm", "warm.bin", "--json", "--cache-dir", cache0)
+	var warmed struct {
+		Bytes   int64 `json:"bytes"`
+		Done    int64 `json:"bytes_done"`
+		NotKept int64 `json:"bytes_not_kept"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &warmed) != nil {
+		t.Fatalf("cache warm on member 0: exit %d: %s", code, out)
+	}
+	keptW := cachedBytes(t, cache0, "warm.bin")
+	if warmed.Done != size || warmed.Bytes != size || keptW == 0 || warmed.NotKept == 0 || keptW+warmed.NotKept != size {
+		t.Fatalf("cache warm on member 0: %+v, %d bytes kept; want its own spans kept and the others read through (summing to %d)", warmed, keptW, size)
+	}
+	if got := fromPeers() - peersW; int64(got) != warmed.NotKept {
+		t.Errorf("cache warm read %v bytes through peers, says %d were not kept", got, warmed.NotKept)
+	}
+	originW := g.origin.originBytes(t, "/warm.bin")
+	if originW != size {
+		t.Errorf("cache warm of the group cost the origin %d bytes, want each byte once (%d)", originW, size)
+	}
+	if got, err := hashGet(client, g.url(0)+"warm.bin"); err != nil || got != warmSum {
+		t.Fatalf("warm.bin through member 0: %s, %v", got, err)
+	}
+	if n := g.origin.originBytes(t, "/warm.bin") - originW; n != 0 {
+		t.Errorf("reading warm.bin after the warm cost the origin %d bytes", n)
+	}
+	if k := cachedBytes(t, cache0, "warm.bin"); k != keptW {
+		t.Errorf("member 0 keeps %d bytes of warm.bin after a read, %d after the warm", k, keptW)
 	}
 }
 
