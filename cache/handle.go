@@ -351,6 +351,7 @@ func (h *Handle) Close() error {
 	h.spans = nil
 	thr := h.thr // a stream in use is closed by its read, which sees h.closed
 	h.thr = nil
+	h.wakeLocked() // reads waiting for the stream read on their own
 	h.mu.Unlock()
 	thr.close()
 	if !closed && h.o != nil {

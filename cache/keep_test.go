@@ -3,10 +3,12 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
 )
@@ -210,5 +212,73 @@ func TestWarmKeepsOnlyKeptSpans(t *testing.T) {
 				t.Errorf("pin %v: %s pinned %v (%v)", pin, p, o.Pinned, err)
 			}
 		}
+	}
+}
+
+// brokenStreams breaks every origin read longer than long: after half of it the body
+// fails (stall false) or stops sending until its context ends (stall true).
+type brokenStreams struct {
+	origin.Origin
+	long  int64
+	stall bool
+}
+
+func (b *brokenStreams) ReadRange(ctx context.Context, p, v string, off, n int64) (io.ReadCloser, error) {
+	rc, err := b.Origin.ReadRange(ctx, p, v, off, n)
+	if err != nil || n <= b.long {
+		return rc, err
+	}
+	return &brokenBody{ReadCloser: rc, left: n / 2, ctx: ctx, stall: b.stall}, nil
+}
+
+type brokenBody struct {
+	io.ReadCloser
+	left  int64
+	ctx   context.Context
+	stall bool
+}
+
+func (b *brokenBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		if b.stall {
+			<-b.ctx.Done()
+			return 0, b.ctx.Err()
+		}
+		return 0, errors.New("connection reset by peer")
+	}
+	k, err := b.ReadCloser.Read(p[:min(int64(len(p)), b.left)])
+	b.left -= int64(k)
+	return k, err
+}
+
+// A stream that fails or stalls midway costs no reader an error or a wrong byte:
+// that read goes to the origin on its own (readOrigin, which retries), and the next
+// opens a stream again. A stall is given up on after the origin timeout.
+func TestNotKeptStreamFailureFallsBack(t *testing.T) {
+	const span, size = 1 << 20, 4 << 20
+	for _, stall := range []bool{false, true} {
+		f := newFixture(t)
+		f.opts.Readahead = 64 << 20
+		f.opts.OriginTimeout = 300 * time.Millisecond
+		want := randomFile(t, f.originDir, "big", size, 11)
+		k := &keepingOrigin{Origin: &brokenStreams{Origin: f.origin, long: 512 << 10, stall: stall}, span: span, kept: func(s int64) bool { return s == 0 }}
+		c, err := Open(k, f.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := c.Open(context.Background(), "big")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		readSeq(t, h, want, 0, size, 128<<10)
+		h.Close()
+		if n := k.open.Load(); n != 0 {
+			t.Errorf("stall %v: %d origin readers open after the handle closed", stall, n)
+		}
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("stall %v: the read took %v", stall, d)
+		}
+		c.Close()
 	}
 }
