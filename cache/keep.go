@@ -209,9 +209,10 @@ func (t *through) readFull(p []byte, stall *time.Timer, timeout time.Duration) (
 
 // newThrough opens a read through of [off, off+n) on a context of its own that
 // keeps ctx's hints and bandwidth limit. Opening is bounded by the origin timeout
-// and by ctx.
+// and by ctx. The origin makes one attempt (origin.WithCallerRetries): its callers
+// retry, where the stream stopped (warmThrough, readOrigin after a failed stream).
 func (h *Handle) newThrough(ctx context.Context, off, n int64) (*through, error) {
-	sctx, cancel := context.WithCancel(origin.CarryHints(carryBWLimit(context.Background(), ctx), ctx))
+	sctx, cancel := context.WithCancel(origin.WithCallerRetries(origin.CarryHints(carryBWLimit(context.Background(), ctx), ctx)))
 	stop := context.AfterFunc(ctx, cancel)
 	stall := time.AfterFunc(h.c.opts.OriginTimeout, cancel)
 	rc, err := h.ReadThrough(sctx, off, n)
