@@ -43,6 +43,9 @@ type Handle struct {
 	// thrFree is closed (and replaced) whenever a read gives the stream back or
 	// drops it: readers waiting their turn wake on it.
 	thrFree chan struct{}
+	// thrIdle is when the stream was last given back: a read ahead of it skips
+	// to its offset only once it has stood idle for throughWait.
+	thrIdle time.Time
 }
 
 // Entry returns the attributes of the version this handle reads.

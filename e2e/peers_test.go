@@ -557,3 +557,46 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return http.DefaultTransport.RoundTrip(r)
 }
+
+// Through a mount, a member with --peer-copy owner reads another member's spans
+// with one stream per run for a sequential reader, not one peer request per FUSE
+// read (up to 1 MiB each, 128 KiB without CAP_SYS_ADMIN); and keeps none of them.
+func TestPeersCopyOwnerMountStreamsOthersSpans(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	const size = 32 << 20 // 8 spans of 4 MiB: member 0 owns all of them once in 6561 runs
+	sum := writeRandom(t, filepath.Join(root, "big.bin"), size, 8)
+	g := newPeerGroup(t, root, 3)
+	for i := 1; i < 3; i++ {
+		g.serve(t, i, filepath.Join(t.TempDir(), "cache"))
+	}
+	cache0 := filepath.Join(t.TempDir(), "cache")
+	m := startMount(t, g.origin.URL, cache0, g.flags("--serve", fmt.Sprintf("127.0.0.1:%d", g.ports[0]), "--peer-copy", "owner", "--prefetch", "0")...)
+	if err := waitPort(g.ports[0], 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := hashFile(filepath.Join(m.Dir, "big.bin")); err != nil || got != sum {
+		t.Fatalf("big.bin through the mount: %s, %v", got, err)
+	}
+	var reqs, bytes float64
+	for u, st := range peerStatus(t, g.url(0)) {
+		if u != "" {
+			r, _ := st["requests"].(float64)
+			b, _ := st["bytes"].(float64)
+			reqs, bytes = reqs+r, bytes+b
+		}
+	}
+	kept := cachedBytes(t, cache0, "big.bin")
+	t.Logf("member 0 keeps %d bytes, read %v bytes from peers in %v requests", kept, bytes, reqs)
+	// A read whose predecessors never came skips to its offset (the bytes between
+	// read twice): up to one kernel readahead's worth more than the others' spans.
+	if others := size - kept; bytes == 0 || int64(bytes) < others || int64(bytes) > others+4<<20 {
+		t.Fatalf("member 0 keeps %d bytes and read %v from peers, want its own spans kept and the others' (%d bytes) read through", kept, bytes, others)
+	}
+	// One stream per run of others' spans, and a request or two more for a read
+	// that arrived out of turn; one request per read would be at least one per MiB.
+	if runs := bytes / (4 << 20); reqs > 3*runs {
+		t.Errorf("%v MiB of others' spans cost %v peer requests, want a few per run of spans, not one per read", bytes/(1<<20), reqs)
+	}
+}
