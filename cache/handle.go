@@ -31,6 +31,21 @@ type Handle struct {
 	// spans are the readahead fetches this handle started and holds: they run while
 	// it is open (or a reader waits for them) and are cancelled when it closes.
 	spans []*span
+	// thr is the read-through of a sequential reader of bytes the cache does not
+	// keep (readNotKept): open between reads, nil while a read uses it (thrBusy)
+	// or while there is none. INVARIANT: thr != nil implies !thrBusy.
+	thr     *through
+	thrBusy bool
+	// thrNext is, while thrBusy, where the stream stands when its read gives it
+	// back; otherwise where the last read of bytes not kept ended (a read starting
+	// there is sequential and opens a stream).
+	thrNext int64
+	// thrFree is closed (and replaced) whenever a read gives the stream back or
+	// drops it: readers waiting their turn wake on it.
+	thrFree chan struct{}
+	// thrIdle is when the stream was last given back: a read ahead of it skips
+	// to its offset only once it has stood idle for throughWait.
+	thrIdle time.Time
 }
 
 // Entry returns the attributes of the version this handle reads.
@@ -183,6 +198,16 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 	// doubles from two chunks up to the readahead limit (a quarter of the cache at
 	// most, so readahead never evicts what it is about to read). A seek resets it.
 	h.mu.Lock()
+	// A read of a kept range ends a read-through a sequential reader left open:
+	// it has reached (or jumped to) bytes the cache fills.
+	var drop *through
+	if h.thr != nil {
+		drop, h.thr = h.thr, nil
+		h.wakeLocked()
+	}
+	if !h.thrBusy {
+		h.thrNext = off + n // a reader going on into bytes not kept is sequential
+	}
 	if off >= h.next-2*cs && off <= h.next+2*cs && (off > 0 || h.next == 0) {
 		limit := min(h.c.opts.Readahead, h.c.opts.Limit/4)
 		h.window = max(2*cs, min(2*h.window, limit))
@@ -205,6 +230,7 @@ func (h *Handle) Fill(ctx context.Context, off, n int64) (int64, error) {
 		}
 	}
 	h.mu.Unlock()
+	drop.close()
 	if keep != nil && to > from {
 		if kept, until := keep.KeepRun(h.path, h.entry.Version, from, to); kept {
 			to = until
@@ -256,7 +282,11 @@ func (h *Handle) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		if n == 0 {
 			return 0, io.EOF
 		}
-		m, err := h.readOrigin(ctx, p[:n], off)
+		read := h.readOrigin
+		if errors.Is(err, ErrNotKept) {
+			read = h.readNotKept // one stream for a sequential reader
+		}
+		m, err := read(ctx, p[:n], off)
 		if err == nil && m < len(p) {
 			err = io.EOF
 		}
@@ -322,7 +352,11 @@ func (h *Handle) Close() error {
 	h.closed = true
 	spans := h.spans
 	h.spans = nil
+	thr := h.thr // a stream in use is closed by its read, which sees h.closed
+	h.thr = nil
+	h.wakeLocked() // reads waiting for the stream read on their own
 	h.mu.Unlock()
+	thr.close()
 	if !closed && h.o != nil {
 		h.o.letGo(spans, nil)
 		h.c.release(h.o)

@@ -391,11 +391,15 @@ func (c *Cache) Walk(ctx context.Context, p string) ([]origin.Entry, []string, e
 
 // WarmProgress is reported while warming: bytes done of the total so far.
 type WarmProgress struct {
-	Files      int    `json:"files"`
-	FilesDone  int    `json:"files_done"`
-	Bytes      int64  `json:"bytes"`
-	BytesDone  int64  `json:"bytes_done"`
-	Fetched    int64  `json:"bytes_fetched"` // from the origin (the rest was cached)
+	Files     int   `json:"files"`
+	FilesDone int   `json:"files_done"`
+	Bytes     int64 `json:"bytes"`
+	BytesDone int64 `json:"bytes_done"`
+	Fetched   int64 `json:"bytes_fetched"` // from the origin (the rest was cached)
+	// NotKept are the bytes of BytesDone this cache does not keep (Keeper: another
+	// member's spans, with --peer-copy owner): read through, so that their owners
+	// fetch and keep them, and not stored here.
+	NotKept    int64  `json:"bytes_not_kept,omitempty"`
 	Failed     int    `json:"files_failed"`
 	FirstError string `json:"first_error,omitempty"`
 	// Missing are the paths asked for that the origin does not have; the others are
@@ -409,6 +413,12 @@ type WarmProgress struct {
 // a time, calling progress (from one goroutine at a time) as bytes land. With pin, the
 // files are pinned first (so warming cannot evict them), and the request is refused
 // when the pins would not fit in the cache.
+//
+// A cache that keeps only some bytes (Keeper: a peer member with --peer-copy owner)
+// fills what it keeps and reads the rest through without storing it, which makes
+// their owners fetch and keep them: the group ends up warm, each span on its owner
+// (WarmProgress.NotKept counts those bytes). A pin then pins what this cache keeps,
+// and needs room for that only: the other spans are their owners' to keep.
 func (c *Cache) Warm(ctx context.Context, paths []string, parallel int, pin bool, progress func(WarmProgress)) (WarmProgress, error) {
 	var entries []origin.Entry
 	var files []string
@@ -461,7 +471,14 @@ func (c *Cache) Warm(ctx context.Context, paths []string, parallel int, pin bool
 				if i >= len(files) || ctx.Err() != nil {
 					return
 				}
-				err := c.warmOne(ctx, files[i], pin, func(n int64) { report(func(s *WarmProgress) { s.BytesDone += n }) })
+				err := c.warmOne(ctx, files[i], pin, func(n int64, kept bool) {
+					report(func(s *WarmProgress) {
+						s.BytesDone += n
+						if !kept {
+							s.NotKept += n
+						}
+					})
+				})
 				report(func(s *WarmProgress) {
 					s.FilesDone++
 					if err != nil {
@@ -512,7 +529,7 @@ func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
 	var pinned int64
 	for _, o := range c.idx.byPath {
 		if o.pinned {
-			pinned += o.Size
+			pinned += c.keptSize(o.Path, o.Version, o.Size)
 		}
 	}
 	var add int64
@@ -520,7 +537,7 @@ func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
 		if o := c.idx.byPath[p]; o != nil && o.pinned {
 			continue
 		}
-		add += entries[i].Size
+		add += c.keptSize(p, entries[i].Version, entries[i].Size)
 	}
 	if pinned+add > c.opts.Limit {
 		return fmt.Errorf("cannot pin %s: with the %s already pinned it exceeds --cache-size %s; unpin something or raise --cache-size",
@@ -529,8 +546,30 @@ func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
 	return nil
 }
 
-// warmOne fills one file, reporting bytes as segments land.
-func (c *Cache) warmOne(ctx context.Context, p string, pin bool, done func(int64)) error {
+// keptSize is how many of the size bytes of path's version the cache keeps (all
+// of them but with a Keeper). It calls no cache lock: c.mu may be held.
+func (c *Cache) keptSize(path, version string, size int64) int64 {
+	k := c.keeper()
+	if k == nil {
+		return size
+	}
+	var n int64
+	for off := int64(0); off < size; {
+		kept, until := k.KeepRun(path, version, off, size)
+		if until <= off || until > size {
+			return n + size - off // a Keeper that says nothing sensible keeps it all
+		}
+		if kept {
+			n += until - off
+		}
+		off = until
+	}
+	return n
+}
+
+// warmOne fills one file, reporting bytes as segments land: kept, or (kept false)
+// read through to their owner and not stored here (Keeper).
+func (c *Cache) warmOne(ctx context.Context, p string, pin bool, done func(n int64, kept bool)) error {
 	h, err := c.open(ctx, p, openWarm)
 	if err != nil {
 		return err
@@ -543,12 +582,64 @@ func (c *Cache) warmOne(ctx context.Context, p string, pin bool, done func(int64
 		c.setPinned(h.o, true)
 	}
 	const step = 8 << 20
-	for off := int64(0); off < h.Size(); off += step {
-		n, err := h.Fill(ctx, off, step)
+	for off := int64(0); off < h.Size(); {
+		kept, until := h.KeepRun(ctx, off, h.Size())
+		if !kept {
+			if err := h.warmThrough(ctx, off, until-off, func(n int64) { done(n, false) }); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			off = until
+			continue
+		}
+		n, err := h.Fill(ctx, off, min(until, off+step)-off)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		done(n)
+		done(n, true)
+		off += n
+	}
+	return nil
+}
+
+// warmThrough reads [off, off+n) through, uncached, and drops it: bytes this cache
+// does not keep, whose owner keeps them as it serves them. done is called as bytes
+// arrive. A failed stream is opened again where it stopped, up to maxAttempts times
+// for errors worth retrying, as a fetch would be.
+func (h *Handle) warmThrough(ctx context.Context, off, n int64, done func(int64)) error {
+	buf := getBuf(h.ChunkSize())
+	defer putBuf(buf)
+	var err error
+	end := off + n
+	for attempt := 0; off < end && attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if !origin.Retryable(err) || !sleepCtx(ctx, time.Duration(1<<(2*attempt))*25*time.Millisecond) {
+				break
+			}
+			h.c.metrics.retries[opRead].Add(1)
+		}
+		var t *through
+		if t, err = h.newThrough(ctx, off, end-off); err != nil {
+			continue
+		}
+		for off < end && err == nil {
+			var k int
+			k, err = t.read(ctx, (*buf)[:min(int64(len(*buf)), end-off)], off, h.c.opts.OriginTimeout)
+			off += int64(k)
+			if k > 0 {
+				attempt = 0 // progress: a new stall may retry as often again
+				done(int64(k))
+			}
+		}
+		t.close()
+	}
+	if off < end {
+		if errors.Is(err, origin.ErrChanged) {
+			h.c.changed(h.path)
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		return err
 	}
 	return nil
 }

@@ -351,6 +351,7 @@ func TestPeersCopyOwnerKeepsOwnSpans(t *testing.T) {
 	os.Chmod(root, 0o755)
 	const size = 24 << 20
 	sum := writeRandom(t, filepath.Join(root, "big.bin"), size, 5)
+	warmSum := writeRandom(t, filepath.Join(root, "warm.bin"), size, 6)
 	g := newPeerGroup(t, root, 3)
 	cache0 := filepath.Join(t.TempDir(), "cache")
 	// Spans of one chunk: member 0 owns some of the 24 and not all (with 4 MiB
@@ -407,6 +408,40 @@ func TestPeersCopyOwnerKeepsOwnSpans(t *testing.T) {
 		} else if off+(1<<20) >= size {
 			t.Errorf("no span of big.bin read through member 0 says X-Cache: PEER (last: %s)", x)
 		}
+	}
+
+	// cache warm on the owner-only member keeps its own spans and reads the others
+	// through, so their owners keep them: the group is warm, each span once, and a
+	// read through member 0 afterwards costs the origin nothing.
+	peersW := fromPeers()
+	out, code := runCLI(t, "cache", "warm", "warm.bin", "--json", "--cache-dir", cache0)
+	var warmed struct {
+		Bytes   int64 `json:"bytes"`
+		Done    int64 `json:"bytes_done"`
+		NotKept int64 `json:"bytes_not_kept"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &warmed) != nil {
+		t.Fatalf("cache warm on member 0: exit %d: %s", code, out)
+	}
+	keptW := cachedBytes(t, cache0, "warm.bin")
+	if warmed.Done != size || warmed.Bytes != size || keptW == 0 || warmed.NotKept == 0 || keptW+warmed.NotKept != size {
+		t.Fatalf("cache warm on member 0: %+v, %d bytes kept; want its own spans kept and the others read through (summing to %d)", warmed, keptW, size)
+	}
+	if got := fromPeers() - peersW; int64(got) != warmed.NotKept {
+		t.Errorf("cache warm read %v bytes through peers, says %d were not kept", got, warmed.NotKept)
+	}
+	originW := g.origin.originBytes(t, "/warm.bin")
+	if originW != size {
+		t.Errorf("cache warm of the group cost the origin %d bytes, want each byte once (%d)", originW, size)
+	}
+	if got, err := hashGet(client, g.url(0)+"warm.bin"); err != nil || got != warmSum {
+		t.Fatalf("warm.bin through member 0: %s, %v", got, err)
+	}
+	if n := g.origin.originBytes(t, "/warm.bin") - originW; n != 0 {
+		t.Errorf("reading warm.bin after the warm cost the origin %d bytes", n)
+	}
+	if k := cachedBytes(t, cache0, "warm.bin"); k != keptW {
+		t.Errorf("member 0 keeps %d bytes of warm.bin after a read, %d after the warm", k, keptW)
 	}
 }
 
@@ -521,4 +556,47 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// Through a mount, a member with --peer-copy owner reads another member's spans
+// with one stream per run for a sequential reader, not one peer request per FUSE
+// read (up to 1 MiB each, 128 KiB without CAP_SYS_ADMIN); and keeps none of them.
+func TestPeersCopyOwnerMountStreamsOthersSpans(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	const size = 32 << 20 // 8 spans of 4 MiB: member 0 owns all of them once in 6561 runs
+	sum := writeRandom(t, filepath.Join(root, "big.bin"), size, 8)
+	g := newPeerGroup(t, root, 3)
+	for i := 1; i < 3; i++ {
+		g.serve(t, i, filepath.Join(t.TempDir(), "cache"))
+	}
+	cache0 := filepath.Join(t.TempDir(), "cache")
+	m := startMount(t, g.origin.URL, cache0, g.flags("--serve", fmt.Sprintf("127.0.0.1:%d", g.ports[0]), "--peer-copy", "owner", "--prefetch", "0")...)
+	if err := waitPort(g.ports[0], 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := hashFile(filepath.Join(m.Dir, "big.bin")); err != nil || got != sum {
+		t.Fatalf("big.bin through the mount: %s, %v", got, err)
+	}
+	var reqs, bytes float64
+	for u, st := range peerStatus(t, g.url(0)) {
+		if u != "" {
+			r, _ := st["requests"].(float64)
+			b, _ := st["bytes"].(float64)
+			reqs, bytes = reqs+r, bytes+b
+		}
+	}
+	kept := cachedBytes(t, cache0, "big.bin")
+	t.Logf("member 0 keeps %d bytes, read %v bytes from peers in %v requests", kept, bytes, reqs)
+	// A read whose predecessors never came skips to its offset (the bytes between
+	// read twice): up to one kernel readahead's worth more than the others' spans.
+	if others := size - kept; bytes == 0 || int64(bytes) < others || int64(bytes) > others+4<<20 {
+		t.Fatalf("member 0 keeps %d bytes and read %v from peers, want its own spans kept and the others' (%d bytes) read through", kept, bytes, others)
+	}
+	// One stream per run of others' spans, and a request or two more for a read
+	// that arrived out of turn; one request per read would be at least one per MiB.
+	if runs := bytes / (4 << 20); reqs > 3*runs {
+		t.Errorf("%v MiB of others' spans cost %v peer requests, want a few per run of spans, not one per read", bytes/(1<<20), reqs)
+	}
 }

@@ -544,7 +544,9 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		return fuse.ReadResultFd(f.h.Fd(), off, int(n)), 0
 	}
 	if errors.Is(err, cache.ErrNoSpace) {
-		// No room in the cache: read this range straight from the origin.
+		// No room in the cache, or bytes it does not keep (another member's
+		// span, --peer-copy owner): read this range straight from the origin
+		// (its owner), by one stream per handle for a sequential reader.
 		var m int
 		if m, err = f.h.ReadAt(ctx, dest, off); err == nil || err == io.EOF {
 			f.node.fsys.stats.OriginBytes.Add(int64(m))

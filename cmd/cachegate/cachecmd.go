@@ -259,8 +259,8 @@ func resolvePaths(flagDir string, args []string) ([]string, error) {
 type cacheCmd struct {
 	Ls     cacheLsCmd     `cmd:"" help:"List cached objects under PREFIX: path (from the origin's root, as in --json), size, cached %, pinned, last access."`
 	Stat   cacheStatCmd   `cmd:"" help:"Show one cached object in detail."`
-	Warm   cacheWarmCmd   `cmd:"" help:"Fetch files (directories recursively) into the cache."`
-	Pin    cachePinCmd    `cmd:"" help:"Warm and pin files: pinned objects survive restarts and are never evicted."`
+	Warm   cacheWarmCmd   `cmd:"" help:"Fetch files (directories recursively) into the cache (a --peer-copy owner member keeps the spans it owns and reads the others through, so their owners keep them)."`
+	Pin    cachePinCmd    `cmd:"" help:"Warm and pin files: pinned objects survive restarts and are never evicted (a --peer-copy owner member pins the spans it owns and warms the others on their owners)."`
 	Unpin  cacheUnpinCmd  `cmd:"" help:"Remove pins."`
 	Evict  cacheEvictCmd  `cmd:"" help:"Drop files from the cache (open readers keep reading; new reads refetch)."`
 	Verify cacheVerifyCmd `cmd:"" help:"Re-hash every cached chunk, report bad ones and drop them (refetched on the next read; --repair refetches them now)."`
@@ -523,7 +523,11 @@ func warmOrPin(a warmArgs, pin bool) error {
 	if f.JSON {
 		return nil
 	}
-	fmt.Printf("%s %s, %s (%s fetched from the origin)\n", done, plural(total.Files, "file"), units.FormatSize(total.Bytes), units.FormatSize(total.Fetched))
+	notKept := ""
+	if total.NotKept > 0 {
+		notKept = fmt.Sprintf("; %s of it warmed on the peers that own it, not kept here", units.FormatSize(total.NotKept))
+	}
+	fmt.Printf("%s %s, %s (%s fetched from the origin%s)\n", done, plural(total.Files, "file"), units.FormatSize(total.Bytes), units.FormatSize(total.Fetched), notKept)
 	return nil
 }
 

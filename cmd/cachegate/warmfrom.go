@@ -129,6 +129,7 @@ func sumProgress(a, b cache.WarmProgress) cache.WarmProgress {
 	a.Bytes += b.Bytes
 	a.BytesDone += b.BytesDone
 	a.Fetched += b.Fetched
+	a.NotKept += b.NotKept
 	a.Failed += b.Failed
 	if a.FirstError == "" {
 		a.FirstError = b.FirstError
