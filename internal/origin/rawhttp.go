@@ -88,7 +88,12 @@ func (c *RawClient) Do(ctx context.Context, req *http.Request, progress func(int
 		return nil, err
 	}
 	if resp.ContentLength < 0 || len(resp.TransferEncoding) > 0 {
-		resp.Body = &closeConnBody{ReadCloser: resp.Body, c: conn}
+		b := &closeConnBody{ReadCloser: resp.Body, c: conn, idle: c.rc.timeout, ctx: ctx}
+		b.stop = context.AfterFunc(ctx, func() {
+			b.cancelled.Store(true)
+			conn.c.SetDeadline(time.Unix(1, 0))
+		})
+		resp.Body = b
 		return resp, nil
 	}
 	b := newRawBody(ctx, c.rc, conn, resp.ContentLength, !resp.Close, c.rc.timeout, req.URL.Redacted())
@@ -97,11 +102,13 @@ func (c *RawClient) Do(ctx context.Context, req *http.Request, progress func(int
 	return resp, nil
 }
 
-// CloseIdle closes the pooled connections (a member that left the group).
+// CloseIdle closes the pooled connections, and those of bodies still being read
+// when they end (a member that left the group): the client pools none after it.
 func (c *RawClient) CloseIdle() {
 	c.rc.mu.Lock()
 	idle := c.rc.idle
 	c.rc.idle = nil
+	c.rc.closed = true
 	c.rc.mu.Unlock()
 	for _, conn := range idle {
 		conn.c.Close()
@@ -112,10 +119,32 @@ func (c *RawClient) CloseIdle() {
 // is closed with it, never pooled (where such a body ends is the server's word).
 type closeConnBody struct {
 	io.ReadCloser
-	c *rawConn
+	c    *rawConn
+	idle time.Duration // each read's time to make progress
+	// The request's context ends a read: cancelled is set and the deadline moved
+	// to the past; stop unhooks that.
+	ctx       context.Context
+	cancelled atomic.Bool
+	stop      func() bool
+}
+
+// Read gives each read idle time, as rawBody does: the header's deadline would
+// otherwise bound the whole body. The context is checked after the deadline is
+// set, so a cancellation racing with it still lands.
+func (b *closeConnBody) Read(p []byte) (int, error) {
+	b.c.c.SetReadDeadline(time.Now().Add(b.idle))
+	if b.cancelled.Load() {
+		return 0, context.Cause(b.ctx)
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.cancelled.Load() {
+		err = context.Cause(b.ctx)
+	}
+	return n, err
 }
 
 func (b *closeConnBody) Close() error {
+	b.stop()
 	b.c.c.Close()
 	return nil
 }
@@ -132,17 +161,25 @@ type rawClient struct {
 	// maxHeader bounds the bytes read for an answer's header (0: no bound).
 	maxHeader int64
 
-	mu   sync.Mutex
-	idle []*rawConn
+	mu     sync.Mutex
+	idle   []*rawConn
+	closed bool // CloseIdle: pool nothing more
 }
 
 const maxIdleRaw = 32
 
 type rawConn struct {
-	c   *net.TCPConn
-	br  *bufio.Reader // reads through lim
-	lim *capReader
+	c     *net.TCPConn
+	br    *bufio.Reader // reads through lim
+	lim   *capReader
+	since time.Time // when it went back to the pool
 }
+
+// maxIdleAge is how long a pooled connection is used again: below the 60 s after
+// which servers (cachegate's own, nginx's default 75 s) close idle ones, as
+// net/http's IdleConnTimeout is set. A connection the server closed meanwhile
+// costs a retry, and every dead one in a pool that sat idle would cost one.
+const maxIdleAge = 45 * time.Second
 
 // capReader reads from c, failing once left bytes have been read when left >= 0:
 // the header bound, lifted once the header is read (net/http's readLimit). Bytes
@@ -177,15 +214,34 @@ func newRawClient(u *url.URL, timeout time.Duration) *rawClient {
 	return &rawClient{host: host, hostHdr: u.Host, timeout: timeout, dialer: net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}}
 }
 
-func (rc *rawClient) get(ctx context.Context) (*rawConn, bool, error) {
-	rc.mu.Lock()
-	if n := len(rc.idle); n > 0 {
-		c := rc.idle[n-1]
-		rc.idle = rc.idle[:n-1]
+// get returns a pooled connection young enough to be alive, or a new one (always a
+// new one with fresh).
+func (rc *rawClient) get(ctx context.Context, fresh bool) (*rawConn, bool, error) {
+	if !fresh {
+		var stale []*rawConn
+		rc.mu.Lock()
+		// The pool is a stack: the oldest are at the bottom. Drop those too old.
+		i := 0
+		for i < len(rc.idle) && time.Since(rc.idle[i].since) > maxIdleAge {
+			i++
+		}
+		if i > 0 {
+			stale = append(stale, rc.idle[:i]...)
+			rc.idle = append(rc.idle[:0], rc.idle[i:]...)
+		}
+		var c *rawConn
+		if n := len(rc.idle); n > 0 {
+			c = rc.idle[n-1]
+			rc.idle = rc.idle[:n-1]
+		}
 		rc.mu.Unlock()
-		return c, true, nil
+		for _, s := range stale {
+			s.c.Close()
+		}
+		if c != nil {
+			return c, true, nil
+		}
 	}
-	rc.mu.Unlock()
 	c, err := rc.dialer.DialContext(ctx, "tcp", rc.host)
 	if err != nil {
 		return nil, false, err
@@ -196,8 +252,9 @@ func (rc *rawClient) get(ctx context.Context) (*rawConn, bool, error) {
 
 func (rc *rawClient) put(c *rawConn) {
 	c.c.SetDeadline(time.Time{})
+	c.since = time.Now()
 	rc.mu.Lock()
-	if len(rc.idle) < maxIdleRaw {
+	if len(rc.idle) < maxIdleRaw && !rc.closed {
 		rc.idle = append(rc.idle, c)
 		c = nil
 	}
@@ -209,10 +266,10 @@ func (rc *rawClient) put(c *rawConn) {
 
 // roundTrip sends req on a pooled or new connection and reads the response header.
 // A pooled connection that the server has closed meanwhile is retried once on a new
-// one, as net/http does.
+// one (not another pooled one, which may be as dead), as net/http does.
 func (rc *rawClient) roundTrip(ctx context.Context, req *http.Request) (*http.Response, *rawConn, error) {
 	for attempt := 0; ; attempt++ {
-		c, reused, err := rc.get(ctx)
+		c, reused, err := rc.get(ctx, attempt > 0)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -410,24 +467,31 @@ func (b *rawBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 	if n == 0 {
 		return nil
 	}
+	// Bytes already read into the header buffer go first, written from there: a
+	// pipe may hold as little as 8 KiB (an unprivileged user past
+	// pipe-user-pages-soft gets small pipes), and bytes it did not take were lost.
+	if k := min(int64(b.c.br.Buffered()), n); k > 0 {
+		buf, _ := b.c.br.Peek(int(k))
+		mu.Lock()
+		_, err := f.WriteAt(buf, off)
+		mu.Unlock()
+		if err != nil {
+			return &SinkError{err}
+		}
+		b.c.br.Discard(int(k))
+		b.left -= k
+		b.arrived(k)
+		off, n = off+k, n-k
+		if n == 0 {
+			return nil
+		}
+	}
 	p, err := getPipe()
 	if err != nil {
 		return b.fail(err)
 	}
 	inPipe := int64(0)
 	defer func() { releasePipe(p, inPipe) }()
-	// Bytes already read into the header buffer go first, through the pipe too, so
-	// that they reach the file in the same write as the rest.
-	if k := min(int64(b.c.br.Buffered()), n); k > 0 {
-		buf, _ := b.c.br.Peek(int(k))
-		w, err := unix.Write(p[1], buf) // an empty pipe holds far more than 16 KiB
-		if err != nil {
-			return b.fail(err)
-		}
-		b.c.br.Discard(w)
-		inPipe, b.left = int64(w), b.left-int64(w)
-		b.arrived(int64(w))
-	}
 	raw, err := b.c.c.SyscallConn()
 	if err != nil {
 		return b.fail(err)
@@ -571,7 +635,8 @@ func (b *rawBody) Close() error {
 	if b.c == nil {
 		return nil
 	}
-	if b.stopCtx() && b.left == 0 && b.err == nil && b.keepAlive {
+	// Bytes past the body already read would be taken for the next answer's.
+	if b.stopCtx() && b.left == 0 && b.err == nil && b.keepAlive && b.c.br.Buffered() == 0 {
 		b.rc.put(b.c)
 	} else {
 		b.c.c.Close()

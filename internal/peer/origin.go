@@ -522,6 +522,8 @@ type peerBody struct {
 	counted bool  // rc calls note itself (origin.RawClient's progress)
 	// due is when the stall timer fires unless wound back (see pausingSink).
 	due time.Time
+	// restart runs the timer held between reads again (hold, run); nil when it runs.
+	restart func()
 }
 
 // note counts k bytes of the body arrived, winding the stall timer back for each
@@ -536,7 +538,12 @@ func (b *peerBody) note(k int64) {
 	}
 }
 
+// Read reads with the stall timer running, and holds it between reads: the time
+// a caller spends elsewhere (writing to a slow client, pacing for --bwlimit) is not
+// the peer's.
 func (b *peerBody) Read(p []byte) (int, error) {
+	b.run()
+	defer b.hold()
 	k, err := b.rc.Read(p)
 	if k > 0 && !b.counted {
 		b.note(int64(k))
@@ -545,6 +552,32 @@ func (b *peerBody) Read(p []byte) (int, error) {
 		err = b.why(err)
 	}
 	return k, err
+}
+
+// hold stops the stall timer until the next read (run).
+func (b *peerBody) hold() { b.restart = b.pause() }
+
+// run restarts a held stall timer with the time it had left.
+func (b *peerBody) run() {
+	if b.restart != nil {
+		b.restart()
+		b.restart = nil
+	}
+}
+
+// pause stops the timer, and returns what restarts it with the time it had left
+// (a fresh timeout after each pause would let a trickling peer run forever):
+// nothing when it has fired (the request is cancelled, and the next read from
+// the peer fails).
+func (b *peerBody) pause() func() {
+	if !b.stall.Stop() {
+		return func() {}
+	}
+	left := time.Until(b.due)
+	return func() {
+		b.due = time.Now().Add(left)
+		b.stall.Reset(left)
+	}
 }
 
 // why names a failure that the stall timer caused as the timeout; the
@@ -566,6 +599,8 @@ func (b *peerBody) splices() bool {
 
 // WriteToFile implements origin.FileWriter for a body that splices().
 func (b *peerBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
+	b.run()
+	defer b.hold()
 	if err := b.rc.(origin.FileWriter).WriteToFile(f, off, n, mu); err != nil {
 		return b.why(err)
 	}
@@ -576,6 +611,8 @@ func (b *peerBody) WriteToFile(f *os.File, off, n int64, mu sync.Locker) error {
 // timer stops while dst waits for its client: a slow client is not the peer's
 // fault.
 func (b *peerBody) WriteToConn(dst origin.ConnSink, n int64) (int64, error) {
+	b.run()
+	defer b.hold()
 	w, err := b.rc.(origin.ConnWriter).WriteToConn(pausingSink{dst, b}, n)
 	if err != nil {
 		err = b.why(err)
@@ -589,29 +626,13 @@ type pausingSink struct {
 	b   *peerBody
 }
 
-// pause stops the timer, and returns what restarts it with the time it had left
-// (a fresh timeout after each pause would let a trickling peer run forever):
-// nothing when it has fired (the request is cancelled, and the next splice from
-// the peer fails).
-func (s pausingSink) pause() func() {
-	b := s.b
-	if !b.stall.Stop() {
-		return func() {}
-	}
-	left := time.Until(b.due)
-	return func() {
-		b.due = time.Now().Add(left)
-		b.stall.Reset(left)
-	}
-}
-
 func (s pausingSink) Write(p []byte) (int, error) {
-	defer s.pause()()
+	defer s.b.pause()()
 	return s.dst.Write(p)
 }
 
 func (s pausingSink) SpliceFrom(fd int, n int64) error {
-	defer s.pause()()
+	defer s.b.pause()()
 	return s.dst.SpliceFrom(fd, n)
 }
 
