@@ -335,7 +335,9 @@ func (h *Handle) takeThrough(ctx context.Context, off, n int64) *through {
 		}
 		// A seek, or no stream: a read where the last one ended opens one.
 		h.thr = nil
-		seq := off == h.thrNext
+		// A read at 0 is a handle's first (or a seek back): a request of its own,
+		// so a reader of a file's head asks for no more than it reads.
+		seq := off == h.thrNext && off > 0
 		if !seq {
 			h.thrNext = off + n
 			h.wakeLocked()

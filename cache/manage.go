@@ -529,7 +529,9 @@ func (c *Cache) checkPinRoom(files []string, entries []origin.Entry) error {
 	var pinned int64
 	for _, o := range c.idx.byPath {
 		if o.pinned {
-			pinned += c.keptSize(o.Path, o.Version, o.Size)
+			// What it holds, which may be more than it keeps now (spans of an owner
+			// that was down when it filled).
+			pinned += max(o.presentBytes, c.keptSize(o.Path, o.Version, o.Size))
 		}
 	}
 	var add int64
@@ -582,6 +584,7 @@ func (c *Cache) warmOne(ctx context.Context, p string, pin bool, done func(n int
 		c.setPinned(h.o, true)
 	}
 	const step = 8 << 20
+	flips := 0 // times in a row what this member keeps changed under the warm
 	for off := int64(0); off < h.Size(); {
 		kept, until := h.KeepRun(ctx, off, h.Size())
 		if !kept {
@@ -592,9 +595,14 @@ func (c *Cache) warmOne(ctx context.Context, p string, pin bool, done func(n int
 			continue
 		}
 		n, err := h.Fill(ctx, off, min(until, off+step)-off)
+		if errors.Is(err, ErrNotKept) && flips < 3 {
+			flips++ // an owner came back (or went) since KeepRun: ask again
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
+		flips = 0
 		done(n, true)
 		off += n
 	}

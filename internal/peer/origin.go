@@ -37,14 +37,18 @@ func (o ownerOnly) KeepRun(p, version string, off, end int64) (kept bool, until 
 	if etag.For(version) == "" || end <= off {
 		return true, end
 	}
-	segs := o.g.split(p, version, off, end-off)
-	kept = segs[0].m == nil
-	until = off
-	for _, s := range segs {
-		if (s.m == nil) != kept {
-			break
-		}
-		until = s.off + s.n
+	// Span by span, only as far as the run goes: a walk of a whole file run by
+	// run (keptSize, under the cache's lock) stays linear in its spans.
+	ms := o.g.Members()
+	keptAt := func(idx int64) bool {
+		m := owner(ms, o.g.keyHash(Key{Path: p, Version: version, Span: idx}))
+		return m == nil || m.self || !m.Up()
+	}
+	span := o.g.opts.Span
+	kept = keptAt(off / span)
+	until = min(end, (off/span+1)*span)
+	for until < end && keptAt(until/span) == kept {
+		until = min(end, until+span)
 	}
 	return kept, until
 }
