@@ -63,18 +63,8 @@ func TestStaleRawPoolDoesNotFailFill(t *testing.T) {
 	srv.CloseClientConnections()
 	time.Sleep(50 * time.Millisecond)
 
-	f := newFixture(t)
-	c, err := Open(o, f.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	ctx := context.Background()
-	h, err := c.Open(ctx, "f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := openOver(t, o, "f")
 	buf := make([]byte, 4096)
 	if _, err := h.ReadAt(ctx, buf, 1<<20); err != nil {
 		t.Fatalf("a read after the origin closed idle connections failed: %v", err)

@@ -34,22 +34,29 @@ func TestFillRetriesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFixture(t)
-	c, err := Open(o, f.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	ctx := context.Background()
-	h, err := c.Open(ctx, "f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := openOver(t, o, "f")
 	if _, err := h.Fill(ctx, 0, 64<<10); err == nil {
 		t.Fatal("a fill from an origin answering 503 succeeded")
 	}
 	if n := firstSpanGETs.Load(); n != maxAttempts {
 		t.Fatalf("a span that makes no progress cost %d requests, want %d (the fill's attempts, one request each)", n, maxAttempts)
 	}
+}
+
+// openOver opens a cache of the fixture's options over o, and p in it; both close
+// with the test.
+func openOver(t *testing.T, o origin.Origin, p string) *Handle {
+	t.Helper()
+	c, err := Open(o, newFixture(t).opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	h, err := c.Open(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }

@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rawServer answers each request on a connection with a 206 whose header and body
-// leave in one write, so that the client's header buffer holds ~16 KiB of body.
-func rawServer(t *testing.T, body []byte) string {
+// rawServer answers each request on a connection with what answer gives, in one
+// write, so that the client's header buffer holds the first bytes of the body.
+func rawServer(t *testing.T, answer func(*http.Request) []byte) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -39,9 +39,7 @@ func rawServer(t *testing.T, body []byte) string {
 					if err != nil {
 						return
 					}
-					resp := fmt.Sprintf("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-%d/%d\r\nContent-Length: %d\r\n\r\n", len(body)-1, len(body), len(body))
-					c.Write(append([]byte(resp), body...))
-					_ = req
+					c.Write(answer(req))
 				}
 			}()
 		}
@@ -59,7 +57,10 @@ func TestSmallPipeKeepsHeaderBufferBytes(t *testing.T) {
 	for i := range body {
 		body[i] = byte(i*7 + i>>11)
 	}
-	u, _ := url.Parse(rawServer(t, body))
+	u, _ := url.Parse(rawServer(t, func(*http.Request) []byte {
+		head := fmt.Sprintf("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-%d/%d\r\nContent-Length: %d\r\n\r\n", len(body)-1, len(body), len(body))
+		return append([]byte(head), body...)
+	}))
 	// The pool's next pipe is a small one (as alloc_pipe_info hands out over the soft limit).
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
@@ -101,35 +102,13 @@ func TestSmallPipeKeepsHeaderBufferBytes(t *testing.T) {
 // they would be taken for the next answer's head. And a client told CloseIdle (a
 // member that left) pools nothing more.
 func TestRawPoolRefusesDirtyAndClosedConns(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					extra := ""
-					if req.URL.Path == "/dirty" {
-						extra = "HTTP/1.1 200 OK\r\n" // a stray, as a broken server might send
-					}
-					c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + extra))
-				}
-			}()
+	u, _ := url.Parse(rawServer(t, func(req *http.Request) []byte {
+		extra := ""
+		if req.URL.Path == "/dirty" {
+			extra = "HTTP/1.1 200 OK\r\n" // a stray, as a broken server might send
 		}
-	}()
-	u, _ := url.Parse("http://" + ln.Addr().String() + "/")
+		return []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" + extra)
+	}))
 	c := NewRawClient(u, 5*time.Second, 64<<10)
 	get := func(p string) {
 		t.Helper()
