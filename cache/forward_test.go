@@ -17,7 +17,8 @@ import (
 // whose own fetch waits on this member would.
 type forwardingOrigin struct {
 	origin.Origin
-	peer      map[int64]bool // chunks (of 64 KiB) "asked of a peer" (Forwards)
+	peer      atomic.Pointer[map[int64]bool] // chunks (of 64 KiB) "asked of a peer" (Forwards)
+	gateAll   bool                           // gate the reads with NoForward too
 	gate      chan struct{}
 	gated     atomic.Int64 // reads that went to the gate
 	noForward atomic.Int64 // reads a peer's request made (origin.NoForward)
@@ -26,8 +27,9 @@ type forwardingOrigin struct {
 }
 
 func (f *forwardingOrigin) Forwards(p, version string, off, n int64) bool {
+	peer := *f.peer.Load()
 	for i := off >> 16; i <= (off+n-1)>>16; i++ {
-		if f.peer[i] {
+		if peer[i] {
 			return true
 		}
 	}
@@ -43,7 +45,8 @@ func (f *forwardingOrigin) ReadRange(ctx context.Context, p, v string, off, n in
 	}
 	if origin.NoForward(ctx) {
 		f.noForward.Add(1)
-	} else {
+	}
+	if f.gateAll || !origin.NoForward(ctx) {
 		f.gated.Add(1)
 		select {
 		case <-f.gate:
@@ -60,7 +63,10 @@ func (f *forwardingOrigin) ReadRange(ctx context.Context, p, v string, off, n in
 func startLocalFill(t *testing.T, peer map[int64]bool, n int64) (*Cache, *forwardingOrigin, []byte, <-chan error) {
 	f := newFixture(t)
 	want := randomFile(t, f.originDir, "big", 1<<20, 7)
-	fo := &forwardingOrigin{Origin: f.origin, peer: peer, gate: make(chan struct{})}
+	// A fetch with no chunk asked of a peer reads under NoForward, as a peer's
+	// request does: gate those too then, or it would not wait.
+	fo := &forwardingOrigin{Origin: f.origin, gate: make(chan struct{}), gateAll: len(peer) == 0}
+	fo.peer.Store(&peer)
 	c, err := Open(fo, f.opts)
 	if err != nil {
 		t.Fatal(err)
@@ -180,5 +186,24 @@ func TestPeerRequestJoinsChunksFromTheOrigin(t *testing.T) {
 	}
 	if n := fo.atOne.Load(); n != 0 {
 		t.Fatalf("%d origin reads from the second chunk, want 0 (the peer's request joins the fetch)", n)
+	}
+}
+
+// A fetch whose chunks were all to be read from the origin reads them there even if
+// a peer comes back up meanwhile: peers' requests may be waiting on it, and a retry
+// through that peer could have it wait on them.
+func TestFetchMarkedForTheOriginStaysThere(t *testing.T) {
+	c, fo, want, localDone := startLocalFill(t, nil, 64<<10) // every chunk from the origin
+	fo.peer.Store(&map[int64]bool{0: true})                  // a peer is back: it would be asked now
+	close(fo.gate)
+	if err := <-localDone; err != nil {
+		t.Fatal(err)
+	}
+	if n := fo.noForward.Load(); n < 1 {
+		t.Fatalf("the fetch marked for the origin asked with NoForward %d times, want at least 1", n)
+	}
+	got, err := readAll(c, "big")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read: %v", err)
 	}
 }

@@ -772,12 +772,19 @@ func (o *object) startFetchLocked(from context.Context, first, last int) ([]*fli
 	if o.inflight == nil {
 		o.inflight = map[int]*flight{}
 	}
+	anyForwarded := false
 	for i := range fl {
 		fl[i] = &flight{done: make(chan struct{}), span: sp}
 		if fwd != nil {
 			fl[i].forwarded = fwd.Forwards(o.Path, o.Version, int64(first+i)*o.ChunkSize, o.chunkLen(first+i))
+			anyForwarded = anyForwarded || fl[i].forwarded
 		}
 		o.inflight[first+i] = fl[i]
+	}
+	if fwd != nil && !anyForwarded {
+		// Marked as reading from the origin, it must: a retry after a peer came
+		// back up would otherwise ask it, with peers' requests waiting here.
+		ctx = origin.WithNoForward(ctx)
 	}
 	o.c.mu.Lock()
 	o.refs++ // the fetch keeps the files open and the object unevictable
