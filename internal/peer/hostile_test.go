@@ -1,10 +1,8 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -39,15 +37,7 @@ func TestPeerTrickleBodyFallsBack(t *testing.T) {
 	})
 	g, _, o := twoMembers(t, s, data)
 	start := time.Now()
-	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read %d bytes, %v; want the data", len(got), err)
-	}
+	mustRead(t, context.Background(), o, data)
 	// Trickled to the end, the peer's spans (about half of 1000 bytes at 20 B/s)
 	// would take some 25 s.
 	if d := time.Since(start); d > 5*time.Second {
@@ -69,15 +59,7 @@ func TestPeerHugeHeadersRefused(t *testing.T) {
 		return false // then the right answer
 	})
 	g, _, o := twoMembers(t, s, data)
-	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read %d bytes, %v; want the data", len(got), err)
-	}
+	mustRead(t, context.Background(), o, data)
 	if g.Members()[1].Up() {
 		t.Fatal("a peer that sent 1 MiB of headers was accepted")
 	}
@@ -133,15 +115,7 @@ func TestPeerUnendingChunkedBody(t *testing.T) {
 	g := testGroup(t, []string{"http://127.0.0.1:1", s.URL}, "http://127.0.0.1:1", func(o *Options) { o.Timeout = 3 * time.Second })
 	o := g.Wrap(&fakeOrigin{data: data})
 	start := time.Now()
-	rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read %d bytes, %v; want the data", len(got), err)
-	}
+	mustRead(t, context.Background(), o, data)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("a peer's unending body held the read for %v", d)
 	}

@@ -188,15 +188,7 @@ func TestReadThroughPeer(t *testing.T) {
 	g, fo, o := twoMembers(t, s, data)
 	var note atomicBool
 	ctx := origin.WithPeerNote(context.Background(), &note.b)
-	rc, err := o.ReadRange(ctx, "f", `"v1"`, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read %d bytes, %v; want the data", len(got), err)
-	}
+	mustRead(t, ctx, o, data)
 	var own int64
 	for _, sg := range g.split("f", `"v1"`, 0, 1000) {
 		if sg.m == nil {
@@ -211,7 +203,7 @@ func TestReadThroughPeer(t *testing.T) {
 	}
 	// A peer's own request (no-forward) never goes to a peer.
 	fo.read = 0
-	rc, _ = o.ReadRange(origin.WithNoForward(context.Background()), "f", `"v1"`, 0, 1000)
+	rc, _ := o.ReadRange(origin.WithNoForward(context.Background()), "f", `"v1"`, 0, 1000)
 	io.ReadAll(rc)
 	rc.Close()
 	if fo.read != 1000 {
@@ -289,15 +281,7 @@ func TestPeerFailuresFallBack(t *testing.T) {
 			})
 			g, _, o := twoMembers(t, s, data)
 			g.Start()
-			rc, err := o.ReadRange(context.Background(), "f", `"v1"`, 0, 1000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(rc)
-			rc.Close()
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("read %d bytes, %v; want the data from the origin", len(got), err)
-			}
+			mustRead(t, context.Background(), o, data)
 			peer := g.Members()[1]
 			if peer.self || peer.Up() {
 				t.Fatalf("peer %s still up after failing", peer.URL)
@@ -424,15 +408,7 @@ func TestHTTPSPeerWithCA(t *testing.T) {
 			}
 		})
 		fo := &fakeOrigin{data: data}
-		rc, err := g.Wrap(fo).ReadRange(context.Background(), "f", `"v1"`, 0, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("read %d bytes, %v", len(got), err)
-		}
+		mustRead(t, context.Background(), g.Wrap(fo), data)
 		peer := g.Members()[1]
 		if withCA && (peer.bytes.Load() == 0 || !peer.Up()) {
 			t.Errorf("with --peer-ca: %d bytes from the https peer, up %v", peer.bytes.Load(), peer.Up())
@@ -508,5 +484,20 @@ func TestForwardsMatchesOwnership(t *testing.T) {
 	g.markDown(g.Owner(Key{"f", `"v1"`, other}), errors.New("test"))
 	if o.Forwards("f", `"v1"`, other*100, 100) {
 		t.Error("a span whose owner is down is forwarded")
+	}
+}
+
+// mustRead reads all of "f" (version "v1") through o under ctx, failing the test on
+// an error or on bytes other than data.
+func mustRead(t *testing.T, ctx context.Context, o origin.Origin, data []byte) {
+	t.Helper()
+	rc, err := o.ReadRange(ctx, "f", `"v1"`, 0, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, %v; want the data", len(got), err)
 	}
 }
