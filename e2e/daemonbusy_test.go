@@ -17,24 +17,8 @@ import (
 // a stop while a removed origin's mount is busy takes that mount too (it was left as
 // a dead mount: the daemon had forgotten it).
 func TestDaemonReaddBusy(t *testing.T) {
-	requireRoot(t)
-	rootA, rootB := filepath.Join(workDir, "readd-a"), filepath.Join(workDir, "readd-b")
-	writeRandom(t, filepath.Join(rootA, "a.bin"), 100<<10, 2231)
-	sumB := writeRandom(t, filepath.Join(rootB, "b.bin"), 300<<10, 2232)
-	ma, mb := newMountDir(t), newMountDir(t)
-	cacheDir := newCacheDir(t)
-	file := filepath.Join(t.TempDir(), "cachegate.yaml")
-	a, b := daemonOrigin{name: "a", url: rootA, mount: ma}, daemonOrigin{name: "b", url: rootB, mount: mb}
-	writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", []daemonOrigin{a, b})
-	d := startDaemon(t, nil, file, ma, mb)
-	reload := func(n int, origins ...daemonOrigin) {
-		t.Helper()
-		writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", origins)
-		d.cmd.Process.Signal(syscall.SIGHUP)
-		if !pollFor(10*time.Second, func() bool { return strings.Count(d.logs.String(), "config reloaded") == n }) {
-			t.Fatalf("reload %d not done\n%s", n, d.logs.String())
-		}
-	}
+	d, a, b, sumB, _, reload := twoOriginDaemon(t, "readd", 100<<10, 300<<10, 2231)
+	ma, mb := a.mount, b.mount
 
 	fb, err := os.Open(filepath.Join(mb, "b.bin"))
 	if err != nil {
@@ -150,24 +134,8 @@ func TestDaemonReloadRemountsMissing(t *testing.T) {
 // until the old mount goes: the open file reads on (its route went at once: the
 // second reload saw no mount of the name and unrouted it).
 func TestDaemonChangedThenRemovedBusy(t *testing.T) {
-	requireRoot(t)
-	rootA, rootB := filepath.Join(workDir, "chrm-a"), filepath.Join(workDir, "chrm-b")
-	writeRandom(t, filepath.Join(rootA, "a.bin"), 1000, 2261)
-	sumB := writeRandom(t, filepath.Join(rootB, "b.bin"), 600<<10, 2262)
-	ma, mb := newMountDir(t), newMountDir(t)
-	cacheDir := newCacheDir(t)
-	file := filepath.Join(t.TempDir(), "cachegate.yaml")
-	a, b := daemonOrigin{name: "a", url: rootA, mount: ma}, daemonOrigin{name: "b", url: rootB, mount: mb}
-	writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", []daemonOrigin{a, b})
-	d := startDaemon(t, nil, file, ma, mb)
-	reload := func(n int, origins ...daemonOrigin) {
-		t.Helper()
-		writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", origins)
-		d.cmd.Process.Signal(syscall.SIGHUP)
-		if !pollFor(10*time.Second, func() bool { return strings.Count(d.logs.String(), "config reloaded") == n }) {
-			t.Fatalf("reload %d not done\n%s", n, d.logs.String())
-		}
-	}
+	d, a, b, sumB, cacheDir, reload := twoOriginDaemon(t, "chrm", 1000, 600<<10, 2261)
+	mb := b.mount
 	fb, err := os.Open(filepath.Join(mb, "b.bin"))
 	if err != nil {
 		t.Fatal(err)
@@ -191,4 +159,30 @@ func TestDaemonChangedThenRemovedBusy(t *testing.T) {
 	if out, code := runCLI(t, "status", "--json", "--cache-dir", cacheDir); code != 0 || strings.Contains(out, `"b":`) {
 		t.Errorf("status after the removal: %d %s", code, out)
 	}
+}
+
+// twoOriginDaemon starts a daemon over two local origins, a (a.bin, sizeA bytes) and
+// b (b.bin, sizeB bytes), in workDir/NAME-a and -b, each mounted. It returns b.bin's
+// sum, the cache dir and reload, which rewrites the config to origins, sends SIGHUP and waits for
+// the n-th reload.
+func twoOriginDaemon(t *testing.T, name string, sizeA, sizeB int64, seed uint64) (d *proc, a, b daemonOrigin, sumB, cacheDir string, reload func(n int, origins ...daemonOrigin)) {
+	requireRoot(t)
+	rootA, rootB := filepath.Join(workDir, name+"-a"), filepath.Join(workDir, name+"-b")
+	writeRandom(t, filepath.Join(rootA, "a.bin"), sizeA, seed)
+	sumB = writeRandom(t, filepath.Join(rootB, "b.bin"), sizeB, seed+1)
+	ma, mb := newMountDir(t), newMountDir(t)
+	cacheDir = newCacheDir(t)
+	file := filepath.Join(t.TempDir(), "cachegate.yaml")
+	a, b = daemonOrigin{name: "a", url: rootA, mount: ma}, daemonOrigin{name: "b", url: rootB, mount: mb}
+	writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", []daemonOrigin{a, b})
+	d = startDaemon(t, nil, file, ma, mb)
+	reload = func(n int, origins ...daemonOrigin) {
+		t.Helper()
+		writeDaemonConfig(t, file, cacheDir, "64MiB", "256KiB", "", origins)
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		if !pollFor(10*time.Second, func() bool { return strings.Count(d.logs.String(), "config reloaded") == n }) {
+			t.Fatalf("reload %d not done\n%s", n, d.logs.String())
+		}
+	}
+	return d, a, b, sumB, cacheDir, reload
 }
