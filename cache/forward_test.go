@@ -100,13 +100,7 @@ func startLocalFill(t *testing.T, peer map[int64]bool, n int64) (*Cache, *forwar
 func TestPeerRequestDoesNotWaitOnForwardedFetch(t *testing.T) {
 	c, fo, want, localDone := startLocalFill(t, map[int64]bool{0: true}, 64<<10)
 
-	ctx, cancel := context.WithTimeout(origin.WithNoForward(context.Background()), 5*time.Second)
-	defer cancel()
-	peer, err := c.Open(ctx, "big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	ctx, peer := openAsPeer(t, c)
 	if _, err := peer.Fill(ctx, 0, 64<<10); !errors.Is(err, ErrNotKept) {
 		t.Fatalf("a peer's Fill of a chunk fetched through a peer: %v, want ErrNotKept (read it through)", err)
 	}
@@ -160,13 +154,7 @@ func TestPeerRequestJoinsFetchFromTheOrigin(t *testing.T) {
 // those joins cost the origin a second read of them (TestPeersConcurrentColdReaders).
 func TestPeerRequestJoinsChunksFromTheOrigin(t *testing.T) {
 	c, fo, want, localDone := startLocalFill(t, map[int64]bool{0: true}, 128<<10) // chunk 0 from a peer, chunk 1 from the origin
-	ctx, cancel := context.WithTimeout(origin.WithNoForward(context.Background()), 5*time.Second)
-	defer cancel()
-	peer, err := c.Open(ctx, "big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	ctx, peer := openAsPeer(t, c)
 	if _, err := peer.Fill(ctx, 0, 64<<10); !errors.Is(err, ErrNotKept) {
 		t.Fatalf("a peer's Fill of the chunk fetched through a peer: %v, want ErrNotKept", err)
 	}
@@ -206,4 +194,18 @@ func TestFetchMarkedForTheOriginStaysThere(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("read: %v", err)
 	}
+}
+
+// openAsPeer opens "big" in c as a peer's request would (origin.NoForward), under a
+// context that ends with the test or after 5 s; the handle closes with the test.
+func openAsPeer(t *testing.T, c *Cache) (context.Context, *Handle) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(origin.WithNoForward(context.Background()), 5*time.Second)
+	t.Cleanup(cancel)
+	h, err := c.Open(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return ctx, h
 }

@@ -213,13 +213,7 @@ func TestObjectIndexAgreesWithFiles(t *testing.T) {
 // must not bring its record back: the same version may be made anew under that key,
 // and a stale record would claim chunks the new data file lacks.
 func TestRemovedObjectWritesNoRecord(t *testing.T) {
-	f := newFixture(t)
-	randomFile(t, f.originDir, "r", 1000, 8)
-	c := f.open()
-	defer c.Close()
-	readWhole(t, c, "r")
-	o := objectOf(t, c, "r")
-	waitIdle(t, o)
+	c, o := idleSmallObject(t, 8)
 	if !o.indexed {
 		t.Fatal("a one-chunk object is not in the object index")
 	}
@@ -243,13 +237,7 @@ func TestRemovedObjectWritesNoRecord(t *testing.T) {
 // claim the new, empty file's chunk (TestCrashLoop's verify found such a chunk bad).
 // create calls forget, which commits the deletion first.
 func TestForgetCommitsStaleRecord(t *testing.T) {
-	f := newFixture(t)
-	randomFile(t, f.originDir, "r", 1000, 9)
-	c := f.open()
-	defer c.Close()
-	readWhole(t, c, "r")
-	o := objectOf(t, c, "r")
-	waitIdle(t, o)
+	c, o := idleSmallObject(t, 9)
 	c.mu.Lock()
 	c.removeLocked(o) // files unlinked, the record's deletion waits
 	c.mu.Unlock()
@@ -289,4 +277,18 @@ func encodeHeaderT(t *testing.T, info *objectInfo) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// idleSmallObject reads a 1000-byte file "r" (random from seed) through a new cache
+// and returns the cache and its object once idle; the cache closes with the test.
+func idleSmallObject(t *testing.T, seed uint64) (*Cache, *object) {
+	t.Helper()
+	f := newFixture(t)
+	randomFile(t, f.originDir, "r", 1000, seed)
+	c := f.open()
+	t.Cleanup(func() { c.Close() })
+	readWhole(t, c, "r")
+	o := objectOf(t, c, "r")
+	waitIdle(t, o)
+	return c, o
 }
