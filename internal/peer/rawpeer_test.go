@@ -94,10 +94,7 @@ func TestStalePooledConnsKeepPeerUp(t *testing.T) {
 // healthy peer down there.
 func TestSlowClientReadPathKeepsPeerUp(t *testing.T) {
 	const size, span = 4 << 20, 1 << 20
-	data := make([]byte, size)
-	for i := range data {
-		data[i] = byte(i*7 + i>>13)
-	}
+	data := patterned(size)
 	s := peerServer(t, data, nil)
 	g := testGroup(t, []string{"http://127.0.0.1:1", s.URL}, "http://127.0.0.1:1", func(o *Options) { o.Span = span })
 	fo := &fakeOrigin{data: data}
@@ -134,10 +131,7 @@ func TestSlowClientReadPathKeepsPeerUp(t *testing.T) {
 // which marked a healthy, steady peer down.
 func TestChunkedSteadyPeerStaysUp(t *testing.T) {
 	const size, span = 1 << 20, 1 << 20
-	data := make([]byte, 8*size)
-	for i := range data {
-		data[i] = byte(i*7 + i>>13)
-	}
+	data := patterned(8 * size)
 	s := peerServer(t, data, func(w http.ResponseWriter, r *http.Request, off, end int64) bool {
 		w.Header().Set("ETag", etag.For(`"v1"`))
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, end, len(data)))

@@ -105,10 +105,7 @@ func TestPeerReaderSplices(t *testing.T) {
 	// Spans larger than the raw client's header buffer (16 KiB), so that most
 	// bytes come from the socket, not from what was read with the header.
 	const size, span = 4 << 20, 256 << 10
-	data := make([]byte, size)
-	for i := range data {
-		data[i] = byte(i*7 + i>>13)
-	}
+	data := patterned(size)
 	for _, mode := range []string{"file", "conn"} {
 		t.Run(mode, func(t *testing.T) {
 			s := peerServer(t, data, nil)
@@ -313,10 +310,7 @@ func (f failingSink) SpliceFrom(fd int, n int64) error { return f.err }
 // byte comes from it.
 func TestPeerSpliceSlowClientNotPeerDown(t *testing.T) {
 	const size, span = 4 << 20, 1 << 20
-	data := make([]byte, size)
-	for i := range data {
-		data[i] = byte(i*7 + i>>13)
-	}
+	data := patterned(size)
 	s := peerServer(t, data, nil)
 	g := testGroup(t, []string{"http://127.0.0.1:1", s.URL}, "http://127.0.0.1:1", func(o *Options) { o.Span = span })
 	fo := &fakeOrigin{data: data}
@@ -368,4 +362,13 @@ func (s *slowSink) SpliceFrom(fd int, n int64) error {
 	}
 	s.buf.Write(b)
 	return nil
+}
+
+// patterned returns size bytes whose pattern does not repeat within a span.
+func patterned(size int) []byte {
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	return data
 }
