@@ -48,11 +48,8 @@ var errFetchForwarded = fmt.Errorf("being fetched here through a peer, read from
 
 // forwarder returns the origin's Forwarder, or nil when every read reaches the origin.
 func (c *Cache) forwarder() Forwarder {
-	if m, ok := c.origin.(*meteredOrigin); ok {
-		f, _ := m.Origin.(Forwarder)
-		return f
-	}
-	return nil
+	f, _ := c.Origin().(Forwarder)
+	return f
 }
 
 // KeepRun reports whether the cache keeps the byte at off for a reader under ctx,
@@ -68,11 +65,8 @@ func (h *Handle) KeepRun(ctx context.Context, off, end int64) (kept bool, until 
 
 // keeper returns the origin's Keeper, or nil when it keeps everything.
 func (c *Cache) keeper() Keeper {
-	if m, ok := c.origin.(*meteredOrigin); ok {
-		k, _ := m.Origin.(Keeper)
-		return k
-	}
-	return nil
+	k, _ := c.Origin().(Keeper)
+	return k
 }
 
 // ReadThrough returns a reader of [off, off+n) from the origin, uncached, in one

@@ -298,7 +298,9 @@ func (s *sidecar) has(i int) bool {
 // the copy and in the file.
 func (s *sidecar) set(i int, crc uint32) {
 	atomic.StoreUint32(&s.crcs[i], crc)
-	s.writeBack(s.crcOff(i), 4)
+	if s.rec == nil { // a record is put whole, with the CRC, by the bit's write-back
+		s.writeBack(s.crcOff(i), 4)
+	}
 	s.wmu.Lock()
 	atomic.OrUint64(&s.bitmap[i/64], 1<<(i%64))
 	s.writeBack(s.hl+8*(i/64), 8)

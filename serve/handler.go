@@ -99,7 +99,7 @@ func (c *conn) serve(req *request) bool {
 	if err != nil {
 		switch {
 		case errors.Is(err, syscall.EISDIR):
-			return c.redirect(req, "/"+escapePath(p)+"/")
+			return c.redirect(req, "/"+origin.EscapePath(p)+"/")
 		case errors.Is(err, fs.ErrNotExist):
 			return c.simple(404, "not found", req.keepAlive)
 		}
@@ -168,15 +168,6 @@ func cleanURLPath(raw string) (string, error) {
 		return "", errors.New("the path leaves the namespace or holds a NUL")
 	}
 	return c, nil
-}
-
-// escapePath escapes each segment of an origin path for a URL.
-func escapePath(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return strings.Join(segs, "/")
 }
 
 func (c *conn) redirect(req *request, loc string) bool {

@@ -215,7 +215,7 @@ func (ip *indexPage) heading(b *strings.Builder, key, title string) {
 func (ip *indexPage) row(b *strings.Builder, e origin.Entry) {
 	// "./" keeps every href relative: a name such as "javascript:alert(1)" would
 	// otherwise be read as a URL scheme.
-	href, name := "./"+escapePath(e.Name), e.Name
+	href, name := "./"+origin.EscapePath(e.Name), e.Name
 	class := "file"
 	if e.IsDir {
 		href, name, class = href+"/", name+"/", "dir"

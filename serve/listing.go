@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/cachegate/cachegate/internal/origin"
 )
 
 // directory answers for a directory URL: JSON (the format internal/origin reads, so
@@ -14,7 +16,7 @@ import (
 // else an HTML index.
 func (c *conn) directory(req *request, rawPath, p, query string) bool {
 	html := !wantsJSON(req.accept, query)
-	if canon := "/" + escapePath(p) + "/"; html && p != "" && rawPath != canon {
+	if canon := "/" + origin.EscapePath(p) + "/"; html && p != "" && rawPath != canon {
 		// The index's links are relative (breadcrumbs climb with ../): they resolve
 		// only against the directory's canonical URL, e.g. not against //d//.
 		if unescaped, err := url.PathUnescape(rawPath); err != nil || unescaped != "/"+p+"/" {

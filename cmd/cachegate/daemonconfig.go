@@ -16,6 +16,7 @@ import (
 
 	"github.com/cachegate/cachegate/internal/control"
 	"github.com/cachegate/cachegate/internal/origin"
+	"github.com/cachegate/cachegate/internal/peer"
 	"github.com/cachegate/cachegate/internal/units"
 	"go.yaml.in/yaml/v3"
 )
@@ -264,7 +265,7 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 		}
 		pf := &cfg.Serve.Peers
 		pf.Peers, pf.Advertise, pf.PeerCA = s.Peers.V, s.Advertise.V, s.PeerCA.V
-		pf.PeerSpan, pf.PeerCopy, pf.PeerTimeout = 64<<20, "local", 2*time.Second
+		pf.PeerSpan, pf.PeerCopy, pf.PeerTimeout = Size(peer.DefaultSpan), "local", peer.DefaultTimeout
 		cfg.Serve.peersLine = max(s.Peers.Line, s.Advertise.Line, 1)
 		if a := s.PeerSpan; a.Line > 0 {
 			if n, err := units.ParseSize(a.V); err != nil || n <= 0 {

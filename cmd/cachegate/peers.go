@@ -2,8 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/cachegate/cachegate/internal/control"
@@ -61,11 +59,9 @@ func (f *peerFlags) options(listen, tokenFile string, chunk int64, log *slog.Log
 	}
 	var token string
 	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return opts, false, err
+		if token, err = readToken(tokenFile); err != nil {
+			return opts, false, usagef("--auth-token-file %v", err)
 		}
-		token = strings.TrimSpace(string(b))
 	}
 	return peer.Options{Peers: f.Peers, Self: self, Span: int64(f.PeerSpan), Timeout: f.PeerTimeout,
 		Token: token, CAFile: f.PeerCA, OwnerOnly: f.PeerCopy == "owner", Logger: log}, true, nil

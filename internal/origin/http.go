@@ -144,15 +144,20 @@ func (h *HTTP) header(hdr http.Header) http.Header {
 	return hdr
 }
 
+// EscapePath escapes each segment of an origin path for a URL.
+func EscapePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
 // url returns the URL of origin path p (a directory URL when dir is set).
 func (h *HTTP) url(p string, dir bool) string {
 	u := *h.base
 	if p != "" {
-		segs := strings.Split(p, "/")
-		for i, s := range segs {
-			segs[i] = url.PathEscape(s)
-		}
-		u.RawPath = h.base.EscapedPath() + strings.Join(segs, "/")
+		u.RawPath = h.base.EscapedPath() + EscapePath(p)
 		u.Path = h.base.Path + p
 		if dir {
 			u.Path += "/"

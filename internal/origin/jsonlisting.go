@@ -338,13 +338,6 @@ func (s *jsonScanner) next() (byte, error) {
 	return c, nil
 }
 
-// back returns the byte next just read to the stream.
-func (s *jsonScanner) back() {
-	s.r.UnreadByte()
-	s.left++
-	s.off--
-}
-
 func (s *jsonScanner) nonSpace() (byte, error) {
 	for {
 		c, err := s.next()

@@ -291,15 +291,6 @@ func (g *Group) Members() []*Member {
 	return nil
 }
 
-// Span returns the unit of ownership.
-func (g *Group) Span() int64 { return g.opts.Span }
-
-// OwnerOnly reports --peer-copy owner.
-func (g *Group) OwnerOnly() bool { return g.opts.OwnerOnly }
-
-// Self returns this member's URL.
-func (g *Group) Self() string { return g.opts.Self }
-
 // Start resolves a dns+ group for the first time (waiting for at most a timeout)
 // and starts re-resolving it and probing down members, until Close.
 func (g *Group) Start() {

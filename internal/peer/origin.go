@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,10 +38,7 @@ func (o ownerOnly) KeepRun(p, version string, off, end int64) (kept bool, until 
 	// Span by span, only as far as the run goes: a walk of a whole file run by
 	// run (keptSize, under the cache's lock) stays linear in its spans.
 	ms := o.g.Members()
-	keptAt := func(idx int64) bool {
-		m := owner(ms, o.g.keyHash(Key{Path: p, Version: version, Span: idx}))
-		return m == nil || m.self || !m.Up()
-	}
+	keptAt := func(idx int64) bool { return o.g.source(ms, p, version, idx) == nil }
 	span := o.g.opts.Span
 	kept = keptAt(off / span)
 	until = min(end, (off/span+1)*span)
@@ -81,10 +76,7 @@ func (g *Group) split(p, version string, off, n int64) []segment {
 	for end := off + n; off < end; {
 		idx := off / g.opts.Span
 		next := min(end, (idx+1)*g.opts.Span)
-		m := owner(ms, g.keyHash(Key{Path: p, Version: version, Span: idx}))
-		if m != nil && (m.self || !m.Up()) {
-			m = nil
-		}
+		m := g.source(ms, p, version, idx)
 		if k := len(segs); k > 0 && segs[k-1].m == m {
 			segs[k-1].n += next - off
 		} else {
@@ -93,6 +85,16 @@ func (g *Group) split(p, version string, off, n int64) []segment {
 		off = next
 	}
 	return segs
+}
+
+// source is where span idx of version of p is read from among members ms: its
+// owner, or nil (the origin) when that is this member or is down.
+func (g *Group) source(ms []*Member, p, version string, idx int64) *Member {
+	m := owner(ms, g.keyHash(Key{Path: p, Version: version, Span: idx}))
+	if m != nil && (m.self || !m.Up()) {
+		return nil
+	}
+	return m
 }
 
 // Forwards implements cache.Forwarder: whether ReadRange would ask a peer for some
@@ -442,7 +444,7 @@ func (r *reader) ask(m *Member, off, n int64) (io.ReadCloser, error) {
 	m.requests.Add(1)
 	ctx, cancel := context.WithCancelCause(r.ctx)
 	stall := time.AfterFunc(g.opts.Timeout, func() { cancel(errPeerTimeout) })
-	req, err := http.NewRequestWithContext(ctx, "GET", m.base+"/"+escapePath(r.p), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", m.base+"/"+origin.EscapePath(r.p), nil)
 	if err != nil {
 		stall.Stop()
 		cancel(nil)
@@ -645,13 +647,4 @@ func (b *peerBody) Close() error {
 	err := b.rc.Close()
 	b.cancel(nil)
 	return err
-}
-
-// escapePath escapes each segment of an origin path for a URL.
-func escapePath(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return strings.Join(segs, "/")
 }
