@@ -47,6 +47,9 @@ type ioModes struct {
 	// it, keyed by the request's cancel channel (unique among requests in flight).
 	opening sync.Map
 	flushes atomic.Int64 // FLUSH requests received
+	// releasing counts RELEASE requests not yet handed back to the kernel: a handle
+	// gone from files may still hold its cache object until the release returns.
+	releasing atomic.Int64
 	// registered counts backing files registered with the kernel; backings those
 	// not unregistered yet.
 	registered, backings atomic.Int64
@@ -124,6 +127,8 @@ func (m *ioModes) openCached(s *ioState, key openKey, st fuse.Status) fuse.Statu
 
 func (m *ioModes) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	// Count the release before go-fuse recycles the handle number for a new open.
+	m.releasing.Add(1)
+	defer m.releasing.Add(-1)
 	key := openKey{in.NodeId, in.Fh}
 	m.mu.Lock()
 	if passthrough, ok := m.files[key]; ok {
