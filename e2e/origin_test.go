@@ -75,6 +75,51 @@ func TestListingWithoutExactSizesSendsNoHEADs(t *testing.T) {
 	}
 }
 
+// TestTrustedHTMLIndexListsWithoutHEADs: with --trust-html-index, `ls -l` of a
+// directory of nginx's HTML index costs its one listing, not a HEAD per file (issue
+// 21, goal 5): the sizes are the index's bytes, the times its minutes. A file so listed
+// opens on its inode (the origin's second is in the listed minute) and, small, costs
+// one GET.
+func TestTrustedHTMLIndexListsWithoutHEADs(t *testing.T) {
+	root, err := os.MkdirTemp(workDir, "origin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o755)
+	const files = 200
+	os.Mkdir(filepath.Join(root, "d"), 0o755)
+	mtime := time.Date(2026, 11, 26, 0, 55, 37, 0, time.UTC)
+	for i := range files {
+		p := filepath.Join(root, "d", fmt.Sprintf("f%03d", i))
+		os.WriteFile(p, []byte(strings.Repeat("x", i)), 0o644)
+		os.Chtimes(p, mtime, mtime)
+	}
+	n := startNginx(t, root, "html")
+	m := startMount(t, n.URL, "", "--trust-html-index", "--prefetch", "0")
+	dir := filepath.Join(m.Dir, "d")
+	if out, err := exec.Command("ls", "-l", dir).CombinedOutput(); err != nil || strings.Count(string(out), "\n") != files+1 {
+		t.Fatalf("ls -l: %v\n%s", err, out)
+	}
+	for i := range files {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(dir, fmt.Sprintf("f%03d", i)), &st); err != nil || st.Size != int64(i) || st.Mtim.Sec != mtime.Truncate(time.Minute).Unix() {
+			t.Fatalf("stat f%03d: size %d, mtime %d, %v; want %d bytes at %d (the index's minute)", i, st.Size, st.Mtim.Sec, err, i, mtime.Truncate(time.Minute).Unix())
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "f123")); err != nil || string(got) != strings.Repeat("x", 123) {
+		t.Fatalf("read f123: %q, %v", got, err)
+	}
+	// nginx writes its access log a moment after it answers.
+	gets := n.countRequests(t, "GET")
+	for deadline := time.Now().Add(3 * time.Second); gets < 4 && time.Now().Before(deadline); gets = n.countRequests(t, "GET") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if heads := n.countRequests(t, "HEAD"); heads != 0 || gets != 4 {
+		log, _ := os.ReadFile(n.accessLog)
+		t.Errorf("ls -l and stat of %d files and a read of one sent %d HEADs and %d GETs; want 0 and 4 (the start's check of the root, the root and d/ listings, f123):\n%s", files, heads, gets, log)
+	}
+}
+
 // nginxAuthConf is an nginx that asks for Basic credentials on every request.
 const nginxAuthConf = `daemon off;
 master_process off;

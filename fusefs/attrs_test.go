@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cachegate/cachegate/internal/origin"
 )
@@ -39,6 +40,35 @@ func TestAttrPolicy(t *testing.T) {
 		owner, perm := a.of(c.e)
 		if owner.Uid != c.uid || owner.Gid != c.gid || perm != c.perm {
 			t.Errorf("%s: %d:%d %04o, want %d:%d %04o", c.name, owner.Uid, owner.Gid, perm, c.uid, c.gid, c.perm)
+		}
+	}
+}
+
+// TestSameWithinMinute: an open keeps the inode of a file listed with its time to the
+// minute (a trusted HTML index) when the origin gives that minute's second, or the
+// same wall time in another zone; a new size, or a time listed with its second, does
+// not.
+func TestSameWithinMinute(t *testing.T) {
+	minute := time.Date(2026, 11, 26, 0, 55, 0, 0, time.UTC)
+	listed := origin.Entry{Name: "f", Size: 10, ModTime: minute}
+	at := func(size int64, t time.Time) origin.Entry { return origin.Entry{Name: "f", Size: size, ModTime: t} }
+	for _, c := range []struct {
+		name   string
+		listed origin.Entry
+		got    origin.Entry
+		same   bool
+	}{
+		{"second of the minute", listed, at(10, minute.Add(37*time.Second)), true},
+		{"the minute itself", listed, at(10, minute), true},
+		{"local time 5:30 ahead", listed, at(10, minute.Add(-5*time.Hour-30*time.Minute+12*time.Second)), true},
+		{"next minute", listed, at(10, minute.Add(61*time.Second)), false},
+		{"a day later", listed, at(10, minute.Add(24*time.Hour)), false},
+		{"new size", listed, at(11, minute.Add(5*time.Second)), false},
+		{"listed with its second", at(10, minute.Add(5*time.Second)), at(10, minute.Add(6*time.Second)), false},
+		{"no time listed", at(10, time.Time{}), at(10, minute), false},
+	} {
+		if got := sameWithinMinute(c.listed, c.got); got != c.same {
+			t.Errorf("%s: sameWithinMinute = %v, want %v", c.name, got, c.same)
 		}
 	}
 }

@@ -224,6 +224,22 @@ func maxRequest() int {
 	return n
 }
 
+// sameWithinMinute reports whether listed, an entry whose time is given to the minute
+// (an nginx HTML index trusted with --trust-html-index), may describe the file got,
+// whose time has the second: the same size, and got's time in listed's minute, give
+// or take a time zone (nginx's autoindex_localtime prints local time without saying
+// which). The bytes read are got's whatever the inode shows: this decides only
+// whether the open needs a new inode for a new size.
+func sameWithinMinute(listed, got origin.Entry) bool {
+	t := listed.ModTime
+	if listed.IsDir || got.IsDir || listed.Symlink != "" || got.Symlink != "" ||
+		listed.Size != got.Size || t.IsZero() || !t.Equal(t.Truncate(time.Minute)) {
+		return false
+	}
+	d := got.ModTime.Truncate(time.Minute).Sub(t)
+	return d%(15*time.Minute) == 0 && d > -15*time.Hour && d < 15*time.Hour // zones are whole quarters
+}
+
 // inoFor derives a stable inode number. Files include size and mtime so that a new
 // version is a new inode.
 func inoFor(p string, e origin.Entry) uint64 {
@@ -481,7 +497,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if err != nil {
 		return nil, 0, n.fsys.errno("open", n.path, err)
 	}
-	if inoFor(n.path, h.Entry()) != n.StableAttr().Ino {
+	if inoFor(n.path, h.Entry()) != n.StableAttr().Ino && !sameWithinMinute(n.entry, h.Entry()) {
 		// The object is no longer the version this inode stands for (a listing said
 		// 10 bytes, the origin now 3 MiB): the kernel would read it under the old
 		// size, part of the new version. ESTALE makes the kernel look the path up

@@ -28,7 +28,7 @@ import (
 //	          peers, advertise, peer_span, peer_copy, peer_timeout, peer_ca}
 //	metrics: ADDR                                      # optional
 //	origins: [{name, url, mount, serve, metadata_ttl, origin_timeout, headers, uid, gid,
-//	           allow_other, s3_endpoint, s3_region}, …]
+//	           allow_other, s3_endpoint, s3_region, trust_html_index}, …]
 //
 // Unknown keys are errors, sizes and durations read as on the command line, and every
 // problem is reported as FILE:LINE: problem, all of them at once.
@@ -84,6 +84,7 @@ type originSection struct {
 	AllowOther  at[bool]     `yaml:"allow_other"`
 	S3Endpoint  at[string]   `yaml:"s3_endpoint"`
 	S3Region    at[string]   `yaml:"s3_region"`
+	TrustHTML   at[bool]     `yaml:"trust_html_index"`
 }
 
 // knownKeys names each section's keys for the unknown-key error.
@@ -91,7 +92,7 @@ var knownKeys = map[string]string{
 	"configFile":    "cache, serve, metrics, origins",
 	"cacheSection":  "dir, size, min_free, chunk_size",
 	"serveSection":  "listen, transfer, auth_token_file, peers, advertise, peer_span, peer_copy, peer_timeout, peer_ca",
-	"originSection": "name, url, mount, serve, metadata_ttl, origin_timeout, headers, uid, gid, allow_other, s3_endpoint, s3_region",
+	"originSection": "name, url, mount, serve, metadata_ttl, origin_timeout, headers, uid, gid, allow_other, s3_endpoint, s3_region, trust_html_index",
 }
 
 // daemonConfig is a parsed, validated config.
@@ -131,7 +132,8 @@ type daemonOrigin struct {
 	UID, GID               *uint32
 	AllowOther             bool
 	S3Endpoint, S3Region   string
-	line, urlLine, mntLine int // where it was written, for checkDaemonConfig's errors
+	TrustHTMLIndex         bool // --trust-html-index
+	line, urlLine, mntLine int  // where it was written, for checkDaemonConfig's errors
 }
 
 // same reports whether o and p configure the same origin (where they are written aside).
@@ -308,7 +310,7 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 	names, mounts := map[string]int{}, map[string]int{}
 	for i, r := range raw.Origins {
 		o := daemonOrigin{Name: r.Name.V, URL: r.URL.V, Mount: r.Mount.V, Serve: r.Serve.V, Headers: r.Headers.V,
-			AllowOther: r.AllowOther.V, S3Endpoint: r.S3Endpoint.V, S3Region: r.S3Region.V,
+			AllowOther: r.AllowOther.V, S3Endpoint: r.S3Endpoint.V, S3Region: r.S3Region.V, TrustHTMLIndex: r.TrustHTML.V,
 			line: max(r.Name.Line, r.URL.Line), urlLine: r.URL.Line, mntLine: r.Mount.Line}
 		what := fmt.Sprintf("origins[%d]", i)
 		switch {
@@ -368,6 +370,9 @@ func parseDaemonConfig(file string, b []byte) (*daemonConfig, error) {
 		}
 		if (o.S3Endpoint != "" || o.S3Region != "") && !strings.HasPrefix(o.URL, "s3://") {
 			add(max(r.S3Endpoint.Line, r.S3Region.Line), "%s: s3_endpoint and s3_region are for s3:// urls", what)
+		}
+		if o.TrustHTMLIndex && !strings.HasPrefix(o.URL, "http://") && !strings.HasPrefix(o.URL, "https://") {
+			add(r.TrustHTML.Line, "%s: trust_html_index is for http:// and https:// urls", what)
 		}
 		cfg.Origins = append(cfg.Origins, o)
 	}
@@ -443,7 +448,7 @@ func newDaemonOrigin(o daemonOrigin) (origin.Origin, error) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	return origin.New(o.URL, origin.Options{Timeout: timeout, S3Endpoint: o.S3Endpoint, S3Region: o.S3Region, Headers: o.Headers})
+	return origin.New(o.URL, origin.Options{Timeout: timeout, S3Endpoint: o.S3Endpoint, S3Region: o.S3Region, Headers: o.Headers, TrustHTMLIndex: o.TrustHTMLIndex})
 }
 
 // readToken reads a bearer token file.

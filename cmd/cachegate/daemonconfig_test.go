@@ -29,6 +29,7 @@ origins:
     uid: 1000
     gid: 1000
     allow_other: true
+    trust_html_index: true
   - name: data
     url: s3://bucket/prefix
     s3_endpoint: http://minio:9000
@@ -52,7 +53,7 @@ func TestDaemonConfigParses(t *testing.T) {
 	}
 	p := cfg.Origins[0]
 	if p.Name != "pub" || p.Mount != "/mnt/pub" || !p.Serve || p.MetadataTTL != time.Minute || p.Timeout != 10*time.Second || len(p.Headers) != 1 ||
-		p.UID == nil || *p.UID != 1000 || p.GID == nil || *p.GID != 1000 || !p.AllowOther {
+		p.UID == nil || *p.UID != 1000 || p.GID == nil || *p.GID != 1000 || !p.AllowOther || !p.TrustHTMLIndex {
 		t.Errorf("pub: %+v", p)
 	}
 	if d := cfg.Origins[1]; d.S3Endpoint != "http://minio:9000" || d.S3Region != "us-east-1" || d.Serve || d.UID != nil {
@@ -90,6 +91,7 @@ func TestDaemonConfigErrors(t *testing.T) {
 		{"bad url", "origins:\n  - name: a\n    url: ftp://x/\n", []string{`c.yaml:3: origin a: url "ftp://x/"`}},
 		{"bad ttl", origins + "    metadata_ttl: 5 minutes\n", []string{`c.yaml:4: origin pub: metadata_ttl "5 minutes"`}},
 		{"bad origin_timeout", origins + "    origin_timeout: 2h\n", []string{`c.yaml:4: origin pub: origin_timeout "2h"`}},
+		{"trust_html_index on s3", "origins:\n  - name: a\n    url: s3://b/\n    trust_html_index: true\n", []string{"c.yaml:4: origin a: trust_html_index is for http:// and https:// urls"}},
 		{"bad uid", origins + "    uid: alice\n", []string{"c.yaml:4: cannot unmarshal"}},
 		{"relative mount", origins + "    mount: mnt/pub\n", []string{`c.yaml:4: origin pub: mount "mnt/pub" is not an absolute path`}},
 		{"dup mount", origins + "    mount: /m\n  - name: b\n    url: http://b/\n    mount: /m/\n", []string{"c.yaml:7: origin b: mount /m/ is already used on line 4"}},

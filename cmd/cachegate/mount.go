@@ -44,6 +44,7 @@ type cacheFlags struct {
 	OriginHeaderFile string        `group:"origin" name:"origin-header-file" env:"CACHEGATE_ORIGIN_HEADER_FILE" help:"File of headers, one \"Name: value\" a line (# comments), sent on every http(s) origin request and reread when it changes (a rotated token needs no restart); wins over --origin-header." type:"path" placeholder:"FILE"`
 	BWLimit          Rate          `group:"origin" name:"bwlimit" help:"Most bytes per second read from the origin, by all readers and warms of this process together, e.g. 50MiB, 500k, 1.5M; 0: no limit. Bursts are at most a second's worth or one chunk." placeholder:"RATE"`
 	OriginCA         string        `group:"origin" name:"origin-ca" env:"CACHEGATE_ORIGIN_CA" help:"PEM file of CA certificates trusted for an https origin (or --s3-endpoint), added to the system roots (and to AWS_CA_BUNDLE)." type:"path" placeholder:"FILE"`
+	TrustHTMLIndex   bool          `group:"origin" name:"trust-html-index" env:"CACHEGATE_TRUST_HTML_INDEX" help:"Show the files of an nginx HTML index with the sizes and times it prints (times to the minute) instead of a HEAD per file for the second: ls -l of a big directory then costs its one listing. JSON indexes (autoindex_format json) need no HEAD either way."`
 	OriginInsecure   bool          `group:"origin" name:"origin-insecure" env:"CACHEGATE_ORIGIN_INSECURE" help:"Do not verify an https origin's certificate (logged as a warning at start): anyone on the network path could change what is served; prefer --origin-ca."`
 }
 
@@ -51,7 +52,7 @@ type cacheFlags struct {
 // wrap, when set, puts a decorator (the peer tier) around the origin.
 func (f *cacheFlags) open(spec string, log *slog.Logger, wrap ...func(origin.Origin) (origin.Origin, error)) (*cache.Cache, error) {
 	hideCredentials(spec)
-	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries, Headers: splitHeaderLines(f.OriginHeader), HeaderFile: f.OriginHeaderFile, CAFile: f.OriginCA, Insecure: f.OriginInsecure})
+	o, err := origin.New(spec, origin.Options{Timeout: f.OriginTimeout, S3Endpoint: f.S3Endpoint, S3Region: f.S3Region, MaxDirEntries: f.MaxDirEntries, Headers: splitHeaderLines(f.OriginHeader), HeaderFile: f.OriginHeaderFile, CAFile: f.OriginCA, Insecure: f.OriginInsecure, TrustHTMLIndex: f.TrustHTMLIndex})
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,7 @@ type HTTP struct {
 	maxEntries int
 	pins       etagPins
 	sizes      etagPins // path and strong ETag -> the size its HEAD gave
+	trustHTML  bool     // Options.TrustHTMLIndex
 }
 
 // NewHTTP returns an origin for the URL prefix raw (http:// or https://).
@@ -105,7 +106,7 @@ func NewHTTP(raw string, opts Options) (*HTTP, error) {
 		// "dir" to "dir/", which is how a directory is told from a file.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	h := &HTTP{base: u, auth: auth, extra: extra, file: file, name: name, client: client, timeout: timeout, maxEntries: opts.maxDirEntries()}
+	h := &HTTP{base: u, auth: auth, extra: extra, file: file, name: name, client: client, timeout: timeout, maxEntries: opts.maxDirEntries(), trustHTML: opts.TrustHTMLIndex}
 	// Plain HTTP without a proxy: ranged reads go over connections cachegate owns, so
 	// their bodies can be spliced. TLS bodies must be decrypted in user space anyway.
 	if u.Scheme == "http" {
@@ -361,7 +362,7 @@ func (h *HTTP) List(ctx context.Context, p string) ([]Entry, error) {
 		return nil, &StatusError{URL: u, Status: resp.StatusCode}
 	}
 	dirURL, _ := url.Parse(u)
-	entries, err := ReadListing(resp.Header.Get("Content-Type"), progressReader{resp.Body, guard}, dirURL, h.maxEntries)
+	entries, err := readListing(resp.Header.Get("Content-Type"), progressReader{resp.Body, guard}, dirURL, h.maxEntries, h.trustHTML)
 	if err = guard.explain(u, err); err != nil {
 		if errors.Is(err, ErrTooManyEntries) {
 			return nil, err

@@ -41,9 +41,15 @@ func ParseListing(contentType string, body []byte, dirURL *url.URL) ([]Entry, er
 // text at a time, never the whole body, and fails with ErrTooManyEntries past
 // maxEntries entries.
 func ReadListing(contentType string, r io.Reader, dirURL *url.URL, maxEntries int) ([]Entry, error) {
+	return readListing(contentType, r, dirURL, maxEntries, false)
+}
+
+// readListing is ReadListing, taking an nginx HTML index's byte sizes and minute
+// times as exact when trustHTML is set (Options.TrustHTMLIndex).
+func readListing(contentType string, r io.Reader, dirURL *url.URL, maxEntries int, trustHTML bool) ([]Entry, error) {
 	mt, _, _ := mime.ParseMediaType(contentType)
 	br := bufio.NewReaderSize(r, 64<<10)
-	b := &listingBuilder{max: maxEntries, dir: dirURL.Redacted()}
+	b := &listingBuilder{max: maxEntries, dir: dirURL.Redacted(), trustHTML: trustHTML}
 	var err error
 	switch {
 	case mt == "application/json" || (mt == "" && firstNonSpace(br) == '['):
@@ -89,6 +95,8 @@ type listingBuilder struct {
 	out      []Entry
 	long     int    // names skipped for being longer than maxNameLen
 	longName string // one of them, for the log
+	// trustHTML: an nginx HTML line with a size in bytes makes its file exact.
+	trustHTML bool
 }
 
 func (b *listingBuilder) add(e Entry) error {
@@ -241,9 +249,11 @@ func parseHTMLListing(r io.Reader, dirURL *url.URL, b *listingBuilder) error {
 					}
 					// The entry stays inexact although the size is in bytes:
 					// nginx prints the time to the minute, and a stat through
-					// the mount shows the file's own second (one HEAD).
+					// the mount shows the file's own second (one HEAD), unless
+					// the user would rather see the minute than pay a HEAD a file.
 					if n, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil && !e.IsDir {
 						e.Size = n
+						e.Exact = b.trustHTML && !e.ModTime.IsZero()
 					}
 				}
 				pending = -1

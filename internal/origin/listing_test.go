@@ -59,6 +59,36 @@ func TestParseNginxHTML(t *testing.T) {
 	}
 }
 
+// TestParseNginxHTMLTrusted: with Options.TrustHTMLIndex, a file whose size nginx
+// prints in bytes is exact, with its time to the minute; a rounded size, a line
+// without a time and a directory stay as they were.
+func TestParseNginxHTMLTrusted(t *testing.T) {
+	body := `<html><body><pre><a href="../">../</a>
+<a href="sub/">sub/</a>                                          26-Nov-2026 00:54                   -
+<a href="a.txt">a.txt</a>                                        26-Nov-2026 00:55                1234
+<a href="b.bin">b.bin</a>                                        26-Nov-2026 00:55                 12K
+<a href="c.txt">c.txt</a>
+</pre></body></html>`
+	got, err := readListing("text/html", strings.NewReader(body), mustURL(t, "http://h/"), 100, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact := map[string]bool{}
+	for _, e := range got {
+		exact[e.Name] = e.Exact
+		if e.Name == "a.txt" && (e.Size != 1234 || !e.ModTime.Equal(time.Date(2026, 11, 26, 0, 55, 0, 0, time.UTC))) {
+			t.Errorf("a.txt = %+v, want 1234 bytes at 26-Nov-2026 00:55 UTC", e)
+		}
+	}
+	if len(got) != 4 || !exact["a.txt"] || exact["b.bin"] || exact["c.txt"] || exact["sub"] {
+		t.Errorf("exact = %v, want only a.txt of 4 entries", exact)
+	}
+	// Not trusted (the default): the same line is inexact.
+	if got, err := ParseListing("text/html", []byte(body), mustURL(t, "http://h/")); err != nil || got[1].Name != "a.txt" || got[1].Exact {
+		t.Errorf("untrusted a.txt = %+v, %v; want inexact", got, err)
+	}
+}
+
 // nginx with autoindex_exact_size off rounds sizes ("12K"): those entries keep no
 // size (not 12 bytes).
 func TestParseNginxHTMLRoundedSizes(t *testing.T) {

@@ -29,6 +29,8 @@ type Entry struct {
 	Version string
 	// Exact is true when Size and ModTime are authoritative. Listings that round sizes
 	// ("1.2K") or times (to the minute) produce inexact entries; Stat is always exact.
+	// An nginx HTML index's byte sizes are taken as exact with its times to the minute
+	// only where the origin was opened with Options.TrustHTMLIndex.
 	Exact bool
 	// HasOwner is true for origins with owners and permission bits (local
 	// directories): the mount shows Uid, Gid and Perm and lets the kernel check them,
@@ -95,6 +97,11 @@ type Options struct {
 	// origin's certificate altogether, with a warning in the log.
 	CAFile   string
 	Insecure bool
+	// TrustHTMLIndex takes the files of an nginx HTML index whose sizes it prints in
+	// bytes (autoindex_exact_size on, nginx's default) as exact, with the times it
+	// prints, to the minute: a directory's attributes then cost its one listing, not
+	// a HEAD per file for the second (issue 21, goal 5).
+	TrustHTMLIndex bool
 }
 
 // DefaultMaxDirEntries is the cap on a directory's entries when Options leave it 0.
