@@ -98,6 +98,9 @@ type Cache struct {
 	// recs is the object index in meta's store: the sidecars of small objects (nil
 	// when there is no store).
 	recs *objectRecords
+	// retryDelay is the pause before a fill's attempt (1, 2, …) after a failed one:
+	// fillBackoff, or none in tests that script an origin's failures.
+	retryDelay func(attempt int) time.Duration
 	// idle keeps the files of recently released objects open (like nginx's
 	// open_file_cache), bounded in count; its evictions close them.
 	idle *ristretto.Cache[string, *object]
@@ -190,11 +193,12 @@ func Open(o origin.Origin, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		opts:   opts,
-		oname:  o.String(),
-		log:    opts.Logger,
-		lock:   lock,
-		objDir: filepath.Join(opts.Dir, "objects"),
+		retryDelay: fillBackoff,
+		opts:       opts,
+		oname:      o.String(),
+		log:        opts.Logger,
+		lock:       lock,
+		objDir:     filepath.Join(opts.Dir, "objects"),
 		idx: index{
 			objects: map[string]*object{},
 			byPath:  map[string]*object{},

@@ -628,10 +628,7 @@ func (o *object) ensure(ctx context.Context, first, last int) (hit bool, err err
 				o.mu.Unlock()
 				return false, err
 			}
-			end := i
-			for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
-				end++
-			}
+			end := o.runEndLocked(i, last)
 			fl, sp := o.startFetchLocked(ctx, i, end)
 			sp.waiters++
 			if joined == nil {
@@ -725,16 +722,25 @@ func (o *object) prefetch(ctx context.Context, first, last int) []*span {
 		if o.side.has(i) || o.inflight[i] != nil {
 			continue
 		}
-		end := i
-		for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
-			end++
-		}
+		end := o.runEndLocked(i, last)
 		_, sp := o.startFetchLocked(ctx, i, end)
 		sp.holders++
 		started = append(started, sp)
 		i = end
 	}
 	return started
+}
+
+// runEndLocked returns the last chunk of the span a fetch starting at chunk i (missing
+// and not in flight) asks for: it stops at last, at spanChunks chunks, and before a
+// chunk present or in flight. ensure and prefetch group chunks by it alike. o.mu
+// must be held.
+func (o *object) runEndLocked(i, last int) int {
+	end := i
+	for end < last && end-i+1 < spanChunks && !o.side.has(end+1) && o.inflight[end+1] == nil {
+		end++
+	}
+	return end
 }
 
 // letGo drops holds taken by prefetch, cancelling spans nobody else wants, and
@@ -794,6 +800,10 @@ func (o *object) startFetchLocked(from context.Context, first, last int) ([]*fli
 }
 
 const maxAttempts = 4
+
+// fillBackoff is the pause before a fill's attempt after a failed one: 100 ms, then
+// 400 ms, then 1.6 s.
+func fillBackoff(attempt int) time.Duration { return time.Duration(1<<(2*attempt)) * 25 * time.Millisecond }
 
 // fetch reads chunks first..last from the origin into the data file, completing each
 // chunk's flight as soon as it lands. Transient errors are retried from the first chunk
@@ -863,7 +873,7 @@ func (o *object) fetch(ctx context.Context, sp *span, first, last int, fl []*fli
 			}
 			c.log.Warn("origin read failed, retrying", "path", o.Path, "offset", int64(i)*o.ChunkSize, "attempt", attempt, "err", err)
 			c.metrics.retries[opRead].Add(1)
-			if !sleepCtx(ctx, time.Duration(1<<(2*attempt))*25*time.Millisecond) {
+			if !sleepCtx(ctx, c.retryDelay(attempt)) {
 				break
 			}
 		}
