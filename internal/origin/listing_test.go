@@ -1,10 +1,12 @@
 package origin
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -353,4 +355,29 @@ func TestListingReadErrorIsAnError(t *testing.T) {
 			t.Errorf("%s: listing cut by a read error gave %+v", ct, got)
 		}
 	}
+}
+
+// nginxLineRegexp is what nginxLine hand-matches.
+var nginxLineRegexp = regexp.MustCompile(`^\s+(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2})\s+(\d+|-)\s*$`)
+
+// FuzzNginxLineMatchesRegexp: nginxLine accepts exactly what the regexp matches and
+// splits it alike.
+func FuzzNginxLineMatchesRegexp(f *testing.F) {
+	for _, s := range []string{
+		"   26-Nov-2026 00:54     1234", "   26-Nov-2026 00:54     -", "  26-Nov-2026 00:54   12K",
+		"26-Nov-2026 00:54 1", " 26-Nov-2026 00:54\t7\r\n", " 26-Nov-2026 00:541", " 2x-Nov-2026 00:54 1",
+		" 26-N0v-2026 00:54 1", " 26-Nov-2026 00:54 -5", " 26-Nov-2026 00:54 ", "\f26-[ov-2026 00:54 1",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		when, size, ok := nginxLine(b)
+		m := nginxLineRegexp.FindSubmatch(b)
+		if ok != (m != nil) {
+			t.Fatalf("%q: nginxLine ok=%v, regexp matched=%v", b, ok, m != nil)
+		}
+		if ok && (!bytes.Equal(when, m[1]) || !bytes.Equal(size, m[2])) {
+			t.Fatalf("%q: nginxLine %q %q, regexp %q %q", b, when, size, m[1], m[2])
+		}
+	})
 }
